@@ -1,0 +1,49 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/openai/openai-go/v3"
+)
+
+// Exit codes. Scripts rely on them: keep their values stable.
+const (
+	exitOK    = 0
+	exitError = 1 // anything not classified below (I/O, database, internal)
+	exitUsage = 2 // bad flags or arguments
+	exitInput = 3 // invalid input records
+	exitAPI   = 4 // the OpenAI API refused or failed a call
+)
+
+// errSilent marks an error whose message was already written for the user.
+var errSilent = errors.New("already reported")
+
+// usageError marks a bad flag or argument.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// inputError marks invalid input records; commands wrap their packages' input errors in it.
+type inputError struct{ err error }
+
+func (e inputError) Error() string { return e.err.Error() }
+func (e inputError) Unwrap() error { return e.err }
+
+func exitCodeFor(err error) int {
+	var (
+		u   usageError
+		in  inputError
+		api *openai.Error
+	)
+	switch {
+	case errors.As(err, &u):
+		return exitUsage
+	case errors.As(err, &in):
+		return exitInput
+	case errors.As(err, &api):
+		return exitAPI
+	default:
+		return exitError
+	}
+}

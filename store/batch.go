@@ -1,0 +1,60 @@
+package store
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Batch statuses as the OpenAI Batch API reports them.
+const (
+	StatusValidating = "validating"
+	StatusInProgress = "in_progress"
+	StatusFinalizing = "finalizing"
+	StatusCompleted  = "completed"
+	StatusFailed     = "failed"
+	StatusExpired    = "expired"
+	StatusCancelling = "cancelling"
+	StatusCancelled  = "cancelled"
+)
+
+// IsTerminal reports whether a batch in status s will never change again.
+func IsTerminal(s string) bool {
+	switch s {
+	case StatusCompleted, StatusFailed, StatusExpired, StatusCancelled:
+		return true
+	}
+	return false
+}
+
+// Batch is one row of the batch-ID table (<schema>.batches), the contract downstream consumers read.
+// Empty strings and nil pointers are stored as NULL.
+type Batch struct {
+	BatchID          string
+	Status           string
+	Endpoint         string
+	Model            string
+	InputFileID      string
+	OutputFileID     string
+	ErrorFileID      string
+	RequestTotal     int
+	RequestCompleted int
+	RequestFailed    int
+	Metadata         map[string]string
+	Source           string
+	SpoolSHA256      string
+	Errors           json.RawMessage // the API's errors object, as returned
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+	EndedAt          *time.Time
+	ResultsLoadedAt  *time.Time
+}
+
+// Result is one row of <schema>.results: the answer (or error) to one request of one batch.
+type Result struct {
+	BatchID    string
+	CustomID   string
+	InputLine  *int // 1-based line of the request in its input file; nil when unknown
+	StatusCode *int
+	Response   json.RawMessage // the response body; nil for error-file lines
+	Error      json.RawMessage // the error object; nil on success
+}
