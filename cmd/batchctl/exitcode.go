@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"strings"
 
 	"github.com/openai/openai-go/v3"
 )
@@ -37,7 +38,7 @@ func exitCodeFor(err error) int {
 		api *openai.Error
 	)
 	switch {
-	case errors.As(err, &u):
+	case errors.As(err, &u), isCobraUsageError(err):
 		return exitUsage
 	case errors.As(err, &in):
 		return exitInput
@@ -46,4 +47,11 @@ func exitCodeFor(err error) int {
 	default:
 		return exitError
 	}
+}
+
+// isCobraUsageError recognises the argument errors cobra returns untyped.
+func isCobraUsageError(err error) bool {
+	msg := err.Error()
+	return strings.HasPrefix(msg, "unknown command ") || strings.HasPrefix(msg, "unknown flag") ||
+		strings.HasPrefix(msg, "accepts ") || strings.HasPrefix(msg, "requires at least ")
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/batchctl/batchctl/store"
 )
 
 // IOStreams are the streams a command reads and writes. Commands never touch os.Stdin/os.Stdout directly, so every
@@ -119,4 +121,20 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	default:
 		return nil, fmt.Errorf("invalid --log-format %q: want text or json", format)
 	}
+}
+
+// openStore connects to the configured database.
+func (g *globalOptions) openStore(ctx context.Context) (*store.Store, error) {
+	if g.DatabaseURL == "" {
+		return nil, usageError{errors.New("this command needs a database: set --database-url or DATABASE_URL")}
+	}
+	return store.Open(ctx, g.DatabaseURL, g.Schema)
+}
+
+// noArgs is cobra.NoArgs reported as a usage error.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if err := cobra.NoArgs(cmd, args); err != nil {
+		return usageError{err}
+	}
+	return nil
 }

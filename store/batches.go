@@ -1,0 +1,190 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+)
+
+// NotifyChannel is the LISTEN/NOTIFY channel on which every batch status change is announced.
+const NotifyChannel = "batchctl_batches"
+
+const batchColumns = `batch_id, status, endpoint, model, input_file_id, output_file_id, error_file_id,
+	request_total, request_completed, request_failed, metadata, source, spool_sha256, errors,
+	created_at, updated_at, ended_at, results_loaded_at`
+
+// terminalSQL lists the terminal statuses for SQL predicates.
+const terminalSQL = `('completed', 'failed', 'expired', 'cancelled')`
+
+// TrackBatch inserts the batch row (unless it exists) and enqueues its poll job in one transaction, so a tracked
+// batch always has a poller and a poll job never points at a missing row. It reports whether the row is new.
+func (s *Store) TrackBatch(ctx context.Context, b Batch) (inserted bool, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `insert into `+s.table("batches")+` (`+batchColumns+`)
+			values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, coalesce($15, now()), now(), $16, null)
+			on conflict (batch_id) do nothing`, batchArgs(b)...)
+		if err != nil {
+			return translate("insert batch "+b.BatchID, err)
+		}
+		inserted = tag.RowsAffected() == 1
+		if _, err := s.river.InsertTx(ctx, tx, PollBatchArgs{BatchID: b.BatchID}, &river.InsertOpts{ScheduledAt: time.Now().Add(pollDelay)}); err != nil {
+			return translate("enqueue poll job for "+b.BatchID, err)
+		}
+		return nil
+	})
+	return inserted, err
+}
+
+// UpsertBatch writes what the API says of a batch. A terminal status is never replaced by a non-terminal one (a
+// stale list page must not resurrect a finished batch); ended_at is set once, when the batch first ends; source and
+// spool_sha256 keep their earlier values when b leaves them empty. When the status changes, a notification goes to
+// NotifyChannel in the same transaction. It returns the previous status ("" for a new row).
+func (s *Store) UpsertBatch(ctx context.Context, b Batch) (previous string, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `select status from `+s.table("batches")+` where batch_id = $1 for update`, b.BatchID).Scan(&previous)
+		if err != nil && err != pgx.ErrNoRows {
+			return translate("read batch "+b.BatchID, err)
+		}
+		if IsTerminal(previous) && !IsTerminal(b.Status) {
+			b.Status = previous
+		}
+		_, err = tx.Exec(ctx, `insert into `+s.table("batches")+` as t (`+batchColumns+`)
+			values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, coalesce($15, now()), now(), $16, null)
+			on conflict (batch_id) do update set
+				status            = excluded.status,
+				endpoint          = coalesce(excluded.endpoint, t.endpoint),
+				model             = coalesce(excluded.model, t.model),
+				input_file_id     = coalesce(excluded.input_file_id, t.input_file_id),
+				output_file_id    = coalesce(excluded.output_file_id, t.output_file_id),
+				error_file_id     = coalesce(excluded.error_file_id, t.error_file_id),
+				request_total     = excluded.request_total,
+				request_completed = excluded.request_completed,
+				request_failed    = excluded.request_failed,
+				metadata          = excluded.metadata,
+				source            = coalesce(excluded.source, t.source),
+				spool_sha256      = coalesce(excluded.spool_sha256, t.spool_sha256),
+				errors            = coalesce(excluded.errors, t.errors),
+				updated_at        = now(),
+				ended_at          = coalesce(t.ended_at, excluded.ended_at)`, batchArgs(b)...)
+		if err != nil {
+			return translate("upsert batch "+b.BatchID, err)
+		}
+		if previous == b.Status {
+			return nil
+		}
+		payload, err := json.Marshal(notification{
+			Schema: s.schema, BatchID: b.BatchID, Status: b.Status, PreviousStatus: previous,
+			RequestTotal: b.RequestTotal, RequestCompleted: b.RequestCompleted, RequestFailed: b.RequestFailed,
+		})
+		if err != nil {
+			return fmt.Errorf("encode notification: %w", err)
+		}
+		_, err = tx.Exec(ctx, `select pg_notify($1, $2)`, NotifyChannel, string(payload))
+		return translate("notify "+NotifyChannel, err)
+	})
+	return previous, err
+}
+
+// notification is the JSON payload sent on NotifyChannel.
+type notification struct {
+	Schema           string `json:"schema"`
+	BatchID          string `json:"batch_id"`
+	Status           string `json:"status"`
+	PreviousStatus   string `json:"previous_status,omitempty"`
+	RequestTotal     int    `json:"request_total"`
+	RequestCompleted int    `json:"request_completed"`
+	RequestFailed    int    `json:"request_failed"`
+}
+
+// GetBatch reads one batch row; ErrNotFound when there is none.
+func (s *Store) GetBatch(ctx context.Context, batchID string) (Batch, error) {
+	rows, err := s.pool.Query(ctx, `select `+batchColumns+` from `+s.table("batches")+` where batch_id = $1`, batchID)
+	if err != nil {
+		return Batch{}, translate("read batch "+batchID, err)
+	}
+	b, err := pgx.CollectExactlyOneRow(rows, scanBatch)
+	return b, translate("read batch "+batchID, err)
+}
+
+// ListNonTerminal returns up to limit batches that have not ended, oldest first.
+func (s *Store) ListNonTerminal(ctx context.Context, limit int) ([]Batch, error) {
+	rows, err := s.pool.Query(ctx, `select `+batchColumns+` from `+s.table("batches")+`
+		where status not in `+terminalSQL+` order by created_at, batch_id limit $1`, limit)
+	if err != nil {
+		return nil, translate("list batches in flight", err)
+	}
+	bs, err := pgx.CollectRows(rows, scanBatch)
+	return bs, translate("list batches in flight", err)
+}
+
+// batchArgs are the values of batchColumns for an insert, minus updated_at and results_loaded_at, which the
+// statements set themselves.
+func batchArgs(b Batch) []any {
+	meta := b.Metadata
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	var createdAt *time.Time
+	if !b.CreatedAt.IsZero() {
+		createdAt = &b.CreatedAt
+	}
+	var errs any
+	if len(b.Errors) > 0 && string(b.Errors) != "null" {
+		errs = string(b.Errors)
+	}
+	return []any{
+		b.BatchID, b.Status, nullable(b.Endpoint), nullable(b.Model), nullable(b.InputFileID),
+		nullable(b.OutputFileID), nullable(b.ErrorFileID), b.RequestTotal, b.RequestCompleted, b.RequestFailed,
+		meta, nullable(b.Source), nullable(b.SpoolSHA256), errs, createdAt, endedAt(b),
+	}
+}
+
+// endedAt is when the batch ended: as given, or now for a terminal status given without a time.
+func endedAt(b Batch) *time.Time {
+	if b.EndedAt != nil {
+		return b.EndedAt
+	}
+	if IsTerminal(b.Status) {
+		now := time.Now()
+		return &now
+	}
+	return nil
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func scanBatch(row pgx.CollectableRow) (Batch, error) {
+	var (
+		b                                              Batch
+		endpoint, model, in, out, errFile, source, sha *string
+		errorsJSON                                     []byte
+	)
+	err := row.Scan(&b.BatchID, &b.Status, &endpoint, &model, &in, &out, &errFile,
+		&b.RequestTotal, &b.RequestCompleted, &b.RequestFailed, &b.Metadata, &source, &sha, &errorsJSON,
+		&b.CreatedAt, &b.UpdatedAt, &b.EndedAt, &b.ResultsLoadedAt)
+	if err != nil {
+		return Batch{}, err
+	}
+	b.Endpoint, b.Model, b.InputFileID, b.OutputFileID = deref(endpoint), deref(model), deref(in), deref(out)
+	b.ErrorFileID, b.Source, b.SpoolSHA256 = deref(errFile), deref(source), deref(sha)
+	if errorsJSON != nil {
+		b.Errors = errorsJSON
+	}
+	return b, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

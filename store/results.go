@@ -1,0 +1,148 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ResultSource yields result rows one at a time, so a load never holds a whole file in memory.
+type ResultSource interface {
+	// Next advances to the next row; false at the end or on error.
+	Next() bool
+	// Result is the current row; its byte slices may be reused after the next call to Next.
+	Result() Result
+	// Err is the error that stopped Next, if any.
+	Err() error
+}
+
+// Load is one batch's results load: a transaction that holds the batch row locked, starts from no result rows for
+// the batch, copies rows in, and commits them together with results_loaded_at. A load that does not reach
+// MarkLoaded leaves the table as it was, so a crash at any point and a rerun leave each (batch_id, custom_id) once.
+type Load struct {
+	s       *Store
+	tx      pgx.Tx
+	batchID string
+	rows    int64
+}
+
+// BeginLoad starts loading batchID's results. Unless reload is set, it fails with ErrAlreadyLoaded when the batch's
+// results were loaded before. ErrNotFound when the batch is not tracked.
+func (s *Store) BeginLoad(ctx context.Context, batchID string, reload bool) (*Load, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, translate("begin results load", err)
+	}
+	l := &Load{s: s, tx: tx, batchID: batchID}
+	var loaded bool
+	err = tx.QueryRow(ctx, `select results_loaded_at is not null from `+s.table("batches")+` where batch_id = $1 for update`, batchID).Scan(&loaded)
+	if err == nil && loaded && !reload {
+		err = fmt.Errorf("batch %s: %w", batchID, ErrAlreadyLoaded)
+	}
+	if err == nil {
+		_, err = tx.Exec(ctx, `delete from `+s.table("results")+` where batch_id = $1`, batchID)
+	}
+	if err != nil {
+		_ = tx.Rollback(ctx)
+		if errors.Is(err, ErrAlreadyLoaded) {
+			return nil, err
+		}
+		return nil, translate("begin results load for "+batchID, err)
+	}
+	return l, nil
+}
+
+// CopyResults streams rows into the results table with COPY. Every row must belong to the load's batch.
+func (l *Load) CopyResults(ctx context.Context, src ResultSource) (int64, error) {
+	n, err := l.tx.CopyFrom(ctx, pgx.Identifier{l.s.schema, "results"},
+		[]string{"batch_id", "custom_id", "input_line", "status_code", "response", "error"},
+		&copySource{src: src, batchID: l.batchID})
+	l.rows += n
+	if err != nil {
+		return n, translate("copy results of "+l.batchID, err)
+	}
+	return n, nil
+}
+
+// MarkLoaded sets results_loaded_at and commits the load.
+func (l *Load) MarkLoaded(ctx context.Context) error {
+	if _, err := l.tx.Exec(ctx, `update `+l.s.table("batches")+` set results_loaded_at = now(), updated_at = now() where batch_id = $1`, l.batchID); err != nil {
+		_ = l.tx.Rollback(ctx)
+		return translate("mark results loaded for "+l.batchID, err)
+	}
+	return translate("commit results of "+l.batchID, l.tx.Commit(ctx))
+}
+
+// Rollback abandons the load; it is safe to call after MarkLoaded.
+func (l *Load) Rollback(ctx context.Context) error {
+	err := l.tx.Rollback(ctx)
+	if errors.Is(err, pgx.ErrTxClosed) {
+		return nil
+	}
+	return err
+}
+
+// Rows is the number of rows copied so far.
+func (l *Load) Rows() int64 { return l.rows }
+
+// copySource adapts a ResultSource to pgx.CopyFromSource, checking each row's batch.
+type copySource struct {
+	src     ResultSource
+	batchID string
+	values  [6]any
+	err     error
+}
+
+func (c *copySource) Next() bool { return c.err == nil && c.src.Next() }
+
+func (c *copySource) Values() ([]any, error) {
+	r := c.src.Result()
+	if r.BatchID != "" && r.BatchID != c.batchID {
+		c.err = fmt.Errorf("result row for batch %s in the load of batch %s", r.BatchID, c.batchID)
+		return nil, c.err
+	}
+	c.values = [6]any{c.batchID, r.CustomID, r.InputLine, r.StatusCode, jsonValue(r.Response), jsonValue(r.Error)}
+	return c.values[:], nil
+}
+
+func (c *copySource) Err() error {
+	if c.err != nil {
+		return c.err
+	}
+	return c.src.Err()
+}
+
+// jsonValue maps an absent or JSON-null document to SQL NULL.
+func jsonValue(b []byte) any {
+	if len(b) == 0 || string(b) == "null" {
+		return nil
+	}
+	return b
+}
+
+// CountResults returns the number of result rows of batchID.
+func (s *Store) CountResults(ctx context.Context, batchID string) (int64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, `select count(*) from `+s.table("results")+` where batch_id = $1`, batchID).Scan(&n)
+	return n, translate("count results of "+batchID, err)
+}
+
+// SliceSource is a ResultSource over rows already in memory, for small loads and tests.
+type SliceSource struct {
+	rows []Result
+	i    int
+}
+
+// NewSliceSource returns a ResultSource yielding rows in order.
+func NewSliceSource(rows []Result) *SliceSource { return &SliceSource{rows: rows, i: -1} }
+
+// Next implements ResultSource.
+func (s *SliceSource) Next() bool { s.i++; return s.i < len(s.rows) }
+
+// Result implements ResultSource.
+func (s *SliceSource) Result() Result { return s.rows[s.i] }
+
+// Err implements ResultSource.
+func (s *SliceSource) Err() error { return nil }
