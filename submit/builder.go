@@ -1,0 +1,240 @@
+package submit
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"text/template"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/batchctl/batchctl/jsonl"
+)
+
+// request is one request line ready for a batch file, with what cutting and checking need to know of it.
+type request struct {
+	line     []byte // the request line without newline; valid until the next build
+	customID string
+	model    string
+	inputs   int // embedding inputs; 0 for other endpoints
+}
+
+// builder turns input lines into request lines: request lines pass through (checked), data records go through the
+// template or the built-in form of the endpoint.
+type builder struct {
+	opts *Options
+	tmpl *template.Template
+	rec  jsonl.Record
+	buf  []byte
+	out  bytes.Buffer
+}
+
+// TemplateFuncs are the functions a --template may call besides text/template's own: json encodes any value as
+// JSON, so {{json .text}} yields a quoted, escaped string.
+var TemplateFuncs = template.FuncMap{
+	"json": func(v any) (string, error) {
+		b, err := json.Marshal(v)
+		return string(b), err
+	},
+}
+
+// ParseTemplate parses the text of a body template with TemplateFuncs.
+func ParseTemplate(name, text string) (*template.Template, error) {
+	t, err := template.New(name).Funcs(TemplateFuncs).Option("missingkey=error").Parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("parse template %s: %w", name, err)
+	}
+	return t, nil
+}
+
+func newBuilder(opts *Options) (*builder, error) {
+	b := &builder{opts: opts}
+	if opts.Template != "" {
+		t, err := ParseTemplate(opts.TemplateName, opts.Template)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+		}
+		b.tmpl = t
+	}
+	return b, nil
+}
+
+// build turns one non-blank input line into req. The error is the reason the line is bad.
+func (b *builder) build(name string, num int, line []byte, req *request) error {
+	*req = request{}
+	var body []byte
+	if b.opts.Format == FormatText {
+		var err error
+		req.customID = generatedID(name, num)
+		if body, err = b.body(nil, line); err != nil {
+			return err
+		}
+	} else {
+		if err := jsonl.Inspect(line, &b.rec); err != nil {
+			return err
+		}
+		if b.rec.IsRequest {
+			return b.passThrough(line, req)
+		}
+		id, err := b.customID(name, num, line)
+		if err != nil {
+			return err
+		}
+		req.customID = id
+		if body, err = b.body(line, nil); err != nil {
+			return err
+		}
+	}
+	r := jsonl.Request{CustomID: req.customID, Method: "POST", URL: b.opts.Endpoint, Body: body}
+	b.buf = r.AppendJSON(b.buf[:0])
+	req.line = b.buf
+	return b.describe(body, req)
+}
+
+func (b *builder) passThrough(line []byte, req *request) error {
+	r := &b.rec.Request
+	if r.URL != "" && r.URL != b.opts.Endpoint {
+		return fmt.Errorf("url %q does not match the endpoint %s", r.URL, b.opts.Endpoint)
+	}
+	req.customID = r.CustomID
+	if b.rec.Canonical {
+		req.line = line // already exactly a request line: write it as it is
+	} else {
+		r.Method, r.URL = "POST", b.opts.Endpoint
+		b.buf = r.AppendJSON(b.buf[:0])
+		req.line = b.buf
+	}
+	return b.describe(r.Body, req)
+}
+
+// describe fills in the model and the embedding inputs of a request body.
+func (b *builder) describe(body []byte, req *request) error {
+	m, err := jsonl.Model(body)
+	if err != nil {
+		return err
+	}
+	if m == "" && b.opts.Endpoint != jsonl.EndpointModerations {
+		return fmt.Errorf("body has no model")
+	}
+	req.model = m
+	if b.opts.Endpoint == jsonl.EndpointEmbeddings {
+		if req.inputs, err = jsonl.EmbeddingInputs(body); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func generatedID(name string, num int) string { return name + ":" + strconv.Itoa(num) }
+
+func (b *builder) customID(name string, num int, record []byte) (string, error) {
+	if b.opts.IDField == "" {
+		return generatedID(name, num), nil
+	}
+	v := gjson.GetBytes(record, gjson.Escape(b.opts.IDField))
+	switch {
+	case v.Type == gjson.String && v.Str != "":
+		return v.Str, nil
+	case v.Type == gjson.Number && !strings.ContainsAny(v.Raw, ".eE"):
+		return v.Raw, nil
+	case !v.Exists():
+		return "", fmt.Errorf("id field %q is missing", b.opts.IDField)
+	default:
+		return "", fmt.Errorf("id field %q is %s, want a non-empty string or an integer", b.opts.IDField, v.Raw)
+	}
+}
+
+// body renders the request body of a data record (JSON, with text nil) or of a text line (record nil).
+func (b *builder) body(record, text []byte) ([]byte, error) {
+	if b.tmpl != nil {
+		return b.render(record, text)
+	}
+	if b.opts.Model == "" {
+		return nil, fmt.Errorf("not a request line (it has no custom_id and body), and there is no --model or --template to build one")
+	}
+	var value []byte // the text as a JSON value
+	if text != nil {
+		value = jsonl.AppendString(nil, string(text))
+	} else {
+		v := gjson.GetBytes(record, gjson.Escape(b.opts.TextField))
+		switch {
+		case !v.Exists():
+			return nil, fmt.Errorf("field %q is missing", b.opts.TextField)
+		case v.Type == gjson.String:
+			value = []byte(v.Raw)
+		case v.IsArray() && (b.opts.Endpoint == jsonl.EndpointEmbeddings || b.opts.Endpoint == jsonl.EndpointModerations):
+			value = []byte(v.Raw)
+		default:
+			return nil, fmt.Errorf("field %q is %s, want a string", b.opts.TextField, v.Raw)
+		}
+	}
+	return BuiltinBody(b.opts.Endpoint, b.opts.Model, b.opts.System, value), nil
+}
+
+// BuiltinBody returns the request body batchctl builds for endpoint from a model, an optional system prompt and the
+// record's text, given as a JSON value (usually a string).
+func BuiltinBody(endpoint, model, system string, text []byte) []byte {
+	var b []byte
+	b = append(b, `{"model":`...)
+	b = jsonl.AppendString(b, model)
+	switch endpoint {
+	case jsonl.EndpointChatCompletions:
+		b = append(b, `,"messages":[`...)
+		if system != "" {
+			b = append(b, `{"role":"system","content":`...)
+			b = jsonl.AppendString(b, system)
+			b = append(b, `},`...)
+		}
+		b = append(b, `{"role":"user","content":`...)
+		b = append(b, text...)
+		b = append(b, `}]`...)
+	case jsonl.EndpointResponses:
+		b = append(b, `,"input":`...)
+		b = append(b, text...)
+		if system != "" {
+			b = append(b, `,"instructions":`...)
+			b = jsonl.AppendString(b, system)
+		}
+	case jsonl.EndpointEmbeddings, jsonl.EndpointModerations:
+		b = append(b, `,"input":`...)
+		b = append(b, text...)
+	default: // completions, images, videos
+		b = append(b, `,"prompt":`...)
+		b = append(b, text...)
+	}
+	return append(b, '}')
+}
+
+// render executes the body template on a record decoded with numbers kept as written, or on {"text": line}.
+func (b *builder) render(record, text []byte) ([]byte, error) {
+	var data any
+	if text != nil {
+		data = map[string]any{"text": string(text)}
+	} else {
+		d := json.NewDecoder(bytes.NewReader(record))
+		d.UseNumber()
+		if err := d.Decode(&data); err != nil {
+			return nil, fmt.Errorf("decode record: %w", err)
+		}
+	}
+	b.out.Reset()
+	if err := b.tmpl.Execute(&b.out, data); err != nil {
+		return nil, fmt.Errorf("template: %w", err)
+	}
+	return CompactBody(b.out.Bytes())
+}
+
+// CompactBody checks that a rendered body is one JSON object and returns it compacted onto one line, as a request
+// line needs it.
+func CompactBody(rendered []byte) ([]byte, error) {
+	var out bytes.Buffer
+	if err := json.Compact(&out, rendered); err != nil {
+		return nil, fmt.Errorf("template rendered invalid JSON: %w", err)
+	}
+	if out.Len() == 0 || out.Bytes()[0] != '{' {
+		return nil, fmt.Errorf("template rendered %.40q, want a JSON object", out.String())
+	}
+	return out.Bytes(), nil
+}

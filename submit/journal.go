@@ -1,0 +1,155 @@
+package submit
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gofrs/flock"
+)
+
+// Intent states, in the order a batch file goes through them.
+const (
+	StatePending  = "pending"  // spooled and validated; not uploaded yet (or the upload's answer was lost)
+	StateUploaded = "uploaded" // the file is stored under FileID; the batch may or may not exist
+	StateCreated  = "created"  // the batch BatchID exists
+)
+
+const journalSuffix = ".journal.json"
+
+// journal is the intent record kept beside a spool file. It is rewritten atomically at each state change, before
+// the next API call, so a crash at any point leaves a state from which a later run can finish without duplicates.
+type journal struct {
+	Version     int               `json:"version"`
+	State       string            `json:"state"`
+	Intent      string            `json:"intent"` // random; sent as batch metadata to recognise this intent's batch
+	Part        int               `json:"part"`
+	SpoolFile   string            `json:"spool_file"` // base name, beside the journal
+	SpoolSHA256 string            `json:"spool_sha256"`
+	Requests    int               `json:"requests"`
+	Bytes       int64             `json:"bytes"`
+	Model       string            `json:"model"`
+	Endpoint    string            `json:"endpoint"`
+	Source      string            `json:"source"`
+	Metadata    map[string]string `json:"metadata"`
+	FileID      string            `json:"file_id,omitempty"`
+	BatchID     string            `json:"batch_id,omitempty"`
+	SpooledAt   time.Time         `json:"spooled_at"`
+	UploadedAt  time.Time         `json:"uploaded_at,omitzero"`
+	CreatedAt   time.Time         `json:"created_at,omitzero"`
+
+	path string // of the journal file itself
+}
+
+func newIntent() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (j *journal) spoolPath() string { return filepath.Join(filepath.Dir(j.path), j.SpoolFile) }
+
+func (j *journal) created() Created {
+	return Created{
+		BatchID: j.BatchID, InputFileID: j.FileID, Requests: j.Requests, Bytes: j.Bytes, SpoolSHA256: j.SpoolSHA256,
+		Source: j.Source, Endpoint: j.Endpoint, Model: j.Model, Part: j.Part,
+	}
+}
+
+// save writes the journal atomically: a temporary file, fsynced, renamed over the old one, and the directory
+// fsynced, so a crash leaves either the old state or the new one.
+func (j *journal) save() error {
+	b, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(j.path)
+	f, err := os.CreateTemp(dir, ".journal-*")
+	if err != nil {
+		return fmt.Errorf("save journal: %w", err)
+	}
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Chmod(0o600)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), j.path)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return fmt.Errorf("save journal %s: %w", j.path, err)
+	}
+	return syncDir(dir)
+}
+
+// loadJournals reads the journals of a run directory, in part order.
+func loadJournals(dir string) ([]*journal, error) {
+	names, err := filepath.Glob(filepath.Join(dir, "*"+journalSuffix))
+	if err != nil {
+		return nil, err
+	}
+	var js []*journal
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("read journal: %w", err)
+		}
+		j := &journal{path: name}
+		if err := json.Unmarshal(b, j); err != nil {
+			return nil, fmt.Errorf("read journal %s: %w", name, err)
+		}
+		js = append(js, j)
+	}
+	sort.Slice(js, func(a, b int) bool { return js[a].Part < js[b].Part })
+	return js, nil
+}
+
+// ErrRunDirBusy means another batchctl submit works in the same run directory.
+var ErrRunDirBusy = errors.New("spool directory is in use by another batchctl submit")
+
+// lockRunDir takes the run directory's lock without waiting: two processes finishing the same intents could upload
+// and create twice.
+func lockRunDir(dir string) (*flock.Flock, error) {
+	l := flock.New(filepath.Join(dir, ".lock"))
+	ok, err := l.TryLock()
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", dir, ErrRunDirBusy)
+	}
+	return l, nil
+}
+
+// cleanStale removes what a run that stopped half way leaves behind without a journal: open spool files and
+// sealed ones whose input was never validated whole. The caller holds the lock.
+func cleanStale(dir string, keep map[string]bool) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		n := e.Name()
+		stale := strings.HasSuffix(n, ".spooling") || strings.HasPrefix(n, ".journal-") ||
+			(strings.HasSuffix(n, ".jsonl") && !keep[n])
+		if stale {
+			if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
+}

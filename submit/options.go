@@ -1,0 +1,244 @@
+package submit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+
+	"github.com/batchctl/batchctl/jsonl"
+)
+
+// Limits of the Batch API. The byte ceiling is 200 MB in decimal units, the smaller reading of "200 MB", so a file
+// is accepted whichever the service means.
+const (
+	MaxRequestsCeiling = 50_000
+	MaxBytesCeiling    = 200_000_000
+	MaxEmbeddingInputs = 50_000
+	// CompletionWindow is the only window the Batch API offers.
+	CompletionWindow = "24h"
+)
+
+// Metadata limits of the Batch API, and the keys batchctl adds to every batch it creates.
+const (
+	MaxMetadataPairs    = 16
+	MaxMetadataKeyLen   = 64
+	MaxMetadataValueLen = 512
+
+	MetaSpoolSHA256 = "batchctl_spool_sha256"
+	MetaIntent      = "batchctl_intent"
+	MetaSource      = "batchctl_source"
+	MetaPart        = "batchctl_part"
+)
+
+// Defaults of the timeouts and retries; each has an Options field.
+const (
+	DefaultRetryInitial    = 500 * time.Millisecond
+	DefaultRetryMaxElapsed = 15 * time.Minute
+	// DefaultReconcileSlack widens the window of batches listed when reconciling, for clock skew between this
+	// machine and the API.
+	DefaultReconcileSlack = 10 * time.Minute
+	// DefaultReconcilePages bounds the batch list walked when reconciling: 20 pages of 100 batches is the API's
+	// creation limit of 2 000 batches an hour.
+	DefaultReconcilePages = 20
+)
+
+// Input formats.
+const (
+	FormatJSONL = "jsonl" // one JSON object a line: request lines or data records
+	FormatText  = "text"  // each non-empty line is the user message of one request
+)
+
+// Input is one source of records.
+type Input struct {
+	// Name names the input in errors, generated custom_ids and batch metadata: a file's base name or "stdin".
+	Name string
+	// Path is the file to read. A regular file is a bounded input, validated whole before anything is uploaded.
+	Path string
+	// Reader is read instead of Path when set: a stream (stdin, a pipe), cut by size and by FlushInterval.
+	Reader io.Reader
+}
+
+// Created describes one batch, as the JSON line written to Options.Out as soon as the batch exists.
+type Created struct {
+	BatchID     string `json:"batch_id,omitempty"`
+	InputFileID string `json:"input_file_id,omitempty"`
+	Requests    int    `json:"requests"`
+	Bytes       int64  `json:"bytes"`
+	SpoolSHA256 string `json:"spool_sha256"`
+	Source      string `json:"source"`
+	Endpoint    string `json:"endpoint"`
+	Model       string `json:"model"`
+	Part        int    `json:"part"`
+	// Existing is true when an earlier run created the batch; this run found it in its journal or by reconciling.
+	Existing bool `json:"existing,omitempty"`
+	// DryRun is true for the lines of a dry run, which has no batch_id; SpoolFile then names the file it wrote.
+	DryRun    bool   `json:"dry_run,omitempty"`
+	SpoolFile string `json:"spool_file,omitempty"`
+}
+
+// Progress counts what a run did so far. Its fields are updated atomically while Run works, so another goroutine
+// may read them to draw a progress line.
+type Progress struct {
+	Records       atomic.Int64 // records read
+	Rejected      atomic.Int64 // records skipped as invalid (with SkipInvalid)
+	Batches       atomic.Int64 // batches created (or planned, in a dry run)
+	BytesUploaded atomic.Int64
+}
+
+// Options configure Run.
+type Options struct {
+	// Client talks to the API; it is unused by a dry run.
+	Client *openai.Client
+	// Inputs are read in order; none means nothing but the unfinished intents in SpoolDir.
+	Inputs []Input
+	// Format is FormatJSONL (the default) or FormatText.
+	Format string
+	// Endpoint is the API endpoint of every request (default /v1/chat/completions).
+	Endpoint string
+	// Model, System, TextField build a request from a data record when Template is empty; see the package README.
+	Model     string
+	System    string
+	TextField string // default "text"
+	// IDField names the field of a data record holding its custom_id; empty generates "<input name>:<line>".
+	IDField string
+	// Template is the text of a Go text/template rendering the request body from a data record.
+	Template string
+	// TemplateName names the template in errors.
+	TemplateName string
+
+	// MaxRequests and MaxBytes cap a batch file (defaults and ceilings MaxRequestsCeiling, MaxBytesCeiling).
+	MaxRequests int
+	MaxBytes    int64
+	// FlushInterval, when positive, submits a non-empty partial batch of a stream that has waited that long.
+	FlushInterval time.Duration
+
+	// SpoolDir holds the spool files and their journals.
+	SpoolDir string
+	// Metadata is added to every batch, beside batchctl's own keys.
+	Metadata map[string]string
+
+	// DryRun validates and spools, uploads nothing, and writes what it would submit.
+	DryRun bool
+	// Resume only finishes the unfinished intents in SpoolDir; Inputs must be empty.
+	Resume bool
+	// Force creates a batch even when an earlier run created one for the same spool file.
+	Force bool
+	// SkipInvalid writes bad records to Rejects instead of failing the run.
+	SkipInvalid bool
+	Rejects     io.Writer
+
+	// Out receives one JSON line per batch; Logger receives logs. Neither may be nil.
+	Out    io.Writer
+	Logger *slog.Logger
+	// OnCreated, when set, is called after each batch's JSON line is written (also for batches an earlier run
+	// created, with Existing set; it must be idempotent). An error stops the run.
+	OnCreated func(ctx context.Context, c Created) error
+	// Progress, when set, is updated as the run goes.
+	Progress *Progress
+
+	// RetryInitial and RetryMaxElapsed shape the exponential backoff of uploads and creates.
+	RetryInitial    time.Duration
+	RetryMaxElapsed time.Duration
+	// ReconcileSlack and ReconcilePages bound the batch list walked before a create that may have happened.
+	ReconcileSlack time.Duration
+	ReconcilePages int
+	// Now replaces time.Now, for tests.
+	Now func() time.Time
+
+	afterUpload func() error // test hook, see export_test.go
+}
+
+// ErrInvalidOptions wraps every problem with Options found before any work starts.
+var ErrInvalidOptions = errors.New("invalid options")
+
+func (o *Options) setDefaults() {
+	if o.Format == "" {
+		o.Format = FormatJSONL
+	}
+	if o.Endpoint == "" {
+		o.Endpoint = jsonl.EndpointChatCompletions
+	}
+	if o.TextField == "" {
+		o.TextField = "text"
+	}
+	if o.MaxRequests == 0 {
+		o.MaxRequests = MaxRequestsCeiling
+	}
+	if o.MaxBytes == 0 {
+		o.MaxBytes = MaxBytesCeiling
+	}
+	if o.RetryInitial == 0 {
+		o.RetryInitial = DefaultRetryInitial
+	}
+	if o.RetryMaxElapsed == 0 {
+		o.RetryMaxElapsed = DefaultRetryMaxElapsed
+	}
+	if o.ReconcileSlack == 0 {
+		o.ReconcileSlack = DefaultReconcileSlack
+	}
+	if o.ReconcilePages == 0 {
+		o.ReconcilePages = DefaultReconcilePages
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Progress == nil {
+		o.Progress = new(Progress)
+	}
+	if o.TemplateName == "" {
+		o.TemplateName = "template"
+	}
+}
+
+func (o *Options) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidOptions, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case o.Format != FormatJSONL && o.Format != FormatText:
+		return bad("format %q: want %s or %s", o.Format, FormatJSONL, FormatText)
+	case !jsonl.ValidEndpoint(o.Endpoint):
+		return bad("endpoint %q: want one of %s", o.Endpoint, strings.Join(jsonl.Endpoints, ", "))
+	case o.MaxRequests < 1 || o.MaxRequests > MaxRequestsCeiling:
+		return bad("max requests %d: want 1 to %d", o.MaxRequests, MaxRequestsCeiling)
+	case o.MaxBytes < 2 || o.MaxBytes > MaxBytesCeiling:
+		return bad("max bytes %d: want up to %d", o.MaxBytes, MaxBytesCeiling)
+	case o.FlushInterval < 0:
+		return bad("flush interval %s is negative", o.FlushInterval)
+	case o.SpoolDir == "":
+		return bad("no spool directory")
+	case o.Out == nil || o.Logger == nil:
+		return bad("Out and Logger are required")
+	case o.Resume && len(o.Inputs) > 0:
+		return bad("resume reads no input: drop the files or --resume")
+	case o.Resume && o.DryRun:
+		return bad("resume and dry run exclude each other")
+	case !o.DryRun && o.Client == nil:
+		return bad("no API client")
+	case o.SkipInvalid && o.Rejects == nil:
+		return bad("skipping invalid records needs a rejects file")
+	case o.Format == FormatText && o.IDField != "":
+		return bad("text input has no fields: drop the id field")
+	}
+	if len(o.Metadata) > MaxMetadataPairs-4 {
+		return bad("%d metadata pairs: at most %d, since batchctl adds 4 of the API's %d", len(o.Metadata), MaxMetadataPairs-4, MaxMetadataPairs)
+	}
+	for k, v := range o.Metadata {
+		switch {
+		case k == "" || len(k) > MaxMetadataKeyLen:
+			return bad("metadata key %q: want 1 to %d characters", k, MaxMetadataKeyLen)
+		case len(v) > MaxMetadataValueLen:
+			return bad("metadata value of %q is %d characters, over %d", k, len(v), MaxMetadataValueLen)
+		case strings.HasPrefix(k, "batchctl_"):
+			return bad("metadata key %q: the batchctl_ prefix is batchctl's own", k)
+		}
+	}
+	return nil
+}
