@@ -221,7 +221,7 @@ func (b *builder) render(record, text []byte) ([]byte, error) {
 	}
 	b.out.Reset()
 	if err := b.tmpl.Execute(&b.out, data); err != nil {
-		return nil, fmt.Errorf("template: %w", err)
+		return nil, err // text/template's errors start with "template: " and name the template
 	}
 	return CompactBody(b.out.Bytes())
 }

@@ -353,6 +353,16 @@ loop:
 					}
 					continue
 				}
+				if sp.full() {
+					p, err := sp.seal()
+					if err != nil {
+						return err
+					}
+					if err := deliver(p); err != nil {
+						return err
+					}
+					continue
+				}
 				if (wasEmpty || p != nil) && r.opts.FlushInterval > 0 && !bounded {
 					timer.Reset(r.opts.FlushInterval)
 					timerC = timer.C

@@ -103,6 +103,12 @@ func (s *spooler) add(name string, num int, req *request) (sealed *spooledPart, 
 	return sealed, nil
 }
 
+// full reports whether the open batch can take no further request, so it goes without waiting for the next line:
+// the smallest request line is far longer than the few bytes left.
+func (s *spooler) full() bool {
+	return s.f != nil && (s.requests >= s.maxRequests || s.bytes+64 > s.maxBytes || (s.maxInputs > 0 && s.inputs >= s.maxInputs))
+}
+
 // pending reports how many requests the open batch holds.
 func (s *spooler) pending() int { return s.requests }
 
