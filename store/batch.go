@@ -47,6 +47,7 @@ type Batch struct {
 	UpdatedAt        time.Time
 	EndedAt          *time.Time
 	ResultsLoadedAt  *time.Time
+	ResultsCount     *int // rows written by the last load; compare with RequestTotal
 }
 
 // Result is one row of <schema>.results: the answer (or error) to one request of one batch.

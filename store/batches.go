@@ -15,7 +15,7 @@ const NotifyChannel = "batchctl_batches"
 
 const batchColumns = `batch_id, status, endpoint, model, input_file_id, output_file_id, error_file_id,
 	request_total, request_completed, request_failed, metadata, source, spool_sha256, errors,
-	created_at, updated_at, ended_at, results_loaded_at`
+	created_at, updated_at, ended_at, results_loaded_at, results_count`
 
 // terminalSQL lists the terminal statuses for SQL predicates.
 const terminalSQL = `('completed', 'failed', 'expired', 'cancelled')`
@@ -25,12 +25,17 @@ const terminalSQL = `('completed', 'failed', 'expired', 'cancelled')`
 func (s *Store) TrackBatch(ctx context.Context, b Batch) (inserted bool, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `insert into `+s.table("batches")+` (`+batchColumns+`)
-			values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, coalesce($15, now()), now(), $16, null)
+			values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, coalesce($15, now()), now(), $16, null, null)
 			on conflict (batch_id) do nothing`, batchArgs(b)...)
 		if err != nil {
 			return translate("insert batch "+b.BatchID, err)
 		}
 		inserted = tag.RowsAffected() == 1
+		if inserted {
+			if err := s.notify(ctx, tx, b, ""); err != nil {
+				return err
+			}
+		}
 		if _, err := s.river.InsertTx(ctx, tx, PollBatchArgs{BatchID: b.BatchID}, &river.InsertOpts{ScheduledAt: time.Now().Add(pollDelay)}); err != nil {
 			return translate("enqueue poll job for "+b.BatchID, err)
 		}
@@ -53,7 +58,7 @@ func (s *Store) UpsertBatch(ctx context.Context, b Batch) (previous string, err 
 			b.Status = previous
 		}
 		_, err = tx.Exec(ctx, `insert into `+s.table("batches")+` as t (`+batchColumns+`)
-			values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, coalesce($15, now()), now(), $16, null)
+			values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, coalesce($15, now()), now(), $16, null, null)
 			on conflict (batch_id) do update set
 				status            = excluded.status,
 				endpoint          = coalesce(excluded.endpoint, t.endpoint),
@@ -76,17 +81,29 @@ func (s *Store) UpsertBatch(ctx context.Context, b Batch) (previous string, err 
 		if previous == b.Status {
 			return nil
 		}
-		payload, err := json.Marshal(notification{
-			Schema: s.schema, BatchID: b.BatchID, Status: b.Status, PreviousStatus: previous,
-			RequestTotal: b.RequestTotal, RequestCompleted: b.RequestCompleted, RequestFailed: b.RequestFailed,
-		})
-		if err != nil {
-			return fmt.Errorf("encode notification: %w", err)
+		if IsTerminal(b.Status) {
+			// The load is queued in the same transaction as the status that calls for it, so an ended batch can
+			// never be left without one, whoever noticed the end (a poll job or a bulk refresh).
+			if _, err := s.river.InsertTx(ctx, tx, LoadResultsArgs{BatchID: b.BatchID}, nil); err != nil {
+				return translate("enqueue results load for "+b.BatchID, err)
+			}
 		}
-		_, err = tx.Exec(ctx, `select pg_notify($1, $2)`, NotifyChannel, string(payload))
-		return translate("notify "+NotifyChannel, err)
+		return s.notify(ctx, tx, b, previous)
 	})
 	return previous, err
+}
+
+// notify announces a status change on NotifyChannel; Postgres delivers it when tx commits.
+func (s *Store) notify(ctx context.Context, tx pgx.Tx, b Batch, previous string) error {
+	payload, err := json.Marshal(notification{
+		Schema: s.schema, BatchID: b.BatchID, Status: b.Status, PreviousStatus: previous,
+		RequestTotal: b.RequestTotal, RequestCompleted: b.RequestCompleted, RequestFailed: b.RequestFailed,
+	})
+	if err != nil {
+		return fmt.Errorf("encode notification: %w", err)
+	}
+	_, err = tx.Exec(ctx, `select pg_notify($1, $2)`, NotifyChannel, string(payload))
+	return translate("notify "+NotifyChannel, err)
 }
 
 // notification is the JSON payload sent on NotifyChannel.
@@ -170,7 +187,7 @@ func scanBatch(row pgx.CollectableRow) (Batch, error) {
 	)
 	err := row.Scan(&b.BatchID, &b.Status, &endpoint, &model, &in, &out, &errFile,
 		&b.RequestTotal, &b.RequestCompleted, &b.RequestFailed, &b.Metadata, &source, &sha, &errorsJSON,
-		&b.CreatedAt, &b.UpdatedAt, &b.EndedAt, &b.ResultsLoadedAt)
+		&b.CreatedAt, &b.UpdatedAt, &b.EndedAt, &b.ResultsLoadedAt, &b.ResultsCount)
 	if err != nil {
 		return Batch{}, err
 	}

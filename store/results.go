@@ -66,9 +66,10 @@ func (l *Load) CopyResults(ctx context.Context, src ResultSource) (int64, error)
 	return n, nil
 }
 
-// MarkLoaded sets results_loaded_at and commits the load.
+// MarkLoaded sets results_loaded_at and results_count (the rows copied) and commits the load.
 func (l *Load) MarkLoaded(ctx context.Context) error {
-	if _, err := l.tx.Exec(ctx, `update `+l.s.table("batches")+` set results_loaded_at = now(), updated_at = now() where batch_id = $1`, l.batchID); err != nil {
+	if _, err := l.tx.Exec(ctx, `update `+l.s.table("batches")+` set results_loaded_at = now(), results_count = $2, updated_at = now()
+		where batch_id = $1`, l.batchID, l.rows); err != nil {
 		_ = l.tx.Rollback(ctx)
 		return translate("mark results loaded for "+l.batchID, err)
 	}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/batchctl/batchctl/poll"
+)
+
+func init() { subcommands = append(subcommands, newPollCmd) }
+
+type pollOptions struct {
+	global  *globalOptions
+	streams *IOStreams
+	api     *apiOptions
+
+	interval     string
+	workers      int
+	loadTimeout  time.Duration
+	rescueAfter  time.Duration
+	sweepEvery   time.Duration
+	exitWhenDone bool
+	metricsAddr  string
+	fetchEvery   time.Duration
+}
+
+func newPollCmd(g *globalOptions, streams *IOStreams) *cobra.Command {
+	opts := &pollOptions{global: g, streams: streams}
+	cmd := &cobra.Command{
+		Use:   "poll",
+		Short: "Run the poller daemon: track batches and load their results into Postgres",
+		Long: `Run River workers against the configured database until SIGINT or SIGTERM.
+
+Every tracked batch (rows inserted by 'batchctl submit' or 'batchctl track') is refreshed until it ends: a bulk
+refresh reads GET /v1/batches pages (about N/100 calls for N batches in flight) and each batch's own poll job asks
+for it only when no refresh did, at an interval that grows with the batch's age. When a batch ends (completed,
+failed, expired, cancelled), its output and error files are streamed into the results table, one row per request,
+in one transaction.
+
+Run as many pollers against one database as you like; River shares the work and a killed poller's jobs are picked
+up again (after --rescue-after for a job that was running). Run 'batchctl migrate' first.`,
+		Example: `  batchctl poll
+  batchctl poll --poll-interval 30s,15m --metrics-addr :9090
+  batchctl poll --exit-when-done        # for cron and scripts: exit 0 once everything is loaded`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runPoll(cmd.Context(), opts)
+		},
+	}
+	opts.api = addAPIFlags(cmd, g)
+	f := cmd.Flags()
+	f.StringVar(&opts.interval, "poll-interval", poll.Interval{Min: poll.DefaultMinInterval, Max: poll.DefaultMaxInterval}.String(),
+		"MIN[,MAX]: bounds of the per-batch poll interval (a tenth of the batch's age); MIN is also the bulk refresh period")
+	f.IntVar(&opts.workers, "workers", poll.DefaultWorkers, "jobs this daemon works at once")
+	f.DurationVar(&opts.loadTimeout, "load-timeout", poll.DefaultLoadTimeout, "longest time one batch's results load may take")
+	f.DurationVar(&opts.rescueAfter, "rescue-after", 0, "retry a job left running by a dead poller after this long (default load-timeout + 5m)")
+	f.DurationVar(&opts.sweepEvery, "sweep-interval", poll.DefaultSweepInterval, "how often to look for batches that lost their jobs")
+	f.BoolVar(&opts.exitWhenDone, "exit-when-done", false, "exit 0 once no batch is in flight and every ended batch has its results loaded")
+	f.StringVar(&opts.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (path /metrics)")
+	f.DurationVar(&opts.fetchEvery, "fetch-interval", 0, "how often River looks for due jobs (River's default 1s)")
+	_ = f.MarkHidden("fetch-interval")
+	return cmd
+}
+
+func runPoll(ctx context.Context, opts *pollOptions) error {
+	interval, err := poll.ParseInterval(opts.interval)
+	if err != nil {
+		return usageError{err}
+	}
+	api, err := opts.api.client()
+	if err != nil {
+		return err
+	}
+	s, err := opts.global.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	log := opts.global.Logger()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := poll.NewMetrics(reg, s, log)
+	if opts.metricsAddr != "" {
+		ln, err := net.Listen("tcp", opts.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen for metrics on %s: %w", opts.metricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server", "error", err)
+			}
+		}()
+		defer srv.Close()
+		log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	}
+
+	d, err := poll.New(poll.Config{
+		Store: s, API: api, Logger: log, Metrics: metrics,
+		Interval: interval, Workers: opts.workers, LoadTimeout: opts.loadTimeout, RescueAfter: opts.rescueAfter,
+		SweepInterval: opts.sweepEvery, ExitWhenDone: opts.exitWhenDone, FetchPollInterval: opts.fetchEvery,
+	})
+	if err != nil {
+		return err
+	}
+	return d.Run(ctx)
+}

@@ -1,0 +1,175 @@
+package poll
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/openai/openai-go/v3"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/batchctl/batchctl/store"
+)
+
+// Defaults of Config's durations.
+const (
+	DefaultWorkers         = 10
+	DefaultLoadTimeout     = 30 * time.Minute
+	DefaultShutdownTimeout = 30 * time.Second
+	DefaultSweepInterval   = time.Minute
+	// DefaultDeadline: a poll job gives up on a batch this long after its creation: the API's 24 h window, up to
+	// 10 minutes of cancelling, and an hour of slack.
+	DefaultDeadline = 24*time.Hour + 10*time.Minute + time.Hour
+	// notFoundGrace: a batch the API does not know yet this soon after creation is not alarming.
+	notFoundGrace = time.Minute
+)
+
+// Config configures a Daemon. Store and API are required; zero values of the rest take the defaults above.
+type Config struct {
+	Store  *store.Store
+	API    openai.Client
+	Logger *slog.Logger
+	// Metrics; nil creates unregistered ones.
+	Metrics *Metrics
+
+	Interval        Interval      // poll interval bounds
+	Workers         int           // jobs worked at once by this daemon
+	LoadTimeout     time.Duration // one results load, downloads included
+	RescueAfter     time.Duration // a running job whose daemon died is retried after this (default LoadTimeout + 5m)
+	SweepInterval   time.Duration // how often stranded batches are looked for
+	Deadline        time.Duration // after creation, when a batch's poll job gives up
+	ShutdownTimeout time.Duration // how long a stop waits for running jobs before cancelling them
+	// FetchPollInterval is how often River looks for due jobs (snoozed polls); River's default when zero.
+	FetchPollInterval time.Duration
+	// ExitWhenDone makes Run return once no batch is in flight and every ended batch has its results loaded.
+	ExitWhenDone bool
+}
+
+// Daemon runs the poller's River workers.
+type Daemon struct {
+	cfg    Config
+	log    *slog.Logger
+	store  *store.Store
+	api    openai.Client
+	m      *Metrics
+	client *river.Client[pgx.Tx]
+}
+
+// New builds a Daemon; it starts nothing.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("poll: Config.Store is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Interval.Min <= 0 {
+		cfg.Interval.Min = DefaultMinInterval
+	}
+	if cfg.Interval.Max < cfg.Interval.Min {
+		cfg.Interval.Max = max(cfg.Interval.Min, DefaultMaxInterval)
+	}
+	cfg.Workers = cmpOr(cfg.Workers, DefaultWorkers)
+	cfg.LoadTimeout = cmpOr(cfg.LoadTimeout, DefaultLoadTimeout)
+	cfg.RescueAfter = cmpOr(cfg.RescueAfter, cfg.LoadTimeout+5*time.Minute)
+	cfg.SweepInterval = cmpOr(cfg.SweepInterval, DefaultSweepInterval)
+	cfg.Deadline = cmpOr(cfg.Deadline, DefaultDeadline)
+	cfg.ShutdownTimeout = cmpOr(cfg.ShutdownTimeout, DefaultShutdownTimeout)
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil, cfg.Store, cfg.Logger)
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, store: cfg.Store, api: cfg.API, m: cfg.Metrics}
+
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &pollWorker{d: d})
+	river.AddWorker(workers, &loadWorker{d: d})
+	river.AddWorker(workers, &refreshWorker{d: d})
+	river.AddWorker(workers, &sweepWorker{d: d})
+	client, err := river.NewClient(riverpgxv5.New(cfg.Store.Pool()), &river.Config{
+		Schema:  cfg.Store.Schema(),
+		Queues:  map[string]river.QueueConfig{store.QueueBatches: {MaxWorkers: cfg.Workers}},
+		Workers: workers,
+		PeriodicJobs: []*river.PeriodicJob{
+			river.NewPeriodicJob(river.PeriodicInterval(cfg.Interval.Min),
+				func() (river.JobArgs, *river.InsertOpts) { return refreshArgs{}, nil },
+				&river.PeriodicJobOpts{ID: "batchctl_refresh", RunOnStart: true}),
+			river.NewPeriodicJob(river.PeriodicInterval(cfg.SweepInterval),
+				func() (river.JobArgs, *river.InsertOpts) { return sweepArgs{}, nil },
+				&river.PeriodicJobOpts{ID: "batchctl_sweep", RunOnStart: true}),
+		},
+		RescueStuckJobsAfter: cfg.RescueAfter,
+		FetchPollInterval:    cfg.FetchPollInterval,
+		FetchCooldown:        min(cfg.FetchPollInterval, 100*time.Millisecond),
+		Logger:               cfg.Logger.With("component", "river"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create River client: %w", err)
+	}
+	d.client = client
+	return d, nil
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Run works jobs until ctx is cancelled (or, with ExitWhenDone, until there is nothing left to do), then stops
+// gracefully: running jobs get ShutdownTimeout to finish; a load cut short rolls back and is retried later.
+func (d *Daemon) Run(ctx context.Context) error {
+	if err := d.client.Start(ctx); err != nil {
+		return fmt.Errorf("start River client: %w", err)
+	}
+	d.log.Info("poller started", "schema", d.store.Schema(), "workers", d.cfg.Workers, "interval", d.cfg.Interval.String())
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if d.cfg.ExitWhenDone {
+		go func() {
+			d.waitDone(runCtx)
+			cancel()
+		}()
+	}
+	<-runCtx.Done()
+
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
+	defer stopCancel()
+	if err := d.client.Stop(stopCtx); err != nil {
+		d.log.Warn("running jobs did not finish in time; cancelling them", "timeout", d.cfg.ShutdownTimeout)
+		cancelCtx, c := context.WithTimeout(context.Background(), 10*time.Second)
+		defer c()
+		if err := d.client.StopAndCancel(cancelCtx); err != nil {
+			return fmt.Errorf("stop River client: %w", err)
+		}
+	}
+	d.log.Info("poller stopped")
+	return nil
+}
+
+// waitDone returns once nothing is in flight and nothing waits to be loaded.
+func (d *Daemon) waitDone(ctx context.Context) {
+	tick := time.NewTicker(min(d.cfg.Interval.Min, time.Second))
+	defer tick.Stop()
+	for {
+		inFlight, unloaded, err := d.store.Pending(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			d.log.Warn("count pending batches", "error", err) // a database restart: keep waiting
+		case err == nil && inFlight == 0 && unloaded == 0:
+			d.log.Info("every batch has ended and has its results loaded; exiting")
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

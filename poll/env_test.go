@@ -1,0 +1,139 @@
+package poll_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/stretchr/testify/require"
+
+	"github.com/batchctl/batchctl/internal/pgtest"
+	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/poll"
+	"github.com/batchctl/batchctl/store"
+)
+
+// env is one test's world: an emulator over real HTTP, a migrated schema, and a store.
+type env struct {
+	emu   *openaitest.Server
+	api   openai.Client
+	store *store.Store
+}
+
+func newEnv(t *testing.T, opts openaitest.Options) *env {
+	t.Helper()
+	if opts.PhaseDelay == 0 {
+		opts.PhaseDelay = 30 * time.Millisecond
+	}
+	emu, err := openaitest.New(opts)
+	require.NoError(t, err)
+	ts := httptest.NewServer(emu)
+	t.Cleanup(func() { ts.Close(); emu.Close() })
+
+	url, schema := pgtest.MigratedSchema(t)
+	s, err := store.Open(context.Background(), url, schema)
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	return &env{
+		emu:   emu,
+		api:   openai.NewClient(option.WithBaseURL(ts.URL+"/v1"), option.WithAPIKey("test-key"), option.WithMaxRetries(5)),
+		store: s,
+	}
+}
+
+// requestFile renders n chat requests with custom_ids prefix-1..prefix-n.
+func requestFile(prefix, model string, n int) ([]byte, []string) {
+	var buf bytes.Buffer
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = fmt.Sprintf("%s-%d", prefix, i+1)
+		fmt.Fprintf(&buf, `{"custom_id":%q,"method":"POST","url":"/v1/chat/completions","body":{"model":%q,"messages":[{"role":"user","content":"review number %d"}]}}`+"\n",
+			ids[i], model, i+1)
+	}
+	return buf.Bytes(), ids
+}
+
+// submit uploads body, creates a batch and tracks it, as batchctl submit does with a database configured.
+func (e *env) submit(t *testing.T, body []byte) string {
+	t.Helper()
+	fileID, batchID := e.createUntracked(t, body)
+	_, err := e.store.TrackBatch(context.Background(), store.Batch{BatchID: batchID, Status: store.StatusValidating,
+		Endpoint: "/v1/chat/completions", InputFileID: fileID, Source: "test"})
+	require.NoError(t, err)
+	return batchID
+}
+
+// config is a daemon configuration paced for tests.
+func (e *env) config(t *testing.T) poll.Config {
+	return poll.Config{
+		Store: e.store, API: e.api, Logger: testLogger(t),
+		Interval:          poll.Interval{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond},
+		SweepInterval:     200 * time.Millisecond,
+		FetchPollInterval: 50 * time.Millisecond,
+		LoadTimeout:       time.Minute,
+		ExitWhenDone:      true,
+	}
+}
+
+// runUntilDone runs a daemon with cfg until it exits by itself, failing the test after timeout.
+func runUntilDone(t *testing.T, cfg poll.Config, timeout time.Duration) {
+	t.Helper()
+	d, err := poll.New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	require.NoError(t, d.Run(ctx))
+	require.NoError(t, ctx.Err(), "the daemon did not finish within %s", timeout)
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() || os.Getenv("BATCHCTL_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// resultRow is a results row as a consumer reads it.
+type resultRow struct {
+	CustomID   string
+	InputLine  *int
+	StatusCode *int
+	Response   []byte
+	Error      []byte
+}
+
+func (e *env) results(t *testing.T, batchID string) []resultRow {
+	t.Helper()
+	rows, err := e.store.Pool().Query(context.Background(), `select custom_id, input_line, status_code, response, error
+		from `+e.store.Schema()+`.results where batch_id = $1 order by input_line nulls last, custom_id`, batchID)
+	require.NoError(t, err)
+	defer rows.Close()
+	var out []resultRow
+	for rows.Next() {
+		var r resultRow
+		require.NoError(t, rows.Scan(&r.CustomID, &r.InputLine, &r.StatusCode, &r.Response, &r.Error))
+		out = append(out, r)
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+// createUntracked uploads body and creates a batch without tracking it.
+func (e *env) createUntracked(t *testing.T, body []byte) (fileID, batchID string) {
+	t.Helper()
+	ctx := context.Background()
+	f, err := e.api.Files.New(ctx, openai.FileNewParams{File: openai.File(bytes.NewReader(body), "in.jsonl", "application/jsonl"), Purpose: openai.FilePurposeBatch})
+	require.NoError(t, err)
+	b, err := e.api.Batches.New(ctx, openai.BatchNewParams{
+		InputFileID: f.ID, Endpoint: openai.BatchNewParamsEndpointV1ChatCompletions, CompletionWindow: openai.BatchNewParamsCompletionWindow24h,
+	})
+	require.NoError(t, err)
+	return f.ID, b.ID
+}

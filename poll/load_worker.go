@@ -1,0 +1,180 @@
+package poll
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/batchctl/batchctl/jsonl"
+	"github.com/batchctl/batchctl/store"
+)
+
+// loadWorker loads an ended batch's output and error files into the results table.
+type loadWorker struct {
+	river.WorkerDefaults[store.LoadResultsArgs]
+	d *Daemon
+}
+
+func (w *loadWorker) Timeout(*river.Job[store.LoadResultsArgs]) time.Duration {
+	return w.d.cfg.LoadTimeout
+}
+
+func (w *loadWorker) NextRetry(job *river.Job[store.LoadResultsArgs]) time.Time {
+	return time.Now().Add(w.d.backoff(job.Attempt))
+}
+
+func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsArgs]) error {
+	start := time.Now()
+	id := job.Args.BatchID
+	log := w.d.log.With("batch_id", id)
+	row, err := w.d.store.GetBatch(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return river.JobCancel(fmt.Errorf("batch %s is not in the batch-ID table", id))
+	}
+	if err != nil {
+		return shutdownAware(ctx, err)
+	}
+	if row.ResultsLoadedAt != nil {
+		return nil
+	}
+	if !store.IsTerminal(row.Status) {
+		return river.JobCancel(fmt.Errorf("batch %s is %s, not ended: nothing to load", id, row.Status))
+	}
+	age := time.Since(row.CreatedAt)
+
+	// The input file gives each request its line, so consumers can restore input order without submitter state.
+	var idx *inputIndex
+	if row.InputFileID != "" {
+		if idx, err = w.inputIndex(ctx, row.InputFileID); err != nil {
+			if classify(err) == errNotFound {
+				log.Warn("input file is gone; input_line stays null", "input_file_id", row.InputFileID)
+			} else {
+				return w.d.apiFailure(ctx, "download", id, age, err)
+			}
+		}
+	}
+
+	load, err := w.d.store.BeginLoad(ctx, id, false)
+	if errors.Is(err, store.ErrAlreadyLoaded) {
+		return nil
+	}
+	if err != nil {
+		return shutdownAware(ctx, err)
+	}
+	defer load.Rollback(context.Background())
+
+	outcomes := map[string]int{}
+	for _, fileID := range []string{row.OutputFileID, row.ErrorFileID} {
+		if fileID == "" {
+			continue
+		}
+		if err := w.copyFile(ctx, load, id, fileID, idx, outcomes); err != nil {
+			var apiErrKind = classify(err)
+			if apiErrKind != errTransient {
+				return w.d.apiFailure(ctx, "download", id, age, err)
+			}
+			return shutdownAware(ctx, fmt.Errorf("load file %s of batch %s: %w", fileID, id, err))
+		}
+	}
+	rows := load.Rows()
+	if err := load.MarkLoaded(ctx); err != nil {
+		return shutdownAware(ctx, err)
+	}
+
+	w.d.m.RowsLoaded.Add(float64(rows))
+	w.d.m.LoadDuration.Observe(time.Since(start).Seconds())
+	for outcome, n := range outcomes {
+		w.d.m.Requests.WithLabelValues(outcome).Add(float64(n))
+	}
+	if rows != int64(row.RequestTotal) {
+		w.d.m.LoadMismatches.Inc()
+		log.Warn("loaded rows differ from the batch's request total", "rows", rows, "request_total", row.RequestTotal,
+			"completed", row.RequestCompleted, "failed", row.RequestFailed)
+	}
+	log.Info("results loaded", "status", row.Status, "rows", rows, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// inputIndex streams the batch's input file into a custom_id → line index.
+func (w *loadWorker) inputIndex(ctx context.Context, fileID string) (*inputIndex, error) {
+	w.d.m.PollCalls.WithLabelValues("download").Inc()
+	resp, err := w.d.api.Files.Content(ctx, fileID)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return buildInputIndex(resp.Body, fileID)
+}
+
+// copyFile streams one output or error file into the load.
+func (w *loadWorker) copyFile(ctx context.Context, load *store.Load, batchID, fileID string, idx *inputIndex, outcomes map[string]int) error {
+	w.d.m.PollCalls.WithLabelValues("download").Inc()
+	resp, err := w.d.api.Files.Content(ctx, fileID)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	src := &fileSource{dec: jsonl.NewOutputDecoder(resp.Body, fileID), batchID: batchID, idx: idx, outcomes: outcomes}
+	_, err = load.CopyResults(ctx, src)
+	return err
+}
+
+// fileSource turns an output or error file into result rows as COPY asks for them.
+type fileSource struct {
+	dec      *jsonl.OutputDecoder
+	batchID  string
+	idx      *inputIndex
+	outcomes map[string]int
+
+	cur        store.Result
+	line, code int
+	errJSON    []byte
+	err        error
+}
+
+func (s *fileSource) Next() bool {
+	ol, err := s.dec.Next()
+	if errors.Is(err, io.EOF) {
+		return false
+	}
+	if err != nil {
+		s.err = err
+		return false
+	}
+	s.cur = store.Result{BatchID: s.batchID, CustomID: ol.CustomID}
+	if line, ok := s.idx.lookup(ol.CustomID); ok {
+		s.line = line
+		s.cur.InputLine = &s.line
+	}
+	switch {
+	case ol.Error != nil:
+		if s.errJSON, err = json.Marshal(ol.Error); err != nil {
+			s.err = err
+			return false
+		}
+		s.cur.Error = s.errJSON
+		s.outcomes[ol.Error.Code]++
+	case ol.Response != nil:
+		s.code = ol.Response.StatusCode
+		s.cur.StatusCode = &s.code
+		s.cur.Response = ol.Response.Body
+		if s.code/100 == 2 {
+			s.outcomes["ok"]++
+		} else {
+			s.outcomes["http_"+strconv.Itoa(s.code)]++
+		}
+	default:
+		s.err = fmt.Errorf("line %d: neither a response nor an error", s.dec.Line())
+		return false
+	}
+	return true
+}
+
+func (s *fileSource) Result() store.Result { return s.cur }
+func (s *fileSource) Err() error           { return s.err }

@@ -1,0 +1,91 @@
+package poll
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/batchctl/batchctl/store"
+)
+
+// Metrics are the daemon's Prometheus metrics. Gauges that describe the database (batches by status, the oldest
+// batch in flight) are read from it at scrape time, so every daemon of a shared database reports the same values.
+type Metrics struct {
+	PollCalls      *prometheus.CounterVec // API calls by kind: get, list
+	PollErrors     *prometheus.CounterVec // failed API calls by kind and error class
+	RowsLoaded     prometheus.Counter
+	LoadDuration   prometheus.Histogram
+	Requests       *prometheus.CounterVec // loaded requests by outcome: ok, http_<code>, error code
+	LoadMismatches prometheus.Counter     // loads whose row count differs from request_counts.total
+}
+
+// NewMetrics creates the metrics and registers them, and a collector reading s, with reg.
+func NewMetrics(reg prometheus.Registerer, s *store.Store, logger *slog.Logger) *Metrics {
+	m := &Metrics{
+		PollCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "batchctl_api_calls_total", Help: "Batch API calls made by the poller, by kind (get, list, download).",
+		}, []string{"kind"}),
+		PollErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "batchctl_api_errors_total", Help: "Failed Batch API calls, by kind and class (transient, auth, not_found, permanent).",
+		}, []string{"kind", "class"}),
+		RowsLoaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "batchctl_result_rows_loaded_total", Help: "Result rows committed to the results table.",
+		}),
+		LoadDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "batchctl_load_duration_seconds", Help: "Time to load one batch's results.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
+		}),
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "batchctl_requests_total", Help: "Loaded requests by outcome: ok, http_<status>, or the error code.",
+		}, []string{"outcome"}),
+		LoadMismatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "batchctl_load_count_mismatches_total", Help: "Loads whose row count differs from the batch's request total.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.PollCalls, m.PollErrors, m.RowsLoaded, m.LoadDuration, m.Requests, m.LoadMismatches,
+			&dbCollector{store: s, logger: logger})
+	}
+	return m
+}
+
+// dbCollector reports the batch-ID table at scrape time.
+type dbCollector struct {
+	store  *store.Store
+	logger *slog.Logger
+}
+
+var (
+	batchesDesc = prometheus.NewDesc("batchctl_batches", "Batches in the batch-ID table by status.", []string{"status"}, nil)
+	oldestDesc  = prometheus.NewDesc("batchctl_oldest_in_flight_seconds",
+		"Age of the oldest batch not yet ended; the API expires batches at 86400 (24 h).", nil, nil)
+	windowDesc = prometheus.NewDesc("batchctl_completion_window_seconds", "The Batch API's completion window.", nil, nil)
+)
+
+func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- batchesDesc
+	ch <- oldestDesc
+	ch <- windowDesc
+}
+
+func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	counts, oldest, err := c.store.StatusCounts(ctx)
+	if err != nil {
+		c.logger.Warn("metrics: read batch counts", "error", err)
+		return
+	}
+	for _, status := range []string{store.StatusValidating, store.StatusInProgress, store.StatusFinalizing, store.StatusCompleted,
+		store.StatusFailed, store.StatusExpired, store.StatusCancelling, store.StatusCancelled} {
+		ch <- prometheus.MustNewConstMetric(batchesDesc, prometheus.GaugeValue, float64(counts[status]), status)
+	}
+	age := 0.0
+	if !oldest.IsZero() {
+		age = time.Since(oldest).Seconds()
+	}
+	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, age)
+	ch <- prometheus.MustNewConstMetric(windowDesc, prometheus.GaugeValue, (24 * time.Hour).Seconds())
+}

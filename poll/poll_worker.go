@@ -1,0 +1,124 @@
+package poll
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/riverqueue/river"
+
+	"github.com/batchctl/batchctl/store"
+)
+
+// pollTimeout bounds one poll job run: one row read, at most one GET, one upsert.
+const pollTimeout = time.Minute
+
+// pollWorker keeps one batch's row current until the batch ends.
+type pollWorker struct {
+	river.WorkerDefaults[store.PollBatchArgs]
+	d *Daemon
+}
+
+func (w *pollWorker) Timeout(*river.Job[store.PollBatchArgs]) time.Duration { return pollTimeout }
+
+func (w *pollWorker) NextRetry(job *river.Job[store.PollBatchArgs]) time.Time {
+	return time.Now().Add(w.d.backoff(job.Attempt))
+}
+
+func (w *pollWorker) Work(ctx context.Context, job *river.Job[store.PollBatchArgs]) error {
+	id := job.Args.BatchID
+	log := w.d.log.With("batch_id", id)
+	row, err := w.d.store.GetBatch(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return river.JobCancel(fmt.Errorf("batch %s is not in the batch-ID table", id))
+	}
+	if err != nil {
+		return shutdownAware(ctx, err)
+	}
+	if store.IsTerminal(row.Status) {
+		return nil // the store queued the load with the terminal status
+	}
+	age := time.Since(row.CreatedAt)
+	if age > w.d.cfg.Deadline {
+		log.Error("batch still not ended past its deadline; no longer polling it", "status", row.Status, "age", age.Round(time.Minute))
+		return river.JobCancel(fmt.Errorf("batch %s still %s %s after creation", id, row.Status, age.Round(time.Minute)))
+	}
+
+	// A bulk refresh may have updated the row moments ago; then there is nothing to ask the API.
+	if time.Since(row.UpdatedAt) >= w.d.cfg.Interval.Min {
+		w.d.m.PollCalls.WithLabelValues("get").Inc()
+		b, err := w.d.api.Batches.Get(ctx, id)
+		if err != nil {
+			return w.d.apiFailure(ctx, "get", id, age, err)
+		}
+		row = rowFromAPI(b)
+		if _, err := w.d.store.UpsertBatch(ctx, row); err != nil {
+			return shutdownAware(ctx, err)
+		}
+		if store.IsTerminal(row.Status) {
+			log.Info("batch ended", "status", row.Status, "completed", row.RequestCompleted, "failed", row.RequestFailed)
+			return nil
+		}
+	}
+	return river.JobSnooze(w.d.cfg.Interval.Next(age))
+}
+
+// apiFailure decides what a failed API call means for the job: transient errors are retried with backoff (as job
+// errors, visible in River), credentials and unknown batches are logged loudly and waited out; none marks the batch.
+func (d *Daemon) apiFailure(ctx context.Context, kind, batchID string, age time.Duration, err error) error {
+	if ctx.Err() != nil {
+		return shutdownAware(ctx, err)
+	}
+	log := d.log.With("batch_id", batchID, "call", kind)
+	switch classify(err) {
+	case errAuth:
+		d.m.PollErrors.WithLabelValues(kind, "auth").Inc()
+		log.Error("the API refused our credentials: check OPENAI_API_KEY; batch state kept, retrying later", "error", apiMessage(err))
+		return river.JobSnooze(d.cfg.Interval.Max)
+	case errNotFound:
+		d.m.PollErrors.WithLabelValues(kind, "not_found").Inc()
+		if age < notFoundGrace {
+			return river.JobSnooze(d.cfg.Interval.Min)
+		}
+		log.Error("the API does not know this batch (wrong key or project?); batch state kept, retrying later", "error", apiMessage(err))
+		return river.JobSnooze(d.cfg.Interval.Max)
+	case errPermanent:
+		d.m.PollErrors.WithLabelValues(kind, "permanent").Inc()
+		log.Error("the API rejected the call; retrying later", "error", apiMessage(err))
+		return river.JobSnooze(d.cfg.Interval.Max)
+	default:
+		d.m.PollErrors.WithLabelValues(kind, "transient").Inc()
+		log.Warn("transient API error; retrying with backoff", "error", apiMessage(err))
+		return fmt.Errorf("%s batch %s: %w", kind, batchID, err)
+	}
+}
+
+// apiMessage is the error's text; openai.Error's own includes the request URL and status, which is what we want.
+func apiMessage(err error) string {
+	var apiErr *openai.Error
+	if errors.As(err, &apiErr) {
+		return fmt.Sprintf("%d %s", apiErr.StatusCode, apiErr.Message)
+	}
+	return err.Error()
+}
+
+// backoff is the wait before retry number attempt of a job that failed: doubling from the minimum poll interval,
+// capped at the maximum.
+func (d *Daemon) backoff(attempt int) time.Duration {
+	wait := d.cfg.Interval.Min
+	for i := 1; i < attempt && wait < d.cfg.Interval.Max; i++ {
+		wait *= 2
+	}
+	return min(wait, d.cfg.Interval.Max)
+}
+
+// shutdownAware turns an error caused by the daemon stopping into an immediate, attempt-free reschedule, so that a
+// restart picks the job up at once instead of after a backoff.
+func shutdownAware(ctx context.Context, err error) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return river.JobSnooze(0)
+	}
+	return err
+}

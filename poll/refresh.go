@@ -1,0 +1,143 @@
+package poll
+
+import (
+	"context"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/batchctl/batchctl/store"
+)
+
+// refreshPageSize is the largest page GET /v1/batches serves.
+const refreshPageSize = 100
+
+// aliveStates keeps one periodic job queued or running at a time, however slow a round is.
+var aliveStates = []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning,
+	rivertype.JobStateRetryable, rivertype.JobStateScheduled}
+
+// refreshArgs is the periodic bulk refresh.
+type refreshArgs struct{}
+
+func (refreshArgs) Kind() string { return "batchctl_refresh" }
+
+func (refreshArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: store.QueueBatches, MaxAttempts: 1, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: aliveStates}}
+}
+
+// refreshWorker runs Daemon.Refresh: about N/100 API calls for N batches in flight, instead of N GETs.
+type refreshWorker struct {
+	river.WorkerDefaults[refreshArgs]
+	d *Daemon
+}
+
+func (w *refreshWorker) Work(ctx context.Context, _ *river.Job[refreshArgs]) error {
+	_, err := w.d.Refresh(ctx)
+	return err
+}
+
+// RefreshStats describes one bulk refresh round.
+type RefreshStats struct {
+	InFlight  int // batches in flight at the start of the round
+	Updated   int // of which the round found and updated
+	ListCalls int // GET /v1/batches calls made
+}
+
+// Refresh runs one bulk refresh round: it updates every batch in flight from GET /v1/batches pages (newest first,
+// 100 a page), stopping once it has seen them all or has paged past the oldest. A failed list call ends the round
+// early without error: the per-batch poll jobs cover for it.
+func (d *Daemon) Refresh(ctx context.Context) (RefreshStats, error) {
+	var st RefreshStats
+	inFlight, err := d.store.ListNonTerminal(ctx, 1_000_000)
+	if err != nil || len(inFlight) == 0 {
+		return st, err
+	}
+	st.InFlight = len(inFlight)
+	want := make(map[string]bool, len(inFlight))
+	oldest := inFlight[0].CreatedAt // ListNonTerminal is oldest first
+	for _, b := range inFlight {
+		want[b.BatchID] = true
+	}
+
+	params := openai.BatchListParams{Limit: openai.Int(refreshPageSize)}
+	for len(want) > 0 {
+		st.ListCalls++
+		d.m.PollCalls.WithLabelValues("list").Inc()
+		page, err := d.api.Batches.List(ctx, params)
+		if err != nil {
+			// The per-batch poll jobs cover for a missed round.
+			d.m.PollErrors.WithLabelValues("list", kindName(classify(err))).Inc()
+			d.log.Warn("bulk refresh: list batches", "error", apiMessage(err))
+			return st, nil
+		}
+		for i := range page.Data {
+			b := &page.Data[i]
+			if !want[b.ID] {
+				continue
+			}
+			delete(want, b.ID)
+			row := rowFromAPI(b)
+			if _, err := d.store.UpsertBatch(ctx, row); err != nil {
+				return st, err
+			}
+			st.Updated++
+		}
+		if !page.HasMore || len(page.Data) == 0 {
+			break
+		}
+		last := page.Data[len(page.Data)-1]
+		// Pages are newest first: once past the oldest batch in flight (with a minute of clock slack), stop.
+		if time.Unix(last.CreatedAt, 0).Before(oldest.Add(-time.Minute)) {
+			break
+		}
+		params.After = openai.String(last.ID)
+	}
+	d.log.Debug("bulk refresh", "in_flight", st.InFlight, "updated", st.Updated, "list_calls", st.ListCalls)
+	return st, nil
+}
+
+func kindName(k errorKind) string {
+	switch k {
+	case errAuth:
+		return "auth"
+	case errNotFound:
+		return "not_found"
+	case errPermanent:
+		return "permanent"
+	}
+	return "transient"
+}
+
+// sweepArgs is the periodic search for stranded batches.
+type sweepArgs struct{}
+
+func (sweepArgs) Kind() string { return "batchctl_sweep" }
+
+func (sweepArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: store.QueueBatches, MaxAttempts: 1, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: aliveStates}}
+}
+
+// sweepWorker re-enqueues poll jobs for batches in flight that have none, and load jobs for ended batches whose
+// results are neither loaded nor queued: after a restart that lost them, jobs discarded after many errors, or rows
+// inserted by hand.
+type sweepWorker struct {
+	river.WorkerDefaults[sweepArgs]
+	d *Daemon
+}
+
+func (w *sweepWorker) Work(ctx context.Context, _ *river.Job[sweepArgs]) error {
+	polls, err := w.d.store.EnqueueStrandedPolls(ctx, time.Now().Add(-w.d.cfg.Deadline))
+	if err != nil {
+		return err
+	}
+	loads, err := w.d.store.EnqueueStrandedLoads(ctx)
+	if err != nil {
+		return err
+	}
+	if len(polls)+len(loads) > 0 {
+		w.d.log.Info("sweep re-enqueued stranded batches", "polls", polls, "loads", loads)
+	}
+	return nil
+}

@@ -1,0 +1,94 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+)
+
+// liveJobStates are River job states in which a job will still run.
+const liveJobStates = `('available', 'pending', 'running', 'retryable', 'scheduled')`
+
+// EnqueueStrandedPolls inserts a poll job for every batch in flight that has none alive (after a restart that lost
+// it, a job discarded after too many errors, or a row inserted by hand), skipping batches created before
+// notBefore (past their deadline). It returns the batch IDs it enqueued.
+func (s *Store) EnqueueStrandedPolls(ctx context.Context, notBefore time.Time) ([]string, error) {
+	return s.enqueueMissing(ctx, func(id string) river.JobArgs { return PollBatchArgs{BatchID: id} },
+		`select b.batch_id from `+s.table("batches")+` b
+		where b.status not in `+terminalSQL+` and b.created_at >= $1
+		and not exists (select 1 from `+s.table("river_job")+` j
+			where j.kind = '`+PollBatchArgs{}.Kind()+`' and j.state in `+liveJobStates+`
+			and j.args @> jsonb_build_object('batch_id', b.batch_id))
+		order by b.created_at limit 10000`, notBefore)
+}
+
+// EnqueueStrandedLoads inserts a load job for every ended batch whose results are not loaded and that has no load
+// job alive. It returns the batch IDs it enqueued.
+func (s *Store) EnqueueStrandedLoads(ctx context.Context) ([]string, error) {
+	return s.enqueueMissing(ctx, func(id string) river.JobArgs { return LoadResultsArgs{BatchID: id} },
+		`select b.batch_id from `+s.table("batches")+` b
+		where b.ended_at is not null and b.results_loaded_at is null
+		and not exists (select 1 from `+s.table("river_job")+` j
+			where j.kind = '`+LoadResultsArgs{}.Kind()+`' and j.state in `+liveJobStates+`
+			and j.args @> jsonb_build_object('batch_id', b.batch_id))
+		order by b.ended_at limit 10000`)
+}
+
+func (s *Store) enqueueMissing(ctx context.Context, job func(string) river.JobArgs, query string, args ...any) ([]string, error) {
+	var ids []string
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, query, args...)
+		if err != nil {
+			return translate("find stranded batches", err)
+		}
+		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return translate("find stranded batches", err)
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		params := make([]river.InsertManyParams, len(ids))
+		for i, id := range ids {
+			params[i] = river.InsertManyParams{Args: job(id)}
+		}
+		_, err = s.river.InsertManyTx(ctx, tx, params)
+		return translate("enqueue jobs for stranded batches", err)
+	})
+	return ids, err
+}
+
+// Pending counts the batches still in flight and the ended batches whose results are not loaded yet.
+func (s *Store) Pending(ctx context.Context) (inFlight, unloaded int, err error) {
+	err = s.pool.QueryRow(ctx, `select
+			count(*) filter (where status not in `+terminalSQL+`),
+			count(*) filter (where status in `+terminalSQL+` and results_loaded_at is null)
+		from `+s.table("batches")).Scan(&inFlight, &unloaded)
+	return inFlight, unloaded, translate("count pending batches", err)
+}
+
+// StatusCounts returns the number of batches in each status, and the creation time of the oldest batch in flight
+// (zero when none is).
+func (s *Store) StatusCounts(ctx context.Context) (map[string]int, time.Time, error) {
+	rows, err := s.pool.Query(ctx, `select status, count(*), min(created_at) from `+s.table("batches")+` group by status`)
+	if err != nil {
+		return nil, time.Time{}, translate("count batches by status", err)
+	}
+	counts := map[string]int{}
+	var oldest time.Time
+	var (
+		status string
+		n      int
+		min    time.Time
+	)
+	_, err = pgx.ForEachRow(rows, []any{&status, &n, &min}, func() error {
+		counts[status] = n
+		if !IsTerminal(status) && (oldest.IsZero() || min.Before(oldest)) {
+			oldest = min
+		}
+		return nil
+	})
+	return counts, oldest, translate("count batches by status", err)
+}
