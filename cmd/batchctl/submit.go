@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/batchctl/batchctl/jsonl"
+	"github.com/batchctl/batchctl/submit"
+)
+
+func init() { subcommands = append(subcommands, newSubmitCmd) }
+
+// progressInterval is how often the progress line on a terminal is redrawn.
+const progressInterval = 250 * time.Millisecond
+
+type submitOptions struct {
+	global  *globalOptions
+	streams *IOStreams
+	api     *apiOptions
+
+	files        []string
+	templateFile string
+	rejectsFile  string
+	metadata     []string
+	progress     string
+	sub          submit.Options
+}
+
+func newSubmitCmd(g *globalOptions, streams *IOStreams) *cobra.Command {
+	opts := &submitOptions{global: g, streams: streams}
+	cmd := &cobra.Command{
+		Use:   "submit [FILE...]",
+		Short: "Stream records into batch files, upload them, create batches, print their IDs",
+		Long: `Read JSON Lines (or text with --format text) from the files, or stdin when there is none or "-", turn each
+record into a Batch API request, cut the requests into batch files within the API's limits, upload each
+file streamed from a spool directory, create its batch, and print one JSON line per batch on stdout:
+batch_id, input_file_id, requests, bytes, spool_sha256, source, endpoint, model, part.
+
+A record that is already a request line (custom_id, body, optional method and url) passes through. Any
+other JSON object becomes one: rendered by --template, or the built-in form of --endpoint from --model,
+--system and the --text-field. custom_id comes from --id-field or is "<file>:<line>".
+
+Every record is checked before its batch is uploaded; a file is checked whole before anything from it
+is uploaded (stdin cannot be: batches filled before a bad line stay submitted). Errors name the file and
+line; the exit code is 3. --skip-invalid writes bad records with the reason to --rejects instead.
+
+Never twice: an intent journal beside each spool file records pending, uploaded (file ID) and created
+(batch ID). A later run finishes unfinished intents, reconciling with the batch list before a create
+that may have happened; running the same command on the same input again creates no batch (it prints
+the existing batches, marked "existing") unless --force.`,
+		Example: `  # a file of records {"id": ..., "text": ...}
+  batchctl submit --model gpt-4o-mini --system "Classify the sentiment." --id-field id reviews.jsonl
+
+  # an endless stream: a batch at least every 10 minutes
+  tail -f events.jsonl | batchctl submit --model gpt-4o-mini --flush-interval 10m
+
+  # a template for the body, and embeddings
+  batchctl submit --endpoint /v1/embeddings --template body.tmpl docs.jsonl
+
+  # one request per line of text; check and spool only
+  batchctl submit --format text --model gpt-4o-mini --dry-run questions.txt
+
+  # finish what an interrupted run left, reading no input
+  batchctl submit --resume`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.files = args
+			return runSubmit(cmd.Context(), opts)
+		},
+	}
+	opts.api = addAPIFlags(cmd, g)
+	s := &opts.sub
+	f := cmd.Flags()
+	f.StringVar(&s.Format, "format", submit.FormatJSONL, "input format: jsonl (one JSON object a line) or text (one user message a line)")
+	f.StringVar(&s.Endpoint, "endpoint", jsonl.EndpointChatCompletions, "API endpoint of the requests: "+strings.Join(jsonl.Endpoints, ", "))
+	f.StringVar(&s.Model, "model", "", "model of the built-in request form")
+	f.StringVar(&s.System, "system", "", "system prompt (instructions for /v1/responses) of the built-in form")
+	f.StringVar(&s.TextField, "text-field", "text", "field of a record holding the text of the built-in form")
+	f.StringVar(&s.IDField, "id-field", "", `field of a record holding its custom_id (string or integer); default "<file>:<line>"`)
+	f.StringVar(&opts.templateFile, "template", "", `Go text/template file rendering the request body from a record; {{json .field}} writes a value as JSON`)
+	f.IntVar(&s.MaxRequests, "max-requests", submit.MaxRequestsCeiling, "requests per batch, at most 50000")
+	f.Int64Var(&s.MaxBytes, "max-bytes", submit.MaxBytesCeiling, "bytes per batch file, newlines included, at most 200000000")
+	f.DurationVar(&s.FlushInterval, "flush-interval", 0, "submit a partial batch of a stream that has waited this long (0: only when full or at the end)")
+	f.StringVar(&s.SpoolDir, "spool-dir", envOr(g.getenv, "BATCHCTL_SPOOL_DIR", defaultSpoolDir()), "directory of spool files and intent journals (env BATCHCTL_SPOOL_DIR)")
+	f.StringArrayVar(&opts.metadata, "metadata", nil, "k=v metadata for every batch (repeatable; at most 12 pairs)")
+	f.BoolVar(&s.DryRun, "dry-run", false, "check and spool, upload nothing, print what would be submitted")
+	f.BoolVar(&s.Resume, "resume", false, "only finish the unfinished intents in --spool-dir; read no input")
+	f.BoolVar(&s.Force, "force", false, "create batches even for input an earlier run already submitted")
+	f.BoolVar(&s.SkipInvalid, "skip-invalid", false, "write bad records to --rejects and go on")
+	f.StringVar(&opts.rejectsFile, "rejects", "", "file for records skipped by --skip-invalid, one JSON line each with the reason")
+	f.StringVar(&opts.progress, "progress", "auto", "progress line on stderr: auto (when a terminal), always, never")
+	return cmd
+}
+
+func defaultSpoolDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	return filepath.Join(dir, "batchctl", "spool")
+}
+
+func runSubmit(ctx context.Context, opts *submitOptions) error {
+	s := opts.sub
+	s.Out, s.Logger = opts.streams.Out, opts.global.Logger()
+	if opts.progress != "auto" && opts.progress != "always" && opts.progress != "never" {
+		return usageError{fmt.Errorf("--progress %q: want auto, always or never", opts.progress)}
+	}
+	if !s.Resume {
+		for _, name := range orStdin(opts.files) {
+			if name == "-" {
+				s.Inputs = append(s.Inputs, submit.Input{Name: "stdin", Reader: opts.streams.In})
+				continue
+			}
+			s.Inputs = append(s.Inputs, submit.Input{Name: filepath.Clean(name), Path: name})
+		}
+	}
+	if len(opts.metadata) > 0 {
+		s.Metadata = map[string]string{}
+		for _, kv := range opts.metadata {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return usageError{fmt.Errorf("--metadata %q: want key=value", kv)}
+			}
+			s.Metadata[k] = v
+		}
+	}
+	if opts.templateFile != "" {
+		b, err := os.ReadFile(opts.templateFile)
+		if err != nil {
+			return usageError{fmt.Errorf("--template: %w", err)}
+		}
+		s.Template, s.TemplateName = string(b), filepath.Base(opts.templateFile)
+	}
+	if opts.rejectsFile != "" {
+		f, err := os.OpenFile(opts.rejectsFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return fmt.Errorf("open --rejects: %w", err)
+		}
+		defer f.Close()
+		s.Rejects = f
+	}
+	if !s.DryRun {
+		client, err := opts.api.client()
+		if err != nil {
+			return err
+		}
+		s.Client = &client
+	}
+	s.Progress = new(submit.Progress)
+	stop := startProgress(opts.streams.ErrOut, opts.progress, s.Progress)
+	err := submit.Run(ctx, s)
+	stop()
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, submit.ErrInvalidOptions):
+		return usageError{err}
+	default:
+		if _, ok := jsonl.AsRecordError(err); ok {
+			return inputError{err}
+		}
+		return err
+	}
+}
+
+func orStdin(files []string) []string {
+	if len(files) == 0 {
+		return []string{"-"}
+	}
+	return files
+}
+
+// startProgress redraws one progress line on w until the returned function is called, when w is a terminal (or
+// mode is "always"). JSON lines go to stdout, so the line never mixes with them.
+func startProgress(w io.Writer, mode string, p *submit.Progress) (stop func()) {
+	show := mode == "always"
+	if f, ok := w.(*os.File); ok && mode == "auto" {
+		show = term.IsTerminal(int(f.Fd()))
+	}
+	if !show {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	draw := func() {
+		fmt.Fprintf(w, "\r%d records read, %d rejected, %d batches, %.1f MB uploaded ",
+			p.Records.Load(), p.Rejected.Load(), p.Batches.Load(), float64(p.BytesUploaded.Load())/1e6)
+	}
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(progressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				draw()
+			case <-done:
+				draw()
+				fmt.Fprintln(w)
+				return
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}

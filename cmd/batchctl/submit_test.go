@@ -1,0 +1,100 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/submit"
+)
+
+func submitEnv(t *testing.T) (*openaitest.Server, map[string]string) {
+	t.Helper()
+	srv, err := openaitest.New(openaitest.Options{PhaseDelay: 5 * time.Millisecond})
+	require.NoError(t, err)
+	ts := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		ts.Close()
+		_ = srv.Close()
+	})
+	return srv, map[string]string{
+		"OPENAI_API_KEY":     "sk-test",
+		"OPENAI_BASE_URL":    ts.URL + "/v1",
+		"BATCHCTL_SPOOL_DIR": t.TempDir(),
+	}
+}
+
+func TestSubmitCommand(t *testing.T) {
+	t.Parallel()
+	srv, env := submitEnv(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "reviews.jsonl")
+	require.NoError(t, os.WriteFile(file, []byte("{\"id\":\"r-1\",\"text\":\"great\"}\n{\"id\":\"r-2\",\"text\":\"bad\"}\n{\"id\":\"r-3\",\"text\":\"ok\"}\n"), 0o600))
+
+	res := runCLI(t, "", env, "submit", "--model", "gpt-4o-mini", "--id-field", "id", "--max-requests", "2",
+		"--metadata", "team=data", file)
+	require.Equal(t, exitOK, res.code, res.stderr)
+	lines := strings.Split(strings.TrimSpace(res.stdout), "\n")
+	require.Len(t, lines, 2)
+	for _, l := range lines {
+		var c submit.Created
+		require.NoError(t, json.Unmarshal([]byte(l), &c))
+		require.NotEmpty(t, c.BatchID)
+		require.Equal(t, "gpt-4o-mini", c.Model)
+		b, ok := srv.Batch(c.BatchID)
+		require.True(t, ok)
+		require.Equal(t, "data", b.Metadata["team"])
+	}
+	require.NotContains(t, res.stderr, "sk-test")
+
+	// The same command again creates nothing.
+	res = runCLI(t, "", env, "submit", "--model", "gpt-4o-mini", "--id-field", "id", "--max-requests", "2",
+		"--metadata", "team=data", file)
+	require.Equal(t, exitOK, res.code, res.stderr)
+	require.Equal(t, 2, strings.Count(res.stdout, `"existing":true`))
+	require.Len(t, srv.Batches(), 2)
+}
+
+func TestSubmitCommandStdin(t *testing.T) {
+	t.Parallel()
+	srv, env := submitEnv(t)
+	res := runCLI(t, "first question\n\nsecond question\n", env, "submit", "--format", "text", "--model", "m", "-")
+	require.Equal(t, exitOK, res.code, res.stderr)
+	var c submit.Created
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &c))
+	require.Equal(t, 2, c.Requests)
+	require.Equal(t, "stdin", c.Source)
+	require.Len(t, srv.Batches(), 1)
+}
+
+func TestSubmitCommandBadInput(t *testing.T) {
+	t.Parallel()
+	srv, env := submitEnv(t)
+	file := filepath.Join(t.TempDir(), "in.jsonl")
+	require.NoError(t, os.WriteFile(file, []byte("{\"text\":\"a\"}\n{\"text\":\n"), 0o600))
+	res := runCLI(t, "", env, "submit", "--model", "m", file)
+	require.Equal(t, exitInput, res.code)
+	require.Contains(t, res.stderr, "in.jsonl:2: invalid JSON")
+	require.Empty(t, res.stdout)
+	require.Zero(t, srv.Stats().FileUploads)
+
+	res = runCLI(t, "", env, "submit", "--model", "m", "--max-requests", "60000", file)
+	require.Equal(t, exitUsage, res.code)
+}
+
+func TestSubmitCommandDryRun(t *testing.T) {
+	t.Parallel()
+	srv, env := submitEnv(t)
+	delete(env, "OPENAI_API_KEY") // a dry run needs no key
+	res := runCLI(t, `{"text":"a"}`+"\n", env, "submit", "--model", "m", "--dry-run")
+	require.Equal(t, exitOK, res.code, res.stderr)
+	require.Contains(t, res.stdout, `"dry_run":true`)
+	require.Zero(t, srv.Stats().FileUploads)
+}
