@@ -148,11 +148,15 @@ func runKey(o *Options) (string, error) {
 	return name + "-" + hex.EncodeToString(sum[:8]), nil
 }
 
-// inLine is one line read from an input, its bytes in the chunk's buffer.
+// inLine is one line read from an input: the request built from it, or why it is bad. Its bytes, the request line
+// or the bad line as read, are buf[start:end] of its chunk.
 type inLine struct {
 	name       string
 	num        int
 	start, end int
+	customID   string
+	model      string
+	inputs     int
 	err        error // a *jsonl.RecordError for a bad line
 }
 
@@ -162,9 +166,11 @@ type chunk struct {
 	err   error // a read error: the input ends
 }
 
-// read reads the inputs in turn and hands their lines over in chunks. A chunk goes as soon as the reader would
-// block, so a slow stream's lines are not held back; the channel is small, so a slow consumer slows the reading.
-func (r *run) read(ctx context.Context, out chan<- *chunk) {
+// read reads the inputs in turn, builds and checks each line's request, and hands them over in chunks: on its own
+// goroutine, so parsing runs beside hashing and writing. A chunk goes as soon as the reader would block, so a slow
+// stream's lines are not held back; the channel is small, so a slow consumer slows the reading. Chunks come back
+// through free to be reused.
+func (r *run) read(ctx context.Context, b *builder, out chan<- *chunk, free <-chan *chunk) {
 	defer close(out)
 	send := func(c *chunk) bool {
 		select {
@@ -174,6 +180,16 @@ func (r *run) read(ctx context.Context, out chan<- *chunk) {
 			return false
 		}
 	}
+	get := func() *chunk {
+		select {
+		case c := <-free:
+			c.lines, c.buf, c.err = c.lines[:0], c.buf[:0], nil
+			return c
+		default:
+			return &chunk{buf: make([]byte, 0, 1<<20)}
+		}
+	}
+	var req request
 	for _, in := range r.opts.Inputs {
 		src := in.Reader
 		if src == nil {
@@ -186,7 +202,7 @@ func (r *run) read(ctx context.Context, out chan<- *chunk) {
 			src = f
 		}
 		rd := jsonl.NewReader(src, in.Name, int(r.opts.MaxBytes))
-		c := &chunk{buf: make([]byte, 0, 1<<20)}
+		c := get()
 		for {
 			line, err := rd.Next()
 			if errors.Is(err, io.EOF) {
@@ -198,15 +214,27 @@ func (r *run) read(ctx context.Context, out chan<- *chunk) {
 					send(c)
 					return
 				}
+			} else if len(bytes.TrimSpace(line)) == 0 {
+				continue
 			}
-			start := len(c.buf)
+			r.opts.Progress.Records.Add(1)
+			l := inLine{name: in.Name, num: rd.Line(), err: err}
+			if err == nil {
+				if berr := b.build(in.Name, l.num, line, &req); berr != nil {
+					l.err = &jsonl.RecordError{Source: in.Name, Line: l.num, Reason: berr.Error()}
+				} else {
+					line, l.customID, l.model, l.inputs = req.line, req.customID, req.model, req.inputs
+				}
+			}
+			l.start = len(c.buf)
 			c.buf = append(c.buf, line...)
-			c.lines = append(c.lines, inLine{name: in.Name, num: rd.Line(), start: start, end: len(c.buf), err: err})
+			l.end = len(c.buf)
+			c.lines = append(c.lines, l)
 			if len(c.lines) >= 1024 || len(c.buf) >= 1<<20 || rd.Buffered() == 0 {
 				if !send(c) {
 					return
 				}
-				c = &chunk{buf: make([]byte, 0, 1<<20)}
+				c = get()
 			}
 		}
 		if len(c.lines) > 0 && !send(c) {
@@ -260,8 +288,8 @@ func (r *run) submit(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	lines := make(chan *chunk, 4)
-	go r.read(ctx, lines)
+	lines, free := make(chan *chunk, 4), make(chan *chunk, 8)
+	go r.read(ctx, b, lines, free)
 
 	var (
 		sealed  []*spooledPart // of a bounded input, submitted once all of it is valid
@@ -283,11 +311,8 @@ func (r *run) submit(ctx context.Context) error {
 		}
 		return r.deliver(ctx, p, bySHA)
 	}
-	bad := func(l inLine, line []byte, err error) error {
-		re, ok := jsonl.AsRecordError(err)
-		if !ok {
-			re = &jsonl.RecordError{Source: l.name, Line: l.num, Reason: err.Error()}
-		}
+	bad := func(line []byte, err error) error {
+		re, _ := jsonl.AsRecordError(err)
 		if r.opts.SkipInvalid {
 			r.opts.Progress.Rejected.Add(1)
 			return r.reject(re, line)
@@ -323,22 +348,13 @@ loop:
 			}
 			for _, l := range c.lines {
 				line := c.buf[l.start:l.end]
-				if l.err == nil && len(bytes.TrimSpace(line)) == 0 {
-					continue
-				}
-				r.opts.Progress.Records.Add(1)
 				if l.err != nil {
-					if err := bad(l, line, l.err); err != nil {
+					if err := bad(line, l.err); err != nil {
 						return err
 					}
 					continue
 				}
-				if err := b.build(l.name, l.num, line, &req); err != nil {
-					if err := bad(l, line, err); err != nil {
-						return err
-					}
-					continue
-				}
+				req = request{line: line, customID: l.customID, model: l.model, inputs: l.inputs}
 				wasEmpty := sp.pending() == 0
 				p, err := sp.add(l.name, l.num, &req)
 				if derr := deliver(p); derr != nil {
@@ -348,7 +364,7 @@ loop:
 					if _, ok := jsonl.AsRecordError(err); !ok {
 						return err
 					}
-					if err := bad(l, line, err); err != nil {
+					if err := bad(line, err); err != nil {
 						return err
 					}
 					continue
@@ -370,6 +386,10 @@ loop:
 			}
 			if c.err != nil {
 				return c.err
+			}
+			select {
+			case free <- c:
+			default:
 			}
 		}
 	}
