@@ -92,11 +92,16 @@ func textOf(raw json.RawMessage) string {
 
 // requestBody holds the prompt-carrying fields of every supported endpoint.
 type requestBody struct {
-	Model        string            `json:"model"`
-	Messages     []json.RawMessage `json:"messages"`
-	Prompt       json.RawMessage   `json:"prompt"`
-	Input        json.RawMessage   `json:"input"`
-	Instructions json.RawMessage   `json:"instructions"`
+	Model        string          `json:"model"`
+	Messages     []chatMessage   `json:"messages"`
+	Prompt       json.RawMessage `json:"prompt"`
+	Input        json.RawMessage `json:"input"`
+	Instructions json.RawMessage `json:"instructions"`
+}
+
+type chatMessage struct {
+	Role    string          `json:"role"`
+	Content json.RawMessage `json:"content"`
 }
 
 // promptOf returns the text the whole request sends (for token counts) and the text the fake answer echoes.
@@ -105,13 +110,10 @@ func promptOf(endpoint string, body requestBody) (all, answered string) {
 	case "/v1/chat/completions":
 		var b strings.Builder
 		for _, m := range body.Messages {
-			collectText(m, &b)
-			var msg struct {
-				Role    string          `json:"role"`
-				Content json.RawMessage `json:"content"`
-			}
-			if json.Unmarshal(m, &msg) == nil && msg.Role == "user" {
-				answered = textOf(msg.Content)
+			start := b.Len()
+			collectText(m.Content, &b)
+			if m.Role == "user" {
+				answered = strings.TrimPrefix(b.String()[start:], "\n")
 			}
 		}
 		return b.String(), answered

@@ -49,11 +49,11 @@ func newBatchError(code, msg, param string, line int64) batchError {
 
 // requestLine is a parsed, valid input line.
 type requestLine struct {
-	CustomID string
-	Body     json.RawMessage
-	Model    string
+	CustomID string          `json:"custom_id"`
+	Body     json.RawMessage `json:"body"`
+	Model    string          `json:"-"`
 	// EmbeddingInputs counts the inputs of an /v1/embeddings request.
-	EmbeddingInputs int
+	EmbeddingInputs int `json:"-"`
 }
 
 // validateLine checks one input line against the rules of the real service, except those that need the whole
