@@ -178,7 +178,7 @@ func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n-3] + "..."
+	return strings.ToValidUTF8(s[:n-3], "") + "..." // never cut a character in half
 }
 
 func syncDir(dir string) error {
