@@ -51,7 +51,8 @@ func (r *Reader) Line() int { return r.line }
 func (r *Reader) Buffered() int { return r.br.Buffered() }
 
 // Next returns the next line without its line ending. The slice is valid until the next call. A bad line comes back
-// as a nil slice and a *RecordError; any other error ends the input, io.EOF after the last line. An empty last line
+// as a *RecordError, with the line if it is not valid UTF-8 and nil if it is too long; any other error ends the
+// input, io.EOF after the last line. An empty last line
 // (a file ending in a newline) is not returned.
 func (r *Reader) Next() ([]byte, error) {
 	r.long = r.long[:0]
@@ -111,7 +112,7 @@ func (r *Reader) finish(frag []byte) ([]byte, error) {
 		return nil, Errorf(r.source, r.line, "line is %d bytes, over the limit of %d", len(line), r.max)
 	}
 	if !utf8.Valid(line) {
-		return nil, Errorf(r.source, r.line, "invalid UTF-8 at byte %d", invalidUTF8At(line)+1)
+		return line, Errorf(r.source, r.line, "invalid UTF-8 at byte %d", invalidUTF8At(line)+1)
 	}
 	return line, nil
 }
