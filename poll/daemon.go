@@ -18,7 +18,7 @@ import (
 // Defaults of Config's durations.
 const (
 	DefaultWorkers         = 10
-	DefaultLoadTimeout     = 30 * time.Minute
+	DefaultLoadTimeout     = 10 * time.Minute
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultSweepInterval   = time.Minute
 	// DefaultDeadline: a poll job gives up on a batch this long after its creation: the API's 24 h window, up to
@@ -36,10 +36,13 @@ type Config struct {
 	// Metrics; nil creates unregistered ones.
 	Metrics *Metrics
 
-	Interval        Interval      // poll interval bounds
-	Workers         int           // jobs worked at once by this daemon
-	LoadTimeout     time.Duration // one results load, downloads included
-	RescueAfter     time.Duration // a running job whose daemon died is retried after this (default LoadTimeout + 5m)
+	Interval    Interval      // poll interval bounds
+	Workers     int           // jobs worked at once by this daemon
+	LoadTimeout time.Duration // one results load, downloads included
+	// RescueAfter: a job still running this long after it started is taken to belong to a dead daemon and is retried
+	// (default LoadTimeout + 1m; River never rescues a job before its own timeout has passed). Shorter is safe: a load holds its batch's row lock, so a rescued copy of a live
+	// load waits for it and then finds the results loaded.
+	RescueAfter     time.Duration
 	SweepInterval   time.Duration // how often stranded batches are looked for
 	Deadline        time.Duration // after creation, when a batch's poll job gives up
 	ShutdownTimeout time.Duration // how long a stop waits for running jobs before cancelling them
@@ -75,7 +78,7 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	cfg.Workers = cmpOr(cfg.Workers, DefaultWorkers)
 	cfg.LoadTimeout = cmpOr(cfg.LoadTimeout, DefaultLoadTimeout)
-	cfg.RescueAfter = cmpOr(cfg.RescueAfter, cfg.LoadTimeout+5*time.Minute)
+	cfg.RescueAfter = cmpOr(cfg.RescueAfter, cfg.LoadTimeout+time.Minute)
 	cfg.SweepInterval = cmpOr(cfg.SweepInterval, DefaultSweepInterval)
 	cfg.Deadline = cmpOr(cfg.Deadline, DefaultDeadline)
 	cfg.ShutdownTimeout = cmpOr(cfg.ShutdownTimeout, DefaultShutdownTimeout)
@@ -102,9 +105,11 @@ func New(cfg Config) (*Daemon, error) {
 				&river.PeriodicJobOpts{ID: "batchctl_sweep", RunOnStart: true}),
 		},
 		RescueStuckJobsAfter: cfg.RescueAfter,
-		FetchPollInterval:    cfg.FetchPollInterval,
-		FetchCooldown:        min(cfg.FetchPollInterval, 100*time.Millisecond),
-		Logger:               cfg.Logger.With("component", "river"),
+		// Each worker sets its own timeout; River only insists that the default not exceed the rescue delay.
+		JobTimeout:        min(pollTimeout, cfg.RescueAfter),
+		FetchPollInterval: cfg.FetchPollInterval,
+		FetchCooldown:     min(cfg.FetchPollInterval, 100*time.Millisecond),
+		Logger:            cfg.Logger.With("component", "river"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create River client: %w", err)

@@ -61,8 +61,8 @@ up again (after --rescue-after for a job that was running). Run 'batchctl migrat
 	f.StringVar(&opts.interval, "poll-interval", poll.Interval{Min: poll.DefaultMinInterval, Max: poll.DefaultMaxInterval}.String(),
 		"MIN[,MAX]: bounds of the per-batch poll interval (a tenth of the batch's age); MIN is also the bulk refresh period")
 	f.IntVar(&opts.workers, "workers", poll.DefaultWorkers, "jobs this daemon works at once")
-	f.DurationVar(&opts.loadTimeout, "load-timeout", poll.DefaultLoadTimeout, "longest time one batch's results load may take")
-	f.DurationVar(&opts.rescueAfter, "rescue-after", 0, "retry a job left running by a dead poller after this long (default load-timeout + 5m)")
+	f.DurationVar(&opts.loadTimeout, "load-timeout", poll.DefaultLoadTimeout, "longest time one batch's results load may take; a load left running by a killed poller is retried after it")
+	f.DurationVar(&opts.rescueAfter, "rescue-after", 0, "retry a job left running by a dead poller after this long, and not before its own timeout (default load-timeout + 1m)")
 	f.DurationVar(&opts.sweepEvery, "sweep-interval", poll.DefaultSweepInterval, "how often to look for batches that lost their jobs")
 	f.BoolVar(&opts.exitWhenDone, "exit-when-done", false, "exit 0 once no batch is in flight and every ended batch has its results loaded")
 	f.StringVar(&opts.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (path /metrics)")

@@ -155,6 +155,19 @@ func runSubmit(ctx context.Context, opts *submitOptions) error {
 		}
 		s.Client = &client
 	}
+	if opts.global.DatabaseURL != "" && !s.DryRun {
+		// Connect before anything is uploaded, so a wrong URL costs nothing. A batch created but not recorded (the
+		// database failed in between) is recorded by the next run, which re-emits it from its journal.
+		st, err := opts.global.openStore(ctx)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		s.OnCreated = func(ctx context.Context, c submit.Created) error {
+			_, err := st.TrackBatch(ctx, batchFromCreated(c))
+			return err
+		}
+	}
 	s.Progress = new(submit.Progress)
 	stop := startProgress(opts.streams.ErrOut, opts.progress, s.Progress)
 	err := submit.Run(ctx, s)

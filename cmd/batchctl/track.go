@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/batchctl/batchctl/jsonl"
+	"github.com/batchctl/batchctl/store"
+	"github.com/batchctl/batchctl/submit"
+)
+
+func init() { subcommands = append(subcommands, newTrackCmd) }
+
+type trackOptions struct {
+	global  *globalOptions
+	streams *IOStreams
+	ids     []string
+}
+
+func newTrackCmd(g *globalOptions, streams *IOStreams) *cobra.Command {
+	opts := &trackOptions{global: g, streams: streams}
+	return &cobra.Command{
+		Use:   "track [BATCH_ID...]",
+		Short: "Insert batches into the batch-ID table and queue their poll jobs",
+		Long: `Track batches created elsewhere: insert each into the batch-ID table and enqueue its River poll job in one
+transaction, as 'batchctl submit' does itself when it has a database.
+
+Batch IDs come from the arguments, or else from stdin: the JSON lines 'batchctl submit' prints (their
+input_file_id, source, spool_sha256, endpoint, model and request count are kept) or bare batch IDs, one a line.
+Tracking a batch twice is harmless. Prints one JSON line per batch: {"batch_id": ..., "tracked": true} for a new
+row, false for one already tracked.`,
+		Example: `  # submitters without database access, a tracker beside the database
+  batchctl submit --model gpt-4o-mini big.jsonl | ssh db-host batchctl track
+
+  batchctl track batch_abc123 batch_def456`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.ids = args
+			return runTrack(cmd.Context(), opts)
+		},
+	}
+}
+
+func runTrack(ctx context.Context, opts *trackOptions) error {
+	s, err := opts.global.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	t := &tracker{store: s, out: opts.streams.Out}
+	if len(opts.ids) > 0 {
+		for _, id := range opts.ids {
+			if err := t.track(ctx, store.Batch{BatchID: id}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return t.trackLines(ctx, opts.streams.In, "stdin")
+}
+
+// tracker records batches in the batch-ID table and reports each on out.
+type tracker struct {
+	store *store.Store
+	out   io.Writer
+}
+
+// trackLines tracks every line of r: a submit JSON line or a bare batch ID.
+func (t *tracker) trackLines(ctx context.Context, r io.Reader, source string) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if text == "" {
+			continue
+		}
+		var b store.Batch
+		if strings.HasPrefix(text, "{") {
+			var c submit.Created
+			if err := json.Unmarshal([]byte(text), &c); err != nil {
+				return inputError{jsonl.Errorf(source, line, "not a batchctl submit line: %v", err)}
+			}
+			if c.DryRun {
+				continue // a dry run created nothing
+			}
+			b = batchFromCreated(c)
+		} else {
+			b.BatchID = text
+		}
+		if !strings.HasPrefix(b.BatchID, "batch_") {
+			return inputError{jsonl.Errorf(source, line, "%q is not a batch ID (batch_...)", b.BatchID)}
+		}
+		if err := t.track(ctx, b); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", source, err)
+	}
+	return nil
+}
+
+// track inserts the row and the poll job. Until the poller's first refresh, a batch of unknown status is recorded
+// as validating, the status every batch starts in.
+func (t *tracker) track(ctx context.Context, b store.Batch) error {
+	if b.BatchID == "" {
+		return errors.New("empty batch ID")
+	}
+	if b.Status == "" {
+		b.Status = store.StatusValidating
+	}
+	inserted, err := t.store.TrackBatch(ctx, b)
+	if err != nil {
+		return err
+	}
+	line, err := json.Marshal(struct {
+		BatchID string `json:"batch_id"`
+		Tracked bool   `json:"tracked"`
+	}{b.BatchID, inserted})
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(t.out, "%s\n", line)
+	return err
+}
+
+// batchFromCreated is the batch-ID row of a batch submit created.
+func batchFromCreated(c submit.Created) store.Batch {
+	return store.Batch{
+		BatchID: c.BatchID, Status: store.StatusValidating, Endpoint: c.Endpoint, Model: c.Model,
+		InputFileID: c.InputFileID, RequestTotal: c.Requests, Source: c.Source, SpoolSHA256: c.SpoolSHA256,
+	}
+}
