@@ -59,7 +59,11 @@ func (s *Server) runBatch(b *batch, input fileMeta) {
 		log.Error("process batch", "err", err)
 	}
 	if !out.stopped && !b.cancelReq.Load() {
-		s.setStatus(b, func(now int64) { b.Status, b.FinalizingAt = StatusFinalizing, now })
+		s.setStatus(b, func(now int64) {
+			if b.Status == StatusInProgress { // a cancel that just arrived keeps its cancelling status
+				b.Status, b.FinalizingAt = StatusFinalizing, now
+			}
+		})
 		if !s.pause(b, s.opts.PhaseDelay) {
 			out.cleanup()
 			return
