@@ -3,14 +3,30 @@ GO      ?= go
 BIN     := bin/batchctl
 WITHPG  := $(GO) run ./internal/tools/withpg --
 
-.PHONY: build test lint fmt clean
+.PHONY: build test fuzz lint bench demo reliability clean
 
 build: ## build bin/batchctl
 	$(GO) build -o $(BIN) ./cmd/batchctl
 
-test: ## run the whole suite against a real Postgres (DATABASE_URL, or a throwaway cluster)
+test: ## a few seconds of each fuzz target, then the whole suite against a real Postgres (DATABASE_URL, or a throwaway cluster)
 	./scripts/ensure-postgres.sh
-	$(WITHPG) $(GO) test -race -count=1 ./...
+	./scripts/fuzz.sh
+	$(WITHPG) $(GO) test -race -count=1 -timeout 20m ./...
+
+fuzz: ## every fuzz target for FUZZTIME (default 3s) each
+	./scripts/fuzz.sh
+
+demo: build ## the whole pipeline on local defaults: Postgres, emulator, submit, poll, status, results
+	./scripts/ensure-postgres.sh
+	$(WITHPG) ./scripts/demo.sh
+
+bench: build ## performance figures, each against a limit measured in the same run
+	./scripts/ensure-postgres.sh
+	$(WITHPG) ./scripts/bench.sh
+
+reliability: build ## the long reliability suite: kill -9, API faults, Postgres restarts, bad input corpus
+	./scripts/ensure-postgres.sh
+	BATCHCTL_RELIABILITY=full $(WITHPG) $(GO) test -count=1 -timeout 80m -v -run 'Test' ./reliability/
 
 lint: ## go vet and gofmt
 	$(GO) vet ./...
