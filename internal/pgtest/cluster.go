@@ -28,6 +28,7 @@ type Cluster struct {
 	bin   string // directory of initdb and pg_ctl
 	runAs string // unprivileged user when started by root; "" otherwise
 	port  int
+	opts  string // server options, kept so a restart listens on the same port
 }
 
 // URL is the connection URL of the cluster's postgres database (trust authentication, no password).
@@ -69,14 +70,14 @@ func Start(ctx context.Context) (*Cluster, error) {
 		if c.port, err = freePort(); err != nil {
 			break
 		}
-		opts := strings.Join([]string{
+		c.opts = strings.Join([]string{
 			"-p " + strconv.Itoa(c.port),
 			"-c listen_addresses=127.0.0.1",
 			"-c unix_socket_directories=" + dir,
 			"-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
 			"-c max_connections=200",
 		}, " ")
-		err = c.pg(ctx, "pg_ctl", "-D", c.dataDir(), "-l", filepath.Join(dir, "postgres.log"), "-o", opts, "-w", "-t", "60", "start")
+		err = c.startServer(ctx)
 		if err == nil || attempt == 2 {
 			break
 		}
@@ -89,6 +90,37 @@ func Start(ctx context.Context) (*Cluster, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// startServer starts the server of an initialised cluster and waits until it accepts connections.
+func (c *Cluster) startServer(ctx context.Context) error {
+	return c.pg(ctx, "pg_ctl", "-D", c.dataDir(), "-l", filepath.Join(c.dir, "postgres.log"), "-o", c.opts, "-w", "-t", "60", "start")
+}
+
+// StopServer stops the server (fast shutdown: open connections are cut) and keeps the cluster, so StartServer can
+// bring it back with its data on the same port. Tests use it to take the database away from a running client.
+func (c *Cluster) StopServer(ctx context.Context) error {
+	return c.pg(ctx, "pg_ctl", "-D", c.dataDir(), "-m", "fast", "-w", "-t", "60", "stop")
+}
+
+// StartServer starts a server that StopServer stopped, on the same port, and waits until it accepts connections.
+func (c *Cluster) StartServer(ctx context.Context) error {
+	if err := c.startServer(ctx); err != nil {
+		if log, rerr := os.ReadFile(filepath.Join(c.dir, "postgres.log")); rerr == nil {
+			err = fmt.Errorf("%w\npostgres.log:\n%s", err, log)
+		}
+		return err
+	}
+	return nil
+}
+
+// Restart stops the server (fast shutdown) and starts it again on the same port with its data, as a database
+// failover or an upgrade does to a client.
+func (c *Cluster) Restart(ctx context.Context) error {
+	if err := c.StopServer(ctx); err != nil {
+		return err
+	}
+	return c.StartServer(ctx)
 }
 
 // Stop stops the server (fast shutdown) and removes the cluster directory.

@@ -35,3 +35,33 @@ func TestStartStopLeavesNothing(t *testing.T) {
 	_, err = net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(c.port)), time.Second)
 	require.Error(t, err, "nothing listens on the cluster's port any more")
 }
+
+// TestRestartKeepsDataAndPort restarts a cluster under an open connection: the connection is cut, a new one on the
+// same URL finds the data written before.
+func TestRestartKeepsDataAndPort(t *testing.T) {
+	ctx := context.Background()
+	c, err := Start(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, c.Stop()) })
+
+	conn, err := pgx.Connect(ctx, c.URL())
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, "create table kept (n int); insert into kept values (42)")
+	require.NoError(t, err)
+
+	require.NoError(t, c.Restart(ctx))
+	require.Error(t, conn.Ping(ctx), "a restart cuts open connections")
+	_ = conn.Close(ctx)
+
+	conn, err = pgx.Connect(ctx, c.URL())
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var n int
+	require.NoError(t, conn.QueryRow(ctx, "select n from kept").Scan(&n))
+	require.Equal(t, 42, n)
+
+	require.NoError(t, c.StopServer(ctx))
+	_, err = pgx.Connect(ctx, c.URL())
+	require.Error(t, err, "nothing listens while the server is stopped")
+	require.NoError(t, c.StartServer(ctx))
+}
