@@ -69,6 +69,12 @@ func TestCompletedBatchesLoadEveryRow(t *testing.T) {
 		require.NotEmpty(t, b.OutputFileID)
 		require.NotNil(t, b.EndedAt)
 		require.Equal(t, "test", b.Source, "the poller keeps what the submitter recorded")
+		rec, ok := e.emu.Batch(batchID)
+		require.True(t, ok)
+		require.NotNil(t, b.Usage.TotalTokens)
+		require.Equal(t, rec.InputTokens, *b.Usage.PromptTokens, "usage summed from the loaded results")
+		require.Equal(t, rec.OutputTokens, *b.Usage.CompletionTokens)
+		require.Equal(t, rec.InputTokens+rec.OutputTokens, *b.Usage.TotalTokens)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
+	"github.com/tidwall/gjson"
 
 	"github.com/batchctl/batchctl/jsonl"
 	"github.com/batchctl/batchctl/store"
@@ -70,11 +71,12 @@ func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsA
 	defer load.Rollback(context.Background())
 
 	outcomes := map[string]int{}
+	usage := &usageSum{}
 	for _, fileID := range []string{row.OutputFileID, row.ErrorFileID} {
 		if fileID == "" {
 			continue
 		}
-		if err := w.copyFile(ctx, load, id, fileID, idx, outcomes); err != nil {
+		if err := w.copyFile(ctx, load, id, fileID, idx, outcomes, usage); err != nil {
 			var apiErrKind = classify(err)
 			if apiErrKind != errTransient {
 				return w.d.apiFailure(ctx, "download", id, age, err)
@@ -83,7 +85,7 @@ func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsA
 		}
 	}
 	rows := load.Rows()
-	if err := load.MarkLoaded(ctx); err != nil {
+	if err := load.MarkLoaded(ctx, usage.row()); err != nil {
 		return shutdownAware(ctx, err)
 	}
 
@@ -113,14 +115,14 @@ func (w *loadWorker) inputIndex(ctx context.Context, fileID string) (*inputIndex
 }
 
 // copyFile streams one output or error file into the load.
-func (w *loadWorker) copyFile(ctx context.Context, load *store.Load, batchID, fileID string, idx *inputIndex, outcomes map[string]int) error {
+func (w *loadWorker) copyFile(ctx context.Context, load *store.Load, batchID, fileID string, idx *inputIndex, outcomes map[string]int, usage *usageSum) error {
 	w.d.m.PollCalls.WithLabelValues("download").Inc()
 	resp, err := w.d.api.Files.Content(ctx, fileID)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	src := &fileSource{dec: jsonl.NewOutputDecoder(resp.Body, fileID), batchID: batchID, idx: idx, outcomes: outcomes}
+	src := &fileSource{dec: jsonl.NewOutputDecoder(resp.Body, fileID), batchID: batchID, idx: idx, outcomes: outcomes, usage: usage}
 	_, err = load.CopyResults(ctx, src)
 	return err
 }
@@ -131,6 +133,7 @@ type fileSource struct {
 	batchID  string
 	idx      *inputIndex
 	outcomes map[string]int
+	usage    *usageSum
 
 	cur        store.Result
 	line, code int
@@ -164,6 +167,7 @@ func (s *fileSource) Next() bool {
 		s.code = ol.Response.StatusCode
 		s.cur.StatusCode = &s.code
 		s.cur.Response = ol.Response.Body
+		s.usage.add(ol.Response.Body)
 		if s.code/100 == 2 {
 			s.outcomes["ok"]++
 		} else {
@@ -178,3 +182,42 @@ func (s *fileSource) Next() bool {
 
 func (s *fileSource) Result() store.Result { return s.cur }
 func (s *fileSource) Err() error           { return s.err }
+
+// usageSum adds up the token usage of response bodies: chat and completions report prompt_tokens and
+// completion_tokens, responses input_tokens and output_tokens, embeddings prompt_tokens only.
+type usageSum struct {
+	prompt, completion, total int64
+	seen                      bool
+}
+
+func (u *usageSum) add(body []byte) {
+	usage := gjson.GetBytes(body, "usage")
+	if !usage.IsObject() {
+		return
+	}
+	u.seen = true
+	get := func(names ...string) int64 {
+		for _, n := range names {
+			if v := usage.Get(n); v.Exists() {
+				return v.Int()
+			}
+		}
+		return 0
+	}
+	p, c := get("prompt_tokens", "input_tokens"), get("completion_tokens", "output_tokens")
+	u.prompt += p
+	u.completion += c
+	if t := usage.Get("total_tokens"); t.Exists() {
+		u.total += t.Int()
+	} else {
+		u.total += p + c
+	}
+}
+
+// row is the sum for the batch row; nil columns when no response reported usage.
+func (u *usageSum) row() store.Usage {
+	if !u.seen {
+		return store.Usage{}
+	}
+	return store.Usage{PromptTokens: &u.prompt, CompletionTokens: &u.completion, TotalTokens: &u.total}
+}

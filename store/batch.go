@@ -48,6 +48,22 @@ type Batch struct {
 	EndedAt          *time.Time
 	ResultsLoadedAt  *time.Time
 	ResultsCount     *int // rows written by the last load; compare with RequestTotal
+	Usage            Usage
+
+	// Lineage of resubmissions. An original batch is its own root, attempt 1, with no parents.
+	RootBatchID      string
+	ParentBatchIDs   []string
+	Attempt          int
+	ResubmittedAs    string     // the child batch carrying this batch's retryable requests
+	ResubmittedAt    *time.Time // when resubmission was decided (also when nothing needed resending)
+	ResubmitRequests *int       // requests handed to the child
+}
+
+// Usage is the token usage summed over a batch's loaded results; nil until they are loaded.
+type Usage struct {
+	PromptTokens     *int64
+	CompletionTokens *int64
+	TotalTokens      *int64
 }
 
 // Result is one row of <schema>.results: the answer (or error) to one request of one batch.

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,9 +14,21 @@ import (
 // NotifyChannel is the LISTEN/NOTIFY channel on which every batch status change is announced.
 const NotifyChannel = "batchctl_batches"
 
+// insertColumns are written by TrackBatch and UpsertBatch, in the order of batchArgs (updated_at is now()).
+const insertColumns = `batch_id, status, endpoint, model, input_file_id, output_file_id, error_file_id,
+	request_total, request_completed, request_failed, metadata, source, spool_sha256, errors,
+	created_at, updated_at, ended_at, root_batch_id, parent_batch_ids, attempt`
+
+// insertValues match insertColumns: an original batch is its own root, attempt 1.
+const insertValues = `$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, coalesce($15, now()), now(), $16,
+	coalesce($17, $1), $18, coalesce($19, 1)`
+
+// batchColumns are read into a Batch by scanBatch.
 const batchColumns = `batch_id, status, endpoint, model, input_file_id, output_file_id, error_file_id,
 	request_total, request_completed, request_failed, metadata, source, spool_sha256, errors,
-	created_at, updated_at, ended_at, results_loaded_at, results_count`
+	created_at, updated_at, ended_at, results_loaded_at, results_count,
+	prompt_tokens, completion_tokens, total_tokens,
+	root_batch_id, parent_batch_ids, attempt, resubmitted_as, resubmitted_at, resubmit_requests`
 
 // terminalSQL lists the terminal statuses for SQL predicates.
 const terminalSQL = `('completed', 'failed', 'expired', 'cancelled')`
@@ -24,8 +37,7 @@ const terminalSQL = `('completed', 'failed', 'expired', 'cancelled')`
 // batch always has a poller and a poll job never points at a missing row. It reports whether the row is new.
 func (s *Store) TrackBatch(ctx context.Context, b Batch) (inserted bool, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `insert into `+s.table("batches")+` (`+batchColumns+`)
-			values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, coalesce($15, now()), now(), $16, null, null)
+		tag, err := tx.Exec(ctx, `insert into `+s.table("batches")+` (`+insertColumns+`) values (`+insertValues+`)
 			on conflict (batch_id) do nothing`, batchArgs(b)...)
 		if err != nil {
 			return translate("insert batch "+b.BatchID, err)
@@ -57,8 +69,7 @@ func (s *Store) UpsertBatch(ctx context.Context, b Batch) (previous string, err 
 		if IsTerminal(previous) && !IsTerminal(b.Status) {
 			b.Status = previous
 		}
-		_, err = tx.Exec(ctx, `insert into `+s.table("batches")+` as t (`+batchColumns+`)
-			values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, coalesce($15, now()), now(), $16, null, null)
+		_, err = tx.Exec(ctx, `insert into `+s.table("batches")+` as t (`+insertColumns+`) values (`+insertValues+`)
 			on conflict (batch_id) do update set
 				status            = excluded.status,
 				endpoint          = coalesce(excluded.endpoint, t.endpoint),
@@ -138,8 +149,7 @@ func (s *Store) ListNonTerminal(ctx context.Context, limit int) ([]Batch, error)
 	return bs, translate("list batches in flight", err)
 }
 
-// batchArgs are the values of batchColumns for an insert, minus updated_at and results_loaded_at, which the
-// statements set themselves.
+// batchArgs are the values of insertValues.
 func batchArgs(b Batch) []any {
 	meta := b.Metadata
 	if meta == nil {
@@ -153,10 +163,15 @@ func batchArgs(b Batch) []any {
 	if len(b.Errors) > 0 && string(b.Errors) != "null" {
 		errs = string(b.Errors)
 	}
+	var attempt *int
+	if b.Attempt > 0 {
+		attempt = &b.Attempt
+	}
 	return []any{
 		b.BatchID, b.Status, nullable(b.Endpoint), nullable(b.Model), nullable(b.InputFileID),
 		nullable(b.OutputFileID), nullable(b.ErrorFileID), b.RequestTotal, b.RequestCompleted, b.RequestFailed,
 		meta, nullable(b.Source), nullable(b.SpoolSHA256), errs, createdAt, endedAt(b),
+		nullable(b.RootBatchID), b.ParentBatchIDs, attempt,
 	}
 }
 
@@ -181,18 +196,21 @@ func nullable(s string) *string {
 
 func scanBatch(row pgx.CollectableRow) (Batch, error) {
 	var (
-		b                                              Batch
-		endpoint, model, in, out, errFile, source, sha *string
-		errorsJSON                                     []byte
+		b                                                                Batch
+		endpoint, model, in, out, errFile, source, sha, resubmitAs, root *string
+		errorsJSON                                                       []byte
 	)
 	err := row.Scan(&b.BatchID, &b.Status, &endpoint, &model, &in, &out, &errFile,
 		&b.RequestTotal, &b.RequestCompleted, &b.RequestFailed, &b.Metadata, &source, &sha, &errorsJSON,
-		&b.CreatedAt, &b.UpdatedAt, &b.EndedAt, &b.ResultsLoadedAt, &b.ResultsCount)
+		&b.CreatedAt, &b.UpdatedAt, &b.EndedAt, &b.ResultsLoadedAt, &b.ResultsCount,
+		&b.Usage.PromptTokens, &b.Usage.CompletionTokens, &b.Usage.TotalTokens,
+		&root, &b.ParentBatchIDs, &b.Attempt, &resubmitAs, &b.ResubmittedAt, &b.ResubmitRequests)
 	if err != nil {
 		return Batch{}, err
 	}
 	b.Endpoint, b.Model, b.InputFileID, b.OutputFileID = deref(endpoint), deref(model), deref(in), deref(out)
-	b.ErrorFileID, b.Source, b.SpoolSHA256 = deref(errFile), deref(source), deref(sha)
+	b.ErrorFileID, b.Source, b.SpoolSHA256, b.ResubmittedAs = deref(errFile), deref(source), deref(sha), deref(resubmitAs)
+	b.RootBatchID = cmp.Or(deref(root), b.BatchID)
 	if errorsJSON != nil {
 		b.Errors = errorsJSON
 	}

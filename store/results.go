@@ -66,10 +66,13 @@ func (l *Load) CopyResults(ctx context.Context, src ResultSource) (int64, error)
 	return n, nil
 }
 
-// MarkLoaded sets results_loaded_at and results_count (the rows copied) and commits the load.
-func (l *Load) MarkLoaded(ctx context.Context) error {
-	if _, err := l.tx.Exec(ctx, `update `+l.s.table("batches")+` set results_loaded_at = now(), results_count = $2, updated_at = now()
-		where batch_id = $1`, l.batchID, l.rows); err != nil {
+// MarkLoaded sets results_loaded_at, results_count (the rows copied) and the batch's token usage, summed over the
+// rows by the caller, and commits the load. The usage is set, not added, in the transaction of the rows it sums, so a
+// reload never counts it twice.
+func (l *Load) MarkLoaded(ctx context.Context, usage Usage) error {
+	if _, err := l.tx.Exec(ctx, `update `+l.s.table("batches")+` set results_loaded_at = now(), results_count = $2,
+		prompt_tokens = $3, completion_tokens = $4, total_tokens = $5, updated_at = now()
+		where batch_id = $1`, l.batchID, l.rows, usage.PromptTokens, usage.CompletionTokens, usage.TotalTokens); err != nil {
 		_ = l.tx.Rollback(ctx)
 		return translate("mark results loaded for "+l.batchID, err)
 	}

@@ -186,17 +186,20 @@ func TestLoadResultsIsIdempotent(t *testing.T) {
 	_, err = l.CopyResults(ctx, store.NewSliceSource(rows[60:]))
 	require.NoError(t, err)
 	require.EqualValues(t, 100, l.Rows())
-	require.NoError(t, l.MarkLoaded(ctx))
+	require.NoError(t, l.MarkLoaded(ctx, store.Usage{}))
 
 	_, err = s.BeginLoad(ctx, "batch_r", false)
 	require.ErrorIs(t, err, store.ErrAlreadyLoaded)
 
-	// Loading the same rows again leaves exactly one copy of each.
-	l, err = s.BeginLoad(ctx, "batch_r", true)
-	require.NoError(t, err)
-	_, err = l.CopyResults(ctx, store.NewSliceSource(rows))
-	require.NoError(t, err)
-	require.NoError(t, l.MarkLoaded(ctx))
+	// Loading the same rows again leaves exactly one copy of each, and usage counted once.
+	for range 2 {
+		l, err = s.BeginLoad(ctx, "batch_r", true)
+		require.NoError(t, err)
+		_, err = l.CopyResults(ctx, store.NewSliceSource(rows))
+		require.NoError(t, err)
+		p, c, tot := int64(30), int64(12), int64(42)
+		require.NoError(t, l.MarkLoaded(ctx, store.Usage{PromptTokens: &p, CompletionTokens: &c, TotalTokens: &tot}))
+	}
 
 	var total, distinct, errorsN, nullLines int
 	require.NoError(t, s.Pool().QueryRow(ctx, `select count(*), count(distinct custom_id), count(error), count(*) filter (where input_line is null)
@@ -215,6 +218,9 @@ func TestLoadResultsIsIdempotent(t *testing.T) {
 	got, err := s.GetBatch(ctx, "batch_r")
 	require.NoError(t, err)
 	require.NotNil(t, got.ResultsLoadedAt)
+	require.EqualValues(t, 100, *got.ResultsCount)
+	require.EqualValues(t, 42, *got.Usage.TotalTokens, "a reload sets usage, never adds to it")
+	require.EqualValues(t, 30, *got.Usage.PromptTokens)
 }
 
 func TestLoadRejectsRowsOfAnotherBatch(t *testing.T) {
