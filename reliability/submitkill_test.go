@@ -1,0 +1,176 @@
+package reliability_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/submit"
+)
+
+// A submission of the submit crash runs: 1 000 records in 20 batches of 50.
+const (
+	submitRecords   = 1000
+	submitPerBatch  = 50
+	submitBatches   = submitRecords / submitPerBatch
+	submitRecordPad = 60
+)
+
+// killMoment is where in a submission a submit crash lands.
+type killMoment string
+
+const (
+	// momentSpooling kills within the first milliseconds: reading, checking and spooling, before any upload.
+	momentSpooling killMoment = "spooling"
+	// momentUploadInFlight kills while an upload is on the wire and the API has not stored it.
+	momentUploadInFlight killMoment = "upload in flight"
+	// momentUploadAnswerLost kills after the API stored an upload, before its answer arrived.
+	momentUploadAnswerLost killMoment = "upload stored, answer lost"
+	// momentBeforeCreate kills after an upload's answer, while the create call is in flight and not yet handled.
+	momentBeforeCreate killMoment = "between upload and create"
+	// momentCreateAnswerLost kills after the API created a batch, before its answer arrived: the hard case, which
+	// only reconciling with the batch list can get right.
+	momentCreateAnswerLost killMoment = "batch created, answer lost"
+	// momentAfterCreate kills within 2 ms after a create's answer: journaling the batch, removing the spool file,
+	// printing its line.
+	momentAfterCreate killMoment = "right after create"
+	// momentRandom kills after a random delay within a run's usual length.
+	momentRandom killMoment = "random"
+)
+
+var killMoments = []killMoment{momentSpooling, momentUploadInFlight, momentUploadAnswerLost, momentBeforeCreate,
+	momentCreateAnswerLost, momentAfterCreate, momentRandom}
+
+// testSubmitKills runs submissions that are killed with SIGKILL at one or more moments and then run again until they
+// succeed; the emulator's batches must hold every record exactly once. The short form runs a fixed plan covering
+// every moment; the full form runs at least 20 submissions with 1 to 3 kills each, the first kill cycling through the
+// moments, the others random.
+func testSubmitKills(t *testing.T, tl *tally) {
+	type plan struct {
+		seed    uint64
+		moments []killMoment
+	}
+	var plans []plan
+	if !full {
+		plans = []plan{
+			{1, []killMoment{momentCreateAnswerLost, momentSpooling}},
+			{2, []killMoment{momentBeforeCreate, momentUploadAnswerLost}},
+			{3, []killMoment{momentAfterCreate, momentUploadInFlight, momentRandom}},
+		}
+	} else {
+		base := uint64(time.Now().UnixNano())
+		if s, err := strconv.ParseUint(os.Getenv("BATCHCTL_RELIABILITY_SEED"), 10, 64); err == nil {
+			base = s
+		}
+		t.Logf("seed %d (BATCHCTL_RELIABILITY_SEED repeats it)", base)
+		for i := range 24 {
+			rng := rand.New(rand.NewPCG(base, uint64(i)))
+			p := plan{seed: base + uint64(i), moments: []killMoment{killMoments[i%len(killMoments)]}}
+			for range rng.IntN(3) {
+				p.moments = append(p.moments, killMoments[rng.IntN(len(killMoments))])
+			}
+			plans = append(plans, p)
+		}
+	}
+	// Two submissions at once: each is mostly waiting on fsync and on its own emulator.
+	sem := make(chan struct{}, 2)
+	var wg sync.WaitGroup
+	for i, p := range plans {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			t.Run(fmt.Sprintf("run%02d", i+1), func(t *testing.T) { submitKillRun(t, tl, p.seed, p.moments) })
+		})
+	}
+	wg.Wait()
+}
+
+func submitKillRun(t *testing.T, tl *tally, seed uint64, moments []killMoment) {
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	e := newEnv(t, openaitest.Options{Seed: int64(seed)})
+	_, ids := writeRecords(t, e.dir, "records.jsonl", fmt.Sprintf("s%d", seed), submitRecords, submitRecordPad)
+	args := []string{"submit", "--model", "gpt-4o-mini", "--id-field", "id", "--max-requests", strconv.Itoa(submitPerBatch),
+		"--log-level", "debug", "records.jsonl"}
+	start := time.Now()
+	var hit []string
+	for _, m := range moments {
+		killed, p := submitKillAt(t, tl, e, args, m, rng)
+		if !killed {
+			require.Equal(t, 0, p.code, "a run that was not killed succeeds; stderr:\n%s", tail(p.stderr.String(), 4000))
+			hit = append(hit, string(m)+" (finished first)")
+			continue
+		}
+		hit = append(hit, string(m))
+	}
+	final := e.run(t, tl, args...)
+	require.Equal(t, 0, final.code, "the run after the kills succeeds; stderr:\n%s", tail(final.stderr.String(), 4000))
+	batches := checkSubmitted(t, tl, e.emu, ids, submitBatches)
+
+	// The last run prints every batch of the submission once, whichever run created it.
+	var printed []string
+	for _, l := range strings.Split(strings.TrimSpace(final.stdout.String()), "\n") {
+		var c submit.Created
+		require.NoError(t, json.Unmarshal([]byte(l), &c), "stdout line %q", l)
+		printed = append(printed, c.BatchID)
+	}
+	var created []string
+	for _, b := range batches {
+		created = append(created, b.ID)
+	}
+	require.ElementsMatch(t, created, printed, "the final run prints each batch once")
+	t.Logf("kills at %s; %d records in %d batches, each once; %d uploads for %d batches; %s",
+		strings.Join(hit, ", "), len(ids), len(batches), e.emu.Stats().FileUploads, len(batches), time.Since(start).Round(time.Millisecond))
+}
+
+// submitKillAt starts a submission and kills it at moment m. It returns false with the finished process when the
+// submission ended before the moment came (a rerun with little left to do).
+func submitKillAt(t *testing.T, tl *tally, e *env, args []string, m killMoment, rng *rand.Rand) (bool, *proc) {
+	t.Helper()
+	left := submitBatches - len(e.emu.Batches()) // batches this run may still create
+	if left < 1 {
+		left = 1
+	}
+	nth := 1 + rng.IntN(left)
+	var hit <-chan struct{}
+	switch m {
+	case momentUploadInFlight:
+		hit = e.trap.arm(http.MethodPost, "/v1/files", nth, false)
+	case momentUploadAnswerLost:
+		hit = e.trap.arm(http.MethodPost, "/v1/files", nth, true)
+	case momentBeforeCreate:
+		hit = e.trap.arm(http.MethodPost, "/v1/batches", nth, false)
+	case momentCreateAnswerLost:
+		hit = e.trap.arm(http.MethodPost, "/v1/batches", nth, true)
+	}
+	creates := e.emu.Stats().BatchCreates
+	p := e.start(t, tl, args...)
+	defer e.trap.disarm()
+	switch m {
+	case momentSpooling:
+		time.Sleep(time.Duration(rng.IntN(30_000)) * time.Microsecond)
+	case momentAfterCreate:
+		waitFor(t, "a batch created", func() bool { return e.emu.Stats().BatchCreates >= creates+nth || p.exited() })
+		time.Sleep(time.Duration(rng.IntN(2_000)) * time.Microsecond)
+	case momentRandom:
+		time.Sleep(time.Duration(rng.IntN(600_000)) * time.Microsecond)
+	default:
+		select {
+		case <-hit:
+		case <-p.done:
+		case <-time.After(eventTimeout):
+			t.Fatalf("the call to hold at %q never came; stderr:\n%s", m, tail(p.stderr.String(), 4000))
+		}
+	}
+	killed := p.kill(tl)
+	return killed, p
+}
