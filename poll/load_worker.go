@@ -12,6 +12,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/tidwall/gjson"
 
+	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/jsonl"
 	"github.com/batchctl/batchctl/store"
 )
@@ -53,7 +54,7 @@ func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsA
 	var idx *inputIndex
 	if row.InputFileID != "" {
 		if idx, err = w.inputIndex(ctx, row.InputFileID); err != nil {
-			if classify(err) == errNotFound {
+			if batchapi.Classify(err) == batchapi.NotFound {
 				log.Warn("input file is gone; input_line stays null", "input_file_id", row.InputFileID)
 			} else {
 				return w.d.apiFailure(ctx, "download", id, age, err)
@@ -77,8 +78,7 @@ func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsA
 			continue
 		}
 		if err := w.copyFile(ctx, load, id, fileID, idx, outcomes, usage); err != nil {
-			var apiErrKind = classify(err)
-			if apiErrKind != errTransient {
+			if batchapi.Classify(err) != batchapi.Transient {
 				return w.d.apiFailure(ctx, "download", id, age, err)
 			}
 			return shutdownAware(ctx, fmt.Errorf("load file %s of batch %s: %w", fileID, id, err))

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/openai/openai-go/v3"
 	"github.com/riverqueue/river"
 
+	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -53,7 +53,7 @@ func (w *pollWorker) Work(ctx context.Context, job *river.Job[store.PollBatchArg
 		if err != nil {
 			return w.d.apiFailure(ctx, "get", id, age, err)
 		}
-		row = rowFromAPI(b)
+		row = batchapi.Row(b)
 		if _, err := w.d.store.UpsertBatch(ctx, row); err != nil {
 			return shutdownAware(ctx, err)
 		}
@@ -72,36 +72,27 @@ func (d *Daemon) apiFailure(ctx context.Context, kind, batchID string, age time.
 		return shutdownAware(ctx, err)
 	}
 	log := d.log.With("batch_id", batchID, "call", kind)
-	switch classify(err) {
-	case errAuth:
+	switch batchapi.Classify(err) {
+	case batchapi.Auth:
 		d.m.PollErrors.WithLabelValues(kind, "auth").Inc()
-		log.Error("the API refused our credentials: check OPENAI_API_KEY; batch state kept, retrying later", "error", apiMessage(err))
+		log.Error("the API refused our credentials: check OPENAI_API_KEY; batch state kept, retrying later", "error", batchapi.Message(err))
 		return river.JobSnooze(d.cfg.Interval.Max)
-	case errNotFound:
+	case batchapi.NotFound:
 		d.m.PollErrors.WithLabelValues(kind, "not_found").Inc()
 		if age < notFoundGrace {
 			return river.JobSnooze(d.cfg.Interval.Min)
 		}
-		log.Error("the API does not know this batch (wrong key or project?); batch state kept, retrying later", "error", apiMessage(err))
+		log.Error("the API does not know this batch (wrong key or project?); batch state kept, retrying later", "error", batchapi.Message(err))
 		return river.JobSnooze(d.cfg.Interval.Max)
-	case errPermanent:
+	case batchapi.Permanent:
 		d.m.PollErrors.WithLabelValues(kind, "permanent").Inc()
-		log.Error("the API rejected the call; retrying later", "error", apiMessage(err))
+		log.Error("the API rejected the call; retrying later", "error", batchapi.Message(err))
 		return river.JobSnooze(d.cfg.Interval.Max)
 	default:
 		d.m.PollErrors.WithLabelValues(kind, "transient").Inc()
-		log.Warn("transient API error; retrying with backoff", "error", apiMessage(err))
+		log.Warn("transient API error; retrying with backoff", "error", batchapi.Message(err))
 		return fmt.Errorf("%s batch %s: %w", kind, batchID, err)
 	}
-}
-
-// apiMessage is the error's text; openai.Error's own includes the request URL and status, which is what we want.
-func apiMessage(err error) string {
-	var apiErr *openai.Error
-	if errors.As(err, &apiErr) {
-		return fmt.Sprintf("%d %s", apiErr.StatusCode, apiErr.Message)
-	}
-	return err.Error()
 }
 
 // backoff is the wait before retry number attempt of a job that failed: doubling from the minimum poll interval,

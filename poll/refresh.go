@@ -8,6 +8,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -68,8 +69,8 @@ func (d *Daemon) Refresh(ctx context.Context) (RefreshStats, error) {
 		page, err := d.api.Batches.List(ctx, params)
 		if err != nil {
 			// The per-batch poll jobs cover for a missed round.
-			d.m.PollErrors.WithLabelValues("list", kindName(classify(err))).Inc()
-			d.log.Warn("bulk refresh: list batches", "error", apiMessage(err))
+			d.m.PollErrors.WithLabelValues("list", batchapi.Classify(err).String()).Inc()
+			d.log.Warn("bulk refresh: list batches", "error", batchapi.Message(err))
 			return st, nil
 		}
 		for i := range page.Data {
@@ -78,7 +79,7 @@ func (d *Daemon) Refresh(ctx context.Context) (RefreshStats, error) {
 				continue
 			}
 			delete(want, b.ID)
-			row := rowFromAPI(b)
+			row := batchapi.Row(b)
 			if _, err := d.store.UpsertBatch(ctx, row); err != nil {
 				return st, err
 			}
@@ -96,18 +97,6 @@ func (d *Daemon) Refresh(ctx context.Context) (RefreshStats, error) {
 	}
 	d.log.Debug("bulk refresh", "in_flight", st.InFlight, "updated", st.Updated, "list_calls", st.ListCalls)
 	return st, nil
-}
-
-func kindName(k errorKind) string {
-	switch k {
-	case errAuth:
-		return "auth"
-	case errNotFound:
-		return "not_found"
-	case errPermanent:
-		return "permanent"
-	}
-	return "transient"
 }
 
 // sweepArgs is the periodic search for stranded batches.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 
+	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/jsonl"
 )
 
@@ -21,8 +22,6 @@ const (
 	MaxRequestsCeiling = 50_000
 	MaxBytesCeiling    = 200_000_000
 	MaxEmbeddingInputs = 50_000
-	// CompletionWindow is the only window the Batch API offers.
-	CompletionWindow = "24h"
 )
 
 // Metadata limits of the Batch API, and the keys batchctl adds to every batch it creates.
@@ -37,16 +36,13 @@ const (
 	MetaPart        = "batchctl_part"
 )
 
-// Defaults of the timeouts and retries; each has an Options field.
+// Defaults of the timeouts and retries; each has an Options field. They are batchapi's.
 const (
-	DefaultRetryInitial    = 500 * time.Millisecond
-	DefaultRetryMaxElapsed = 15 * time.Minute
-	// DefaultReconcileSlack widens the window of batches listed when reconciling, for clock skew between this
-	// machine and the API.
-	DefaultReconcileSlack = 10 * time.Minute
-	// DefaultReconcilePages bounds the batch list walked when reconciling: 20 pages of 100 batches is the API's
-	// creation limit of 2 000 batches an hour.
-	DefaultReconcilePages = 20
+	DefaultRetryInitial    = batchapi.DefaultRetryInitial
+	DefaultRetryMaxElapsed = batchapi.DefaultRetryMaxElapsed
+	DefaultReconcileSlack  = batchapi.DefaultReconcileSlack
+	// DefaultReconcilePages: 20 pages of 100 batches is the API's creation limit of 2 000 batches an hour.
+	DefaultReconcilePages = batchapi.DefaultReconcilePages
 )
 
 // Input formats.

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/jsonl"
 )
 
@@ -28,6 +29,7 @@ type run struct {
 	log     *slog.Logger
 	enc     *json.Encoder
 	emitted map[string]bool
+	api     *batchapi.Client
 
 	afterUpload func() error // test hook: a crash between upload and create
 }
@@ -42,6 +44,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	r := &run{opts: &opts, log: opts.Logger, enc: json.NewEncoder(opts.Out), emitted: map[string]bool{},
 		afterUpload: opts.afterUpload}
+	r.api = r.apiClient()
 	if err := os.MkdirAll(opts.SpoolDir, 0o700); err != nil {
 		return fmt.Errorf("create spool dir: %w", err)
 	}

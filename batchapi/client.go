@@ -1,0 +1,239 @@
+package batchapi
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/shared"
+)
+
+// Defaults of Client's settings.
+const (
+	DefaultRetryInitial    = 500 * time.Millisecond
+	DefaultRetryMaxElapsed = 15 * time.Minute
+	// DefaultReconcileSlack widens the window of batches listed when reconciling, for clock skew between this
+	// machine and the API.
+	DefaultReconcileSlack = 10 * time.Minute
+	// DefaultReconcilePages bounds the batch list walked when reconciling: 20 pages of 100 batches.
+	DefaultReconcilePages = 20
+)
+
+// CompletionWindow is the only completion window the Batch API offers.
+const CompletionWindow = openai.BatchNewParamsCompletionWindow24h
+
+// Client makes the calls. Zero durations take the defaults above.
+type Client struct {
+	API    *openai.Client
+	Logger *slog.Logger
+	// RetryInitial and RetryMaxElapsed shape the exponential backoff of uploads and creates.
+	RetryInitial    time.Duration
+	RetryMaxElapsed time.Duration
+	// ReconcileSlack and ReconcilePages bound the batch list walked before a create that may have happened.
+	ReconcileSlack time.Duration
+	ReconcilePages int
+	// Uploaded, when set, counts the bytes of request files sent (for progress displays).
+	Uploaded *atomic.Int64
+}
+
+func (c *Client) log() *slog.Logger {
+	if c.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Logger
+}
+
+// retry runs op with exponential backoff while its error is transient, honouring the wait a 429 asked for.
+func (c *Client) retry(ctx context.Context, what string, op func() error) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = cmpOr(c.RetryInitial, DefaultRetryInitial)
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		err := op()
+		if err == nil {
+			return struct{}{}, nil
+		}
+		if ctx.Err() != nil {
+			return struct{}{}, backoff.Permanent(ctx.Err())
+		}
+		if Classify(err) != Transient {
+			return struct{}{}, backoff.Permanent(err)
+		}
+		c.log().Warn("transient API error, retrying", "op", what, "error", Message(err))
+		if wait := RetryAfter(err); wait > 0 {
+			return struct{}{}, backoff.RetryAfter(int((wait + time.Second - 1) / time.Second))
+		}
+		return struct{}{}, err
+	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(cmpOr(c.RetryMaxElapsed, DefaultRetryMaxElapsed)))
+	return err
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// Upload sends the request file at path to POST /v1/files (purpose batch), streamed from disk: the multipart body
+// is a head, the file, and a tail, read in turn, with its exact length announced. Each attempt reads the file again
+// from the start, since a failed attempt consumed the body. It returns the file ID.
+func (c *Client) Upload(ctx context.Context, path string) (string, error) {
+	var fileID string
+	err := c.retry(ctx, "upload "+filepath.Base(path), func() error {
+		id, err := c.uploadOnce(ctx, path)
+		fileID = id
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("upload batch file %s: %w", path, err)
+	}
+	return fileID, nil
+}
+
+func (c *Client) uploadOnce(ctx context.Context, path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	var head bytes.Buffer
+	mw := multipart.NewWriter(&head)
+	if err := mw.WriteField("purpose", "batch"); err != nil {
+		return "", err
+	}
+	if _, err := mw.CreateFormFile("file", filepath.Base(path)); err != nil {
+		return "", err
+	}
+	headLen := head.Len()
+	if err := mw.Close(); err != nil { // writes the closing boundary after the head
+		return "", err
+	}
+	tail := bytes.Clone(head.Bytes()[headLen:])
+	head.Truncate(headLen)
+	size := int64(headLen) + st.Size() + int64(len(tail))
+	var file io.Reader = f
+	if c.Uploaded != nil {
+		file = &countingReader{r: f, n: c.Uploaded}
+	}
+	body := io.MultiReader(&head, file, bytes.NewReader(tail))
+
+	var obj openai.FileObject
+	err = c.API.Post(ctx, "files", nil, &obj,
+		option.WithRequestBody(mw.FormDataContentType(), body),
+		option.WithMaxRetries(0), // our loop retries, from the start of the file
+		option.WithMiddleware(func(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+			req.ContentLength = size
+			return next(req)
+		}),
+	)
+	if err != nil {
+		return "", err
+	}
+	if obj.ID == "" {
+		return "", errors.New("upload answered without a file id")
+	}
+	return obj.ID, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// Intent is a batch to create, and how to recognise it if an earlier attempt created it already.
+type Intent struct {
+	Endpoint    string
+	InputFileID string
+	Metadata    map[string]string
+	// Match recognises the intent's batch in the batch list, by metadata only this intent carries.
+	Match func(*openai.Batch) bool
+	// Since: the batch cannot have been created before this (minus ReconcileSlack); the list walk stops there.
+	Since time.Time
+}
+
+// Create creates the batch of an intent. A create whose answer was lost may have happened, so before every attempt
+// after such a failure, and before the first one when mayExist (an earlier run got this far), it looks for the
+// batch with Find. existing reports that the batch was found rather than created.
+func (c *Client) Create(ctx context.Context, in Intent, mayExist bool) (batch *openai.Batch, existing bool, err error) {
+	err = c.retry(ctx, "create batch for "+in.InputFileID, func() error {
+		if mayExist {
+			b, err := c.Find(ctx, in.Since, in.Match)
+			if err != nil {
+				return err
+			}
+			if b != nil {
+				c.log().Info("found the batch of an interrupted create", "batch_id", b.ID, "input_file_id", in.InputFileID)
+				batch, existing = b, true
+				return nil
+			}
+		}
+		b, err := c.API.Batches.New(ctx, openai.BatchNewParams{
+			CompletionWindow: CompletionWindow,
+			Endpoint:         openai.BatchNewParamsEndpoint(in.Endpoint),
+			InputFileID:      in.InputFileID,
+			Metadata:         shared.Metadata(in.Metadata),
+		}, option.WithMaxRetries(0))
+		if err != nil {
+			if Classify(err) == Transient {
+				mayExist = true
+			}
+			return err
+		}
+		batch = b
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("create batch for file %s: %w", in.InputFileID, err)
+	}
+	return batch, existing, nil
+}
+
+// Find lists batches, newest first, back to since minus ReconcileSlack (at most ReconcilePages pages), and returns
+// the first that match accepts, or nil.
+func (c *Client) Find(ctx context.Context, since time.Time, match func(*openai.Batch) bool) (*openai.Batch, error) {
+	horizon := since.Add(-cmpOr(c.ReconcileSlack, DefaultReconcileSlack)).Unix()
+	params := openai.BatchListParams{Limit: openai.Int(100)}
+	for page := 0; page < cmpOr(c.ReconcilePages, DefaultReconcilePages); page++ {
+		res, err := c.API.Batches.List(ctx, params, option.WithMaxRetries(0))
+		if err != nil {
+			return nil, err
+		}
+		for i := range res.Data {
+			b := &res.Data[i]
+			if match(b) {
+				return b, nil
+			}
+			if b.CreatedAt < horizon {
+				return nil, nil
+			}
+		}
+		if !res.HasMore || len(res.Data) == 0 {
+			return nil, nil
+		}
+		params.After = openai.String(res.Data[len(res.Data)-1].ID)
+	}
+	return nil, nil
+}

@@ -1,0 +1,85 @@
+package batchapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+)
+
+// ErrorKind sorts API errors by what a caller should do about them.
+type ErrorKind int
+
+// Error kinds.
+const (
+	// Transient: 408, 409, 429, 5xx, a failed or cut connection, a truncated body. Retry with backoff.
+	Transient ErrorKind = iota
+	// Auth: 401, 403. Retrying will not help until the key changes.
+	Auth
+	// NotFound: 404. Right after creating an object, the API may not know it yet.
+	NotFound
+	// Permanent: any other 4xx, and cancellation of the caller's context.
+	Permanent
+)
+
+// String names the kind, for logs and metric labels.
+func (k ErrorKind) String() string {
+	switch k {
+	case Auth:
+		return "auth"
+	case NotFound:
+		return "not_found"
+	case Permanent:
+		return "permanent"
+	}
+	return "transient"
+}
+
+// Classify tells what kind of error err is.
+func Classify(err error) ErrorKind {
+	var apiErr *openai.Error
+	if errors.As(err, &apiErr) {
+		switch code := apiErr.StatusCode; {
+		case code == http.StatusUnauthorized || code == http.StatusForbidden:
+			return Auth
+		case code == http.StatusNotFound:
+			return NotFound
+		case code == http.StatusRequestTimeout || code == http.StatusConflict || code == http.StatusTooManyRequests || code >= 500:
+			return Transient
+		default:
+			return Permanent
+		}
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return Permanent
+	}
+	return Transient
+}
+
+// RetryAfter is the wait a 429 answer asked for (Retry-After-Ms, else Retry-After in seconds), or 0.
+func RetryAfter(err error) time.Duration {
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.Response == nil {
+		return 0
+	}
+	h := apiErr.Response.Header
+	if ms, err := strconv.ParseFloat(h.Get("Retry-After-Ms"), 64); err == nil && ms > 0 {
+		return time.Duration(ms * float64(time.Millisecond))
+	}
+	if s, err := strconv.Atoi(h.Get("Retry-After")); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	return 0
+}
+
+// Message is err's text for logs: for an API error its status and message, without the SDK's request dump.
+func Message(err error) string {
+	var apiErr *openai.Error
+	if errors.As(err, &apiErr) {
+		return strconv.Itoa(apiErr.StatusCode) + " " + apiErr.Message
+	}
+	return err.Error()
+}
