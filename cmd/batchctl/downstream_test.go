@@ -38,7 +38,9 @@ func submitAndLoad(t *testing.T, e *apiEnv, maxRequests int, files ...string) []
 	require.Equal(t, exitOK, r.code, r.stderr)
 	var ids []string
 	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
-		var c struct{ BatchID string `json:"batch_id"` }
+		var c struct {
+			BatchID string `json:"batch_id"`
+		}
 		require.NoError(t, json.Unmarshal([]byte(line), &c))
 		ids = append(ids, c.BatchID)
 	}
