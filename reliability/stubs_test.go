@@ -5,5 +5,4 @@ import "testing"
 func testPollKills(t *testing.T, tl *tally)       { t.Skip() }
 func testAPIFaults(t *testing.T, tl *tally)       { t.Skip() }
 func testPostgresRestart(t *testing.T, tl *tally) { t.Skip() }
-func testBadInput(t *testing.T, tl *tally)        { t.Skip() }
 func testSecrets(t *testing.T, tl *tally)         { t.Skip() }
