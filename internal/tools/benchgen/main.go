@@ -1,6 +1,7 @@
 // Command benchgen writes the deterministic data sets of make bench and make demo, one JSON object a line on stdout:
 //
-//	benchgen requests 1000000        # Batch API chat request lines, about 540 bytes each (submit --dry-run, loads)
+//	benchgen requests 1000000        # Batch API chat request lines, about 540 bytes each (submit --dry-run)
+//	benchgen requests -text-bytes 200 1000000   # shorter ones, under the 512 MiB upload cap (the load)
 //	benchgen records 1000000         # data records {"id","text"} for the built-in chat form (end to end)
 //	benchgen records -text-bytes 5000 210000   # 1 GB of larger records (peak RSS of a real submit)
 //	benchgen reviews 3000            # product reviews {"id","product","rating","title","text"} (examples/reviews.jsonl)
@@ -34,7 +35,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("benchgen "+kind, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	seed := fs.Uint64("seed", 7, "seed of the generator")
-	textBytes := fs.Int("text-bytes", 0, "records: approximate length of each text (0: a review of 1 to 4 sentences)")
+	textBytes := fs.Int("text-bytes", -1, "approximate length of each text (requests: default 250, about 540 bytes a line; records: default a review of 1 to 4 sentences)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -51,7 +52,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	w := bufio.NewWriterSize(stdout, 1<<20)
 	switch kind {
 	case "requests":
-		err = g.requests(w, n)
+		if *textBytes < 0 {
+			*textBytes = 250
+		}
+		err = g.requests(w, n, *textBytes)
 	case "records":
 		err = g.records(w, n, *textBytes)
 	case "reviews":
@@ -76,7 +80,7 @@ type gen struct {
 }
 
 // requests writes chat request lines of about 540 bytes: the shape issue 4 and issue 5 measure.
-func (g *gen) requests(w *bufio.Writer, n int) error {
+func (g *gen) requests(w *bufio.Writer, n, textBytes int) error {
 	for i := range n {
 		g.buf = g.buf[:0]
 		g.buf = append(g.buf, `{"custom_id":"review-`...)
@@ -84,7 +88,7 @@ func (g *gen) requests(w *bufio.Writer, n int) error {
 		g.buf = append(g.buf, `","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","messages":[`+
 			`{"role":"system","content":"Classify the sentiment of the review as positive, negative or neutral."},`+
 			`{"role":"user","content":`...)
-		g.buf = appendJSONString(g.buf, g.text(250))
+		g.buf = appendJSONString(g.buf, g.text(textBytes))
 		g.buf = append(g.buf, "}],\"max_tokens\":5}}\n"...)
 		if _, err := w.Write(g.buf); err != nil {
 			return err

@@ -1,0 +1,306 @@
+#!/usr/bin/env bash
+# make bench: batchctl's performance figures, each set against a limit measured in the same run on the same machine.
+#
+# It generates its own data (internal/tools/benchgen, deterministic), runs bin/batchctl against `batchctl emulator`
+# processes and the Postgres in DATABASE_URL (make bench runs it under internal/tools/withpg, which starts a
+# throwaway cluster when DATABASE_URL is unset), and measures with public tools only: /usr/bin/time (peak RSS),
+# cp, psql \copy and a Go benchmark. Progress goes to stderr; the table (Markdown) goes to stdout.
+#
+#   BENCH_SCALE=0.01 scripts/bench.sh      # a quick smoke run on 1 % of the data (default 1)
+#   BENCH_DIR=/mnt/fast scripts/bench.sh   # where the temporary files go (default /tmp; about 6 GB at scale 1)
+#   BENCH_RUNS=3                           # runs of the cheap timings, median reported (default 3)
+#
+# The figures:
+#   1. spool throughput: `submit --dry-run` of 1 000 000 chat request lines vs `cp --reflink=never` of the same file
+#   2. results load: `poll` loading one 1 000 000-line batch vs `psql \copy` of the same rows into a twin table
+#   3. peak RSS of a real `submit` of ≥ 1 GiB of records (several 200 MB batches) against the emulator
+#   4. peak RSS of the 1 000 000-line load of figure 2
+#   5. API calls of one poll round with 1 000 batches in flight (BenchmarkRefreshRound) vs one GET per batch
+#   6. end to end: 1 000 000 records from input file to result rows (submit, then poll) vs cp + psql \copy of them
+# Everything it creates (schemas bench_<pid>*, emulator processes, the work directory) is removed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+batchctl=$root/${BATCHCTL:-bin/batchctl}
+go=${GO:-go}
+scale=${BENCH_SCALE:-1}
+runs=${BENCH_RUNS:-3}
+schema=bench_$$
+e2e_schema=${schema}_e2e
+rss_limit_mib=64
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+[ -n "${DATABASE_URL:-}" ] || die "DATABASE_URL is not set; run 'make bench' (it starts a throwaway Postgres) or set it"
+[ -x "$batchctl" ] || die "$batchctl not found; run 'make build' first"
+command -v psql >/dev/null || die "psql not found (Debian/Ubuntu: apt-get install postgresql-client)"
+if [ ! -x /usr/bin/time ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    log "installing GNU time (/usr/bin/time) with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
+  else
+    die "/usr/bin/time (GNU time) not found (Debian/Ubuntu: apt-get install time)"
+  fi
+fi
+
+count() { awk -v s="$scale" -v n="$1" -v lo="$2" 'BEGIN { c = int(n * s + 0.5); if (c < lo) c = lo; print c }'; }
+n=$(count 1000000 1000)            # requests, result lines and records of figures 1, 2, 4, 6
+big_records=$(count 215000 500)    # records of about 5 KB: ≥ 1 GiB at scale 1 (figure 3)
+
+work=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/batchctl-bench.XXXXXX")
+emulator_pids=()
+cleanup() {
+  status=$?
+  for pid in "${emulator_pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  psql "$DATABASE_URL" -qX -c "drop schema if exists $schema cascade" -c "drop schema if exists $e2e_schema cascade" \
+    >/dev/null 2>&1 || true
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- helpers ----------------------------------------------------------------------------------------------------
+
+# timed NAME CMD...: run CMD under /usr/bin/time; its wall time (s) and peak RSS (KiB) land in $work/NAME.time.
+timed() {
+  local name=$1
+  shift
+  local t0 t1
+  t0=$(date +%s%N)
+  /usr/bin/time -f '%M' -o "$work/$name.rss" "$@"
+  t1=$(date +%s%N)
+  echo "$(( (t1 - t0) / 1000 )) $(tail -n 1 "$work/$name.rss")" | awk '{ printf "%.6f %d\n", $1 / 1e6, $2 }' \
+    >"$work/$name.time"
+}
+secs() { awk '{ print $1 }' "$work/$1.time"; }
+rss_kib() { awk '{ print $2 }' "$work/$1.time"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+calc() { awk "BEGIN { printf \"$1\", $2 }"; }
+size_mb() { calc '%.0f' "$(stat -c %s "$1") / 1e6"; }
+psql_q() { psql "$DATABASE_URL" -qtAX -v ON_ERROR_STOP=1 "$@"; }
+
+# start_emulator NAME ARGS...: start `batchctl emulator` on a free port; sets $base_url.
+start_emulator() {
+  local name=$1
+  shift
+  "$batchctl" emulator --addr 127.0.0.1:0 --data-dir "$work/$name" "$@" >"$work/$name.out" 2>"$work/$name.log" &
+  emulator_pids+=($!)
+  local pid=$!
+  for _ in $(seq 200); do
+    grep -q base_url "$work/$name.out" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || { cat "$work/$name.log" >&2; die "emulator $name exited"; }
+    sleep 0.05
+  done
+  base_url=$(sed -n 's/.*"base_url":"\([^"]*\)".*/\1/p' "$work/$name.out" | head -n 1)
+  [ -n "$base_url" ] || die "emulator $name printed no base_url"
+  emulator_pid=$pid
+}
+stop_emulator() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+api() { curl -sS --fail-with-body -H "Authorization: Bearer bench-key" "$@"; }
+json_field() { sed -n "s/^{\"id\":\"\([^\"]*\)\".*/\1/p" | head -n 1; }
+
+# twin_copy SCHEMA NAME: export SCHEMA.results to a file, then time psql \copy of it into an empty twin table with
+# the same columns, defaults and indexes (the limit of a load).
+twin_copy() {
+  local s=$1 name=$2 cols="batch_id, custom_id, input_line, status_code, response, error"
+  psql_q -c "\\copy (select $cols from $s.results) to '$work/$name.tsv'"
+  psql_q -c "create table $s.results_twin (like $s.results including all)"
+  psql_q -c checkpoint >/dev/null 2>&1 || true # superuser only; evens out the WAL both loads start from
+  sync
+  timed "$name" psql "$DATABASE_URL" -qX -v ON_ERROR_STOP=1 -c "\\copy $s.results_twin($cols) from '$work/$name.tsv'"
+  [ "$(psql_q -c "select count(*) from $s.results_twin")" = "$(psql_q -c "select count(*) from $s.results")" ] ||
+    die "the twin table of $s.results did not get every row"
+  rm -f "$work/$name.tsv"
+}
+
+# --- setup ------------------------------------------------------------------------------------------------------
+
+log "work directory $work, scale $scale ($n records), schemas $schema and $e2e_schema"
+"$go" build -o "$work/benchgen" ./internal/tools/benchgen
+gen=$work/benchgen
+export OPENAI_API_KEY=bench-key BATCHCTL_LOG_LEVEL=warn
+unset BATCHCTL_SCHEMA BATCHCTL_SPOOL_DIR OPENAI_BASE_URL
+"$batchctl" --schema "$schema" migrate >/dev/null
+"$batchctl" --schema "$e2e_schema" migrate >/dev/null
+pg_version=$(psql_q -c 'show server_version')
+started=$(date +%s)
+
+# --- 1. spool throughput ----------------------------------------------------------------------------------------
+
+log "[spool] spool throughput: generating $n chat request lines"
+"$gen" requests "$n" >"$work/requests.jsonl"
+requests_mb=$(size_mb "$work/requests.jsonl")
+cp_times=() dry_times=()
+for i in $(seq "$runs"); do
+  log "[spool] run $i/$runs: cp --reflink=never, then submit --dry-run ($requests_mb MB)"
+  sync
+  timed "cp_$i" cp --reflink=never "$work/requests.jsonl" "$work/copy.jsonl"
+  rm -f "$work/copy.jsonl"
+  sync
+  timed "dry_$i" "$batchctl" submit --dry-run --progress never --spool-dir "$work/spool-dry" \
+    "$work/requests.jsonl" >"$work/dry.out"
+  [ "$(wc -l <"$work/dry.out")" -ge 1 ] || die "submit --dry-run printed no batch"
+  rm -rf "$work/spool-dry"
+  cp_times+=("$(secs "cp_$i")") dry_times+=("$(secs "dry_$i")")
+done
+dry_batches=$(wc -l <"$work/dry.out")
+cp_s=$(median "${cp_times[@]}")
+dry_s=$(median "${dry_times[@]}")
+dry_rss=$(rss_kib dry_1)
+rm -f "$work/requests.jsonl"
+
+# --- 2. + 4. results load ---------------------------------------------------------------------------------------
+
+log "[load] results load: generating $n request lines for one batch"
+"$gen" requests -text-bytes 200 "$n" >"$work/load.jsonl"
+start_emulator emu-load --phase-delay 100ms --max-requests "$((n > 50000 ? n : 50000))" --max-file-mb 600
+load_emulator=$emulator_pid
+file_id=$(api -F purpose=batch -F "file=@$work/load.jsonl;filename=load.jsonl" "$base_url/files" | json_field)
+batch_id=$(api -H 'Content-Type: application/json' \
+  -d "{\"input_file_id\":\"$file_id\",\"endpoint\":\"/v1/chat/completions\",\"completion_window\":\"24h\"}" \
+  "$base_url/batches" | json_field)
+[ -n "$batch_id" ] || die "could not create the load batch"
+log "[load] waiting for the emulator to answer $n requests ($batch_id)"
+while :; do
+  status=$(api "$base_url/batches/$batch_id" | sed -n 's/.*"status":"\([a-z_]*\)".*/\1/p')
+  case $status in
+    completed) break ;;
+    failed | expired | cancelled) die "the load batch ended $status" ;;
+  esac
+  sleep 1
+done
+output_mb=$(calc '%.0f' "$(stat -c %s "$work"/emu-load/files/* | sort -n | tail -n 1) / 1e6")
+"$batchctl" --schema "$schema" track "$batch_id" >/dev/null
+log "[load] batchctl poll --exit-when-done: loading $n result lines ($output_mb MB)"
+sync
+OPENAI_BASE_URL=$base_url timed load "$batchctl" --schema "$schema" poll --exit-when-done --poll-interval 200ms,2s
+loaded=$(psql_q -c "select count(*) from $schema.results")
+[ "$loaded" -eq "$n" ] || die "the load left $loaded rows, want $n"
+stop_emulator "$load_emulator"
+rm -rf "$work/emu-load" "$work/load.jsonl"
+log "[load] psql \\copy of the same $n rows into a twin table"
+twin_copy "$schema" psql_load
+load_s=$(secs load)
+load_rss=$(rss_kib load)
+psql_load_s=$(secs psql_load)
+psql_q -c "drop schema $schema cascade" >/dev/null 2>&1 || true # frees the disk for the next figures
+
+# --- 5. API calls per poll round --------------------------------------------------------------------------------
+
+log "[poll round] API calls per poll round: go test -bench BenchmarkRefreshRound ./poll/ (1 000 batches in flight)"
+"$go" test -run '^$' -bench '^BenchmarkRefreshRound$' -benchtime 5x -count 1 ./poll/ >"$work/refresh.bench"
+metric() { awk -v sub_="$1" -v unit="$2" '$1 ~ "BenchmarkRefreshRound/" sub_ { for (i = 2; i <= NF; i++) if ($i == unit) print $(i - 1) }' "$work/refresh.bench"; }
+bulk_lists=$(metric bulk list_calls/op)
+bulk_gets=$(metric bulk get_calls/op)
+bulk_ns=$(metric bulk ns/op)
+naive_gets=$(metric naive get_calls/op)
+naive_ns=$(metric naive ns/op)
+bench_batches=$(metric bulk batches)
+[ -n "$bulk_lists" ] && [ -n "$naive_gets" ] || { cat "$work/refresh.bench" >&2; die "no figures from BenchmarkRefreshRound"; }
+
+# --- 6. end to end ----------------------------------------------------------------------------------------------
+
+log "[end to end] end to end: generating $n records"
+"$gen" records "$n" >"$work/records.jsonl"
+records_mb=$(size_mb "$work/records.jsonl")
+start_emulator emu-e2e --phase-delay 100ms
+e2e_emulator=$emulator_pid
+log "[end to end] batchctl submit ($records_mb MB), then batchctl poll --exit-when-done"
+sync
+e2e_t0=$(date +%s%N)
+OPENAI_BASE_URL=$base_url timed e2e_submit "$batchctl" --schema "$e2e_schema" submit --progress never \
+  --spool-dir "$work/spool-e2e" --model gpt-4o-mini --id-field id "$work/records.jsonl" >"$work/e2e.batches"
+OPENAI_BASE_URL=$base_url timed e2e_poll "$batchctl" --schema "$e2e_schema" poll --exit-when-done \
+  --poll-interval 200ms,2s
+e2e_t1=$(date +%s%N)
+e2e_s=$(calc '%.6f' "($e2e_t1 - $e2e_t0) / 1e9")
+e2e_batches=$(wc -l <"$work/e2e.batches")
+loaded=$(psql_q -c "select count(*) from $e2e_schema.results")
+[ "$loaded" -eq "$n" ] || die "end to end left $loaded rows, want $n"
+stop_emulator "$e2e_emulator"
+rm -rf "$work/emu-e2e" "$work/spool-e2e"
+log "[end to end] the limit: cp --reflink=never of the records, psql \\copy of the result rows"
+sync
+timed e2e_cp cp --reflink=never "$work/records.jsonl" "$work/records.copy"
+rm -f "$work/records.copy" "$work/records.jsonl"
+twin_copy "$e2e_schema" psql_e2e
+e2e_floor_s=$(calc '%.6f' "$(secs e2e_cp) + $(secs psql_e2e)")
+
+# --- 3. peak RSS of a real submit of ≥ 1 GiB --------------------------------------------------------------------
+
+log "[submit RSS] peak RSS of submit: generating $big_records records of about 5 KB"
+"$gen" records -text-bytes 5000 "$big_records" >"$work/big.jsonl"
+big_mb=$(size_mb "$work/big.jsonl")
+# An hour per phase: the emulator stores the uploads and leaves them validating, so it takes no CPU from submit.
+start_emulator emu-big --phase-delay 1h
+big_emulator=$emulator_pid
+log "[submit RSS] batchctl submit of $big_mb MB against the emulator (no database)"
+sync
+OPENAI_BASE_URL=$base_url timed big_submit env -u DATABASE_URL "$batchctl" submit --progress never \
+  --spool-dir "$work/spool-big" --model gpt-4o-mini --id-field id "$work/big.jsonl" >"$work/big.batches"
+big_batches=$(wc -l <"$work/big.batches")
+big_requests=$(awk -F'"requests":' '{ split($2, a, ","); s += a[1] } END { print s }' "$work/big.batches")
+[ "$big_requests" -eq "$big_records" ] || die "submit created batches of $big_requests requests, want $big_records"
+stop_emulator "$big_emulator"
+rm -rf "$work/emu-big" "$work/spool-big" "$work/big.jsonl"
+
+# --- the table --------------------------------------------------------------------------------------------------
+
+elapsed=$(( $(date +%s) - started ))
+log "done in ${elapsed}s"
+pass() { if awk "BEGIN { exit !($1) }"; then echo pass; else echo MISS; fi; }
+mib() { calc '%.1f' "$1 / 1024"; }
+fmt_n() { # 1234567 → 1 234 567
+  awk -v x="$1" 'BEGIN { s = sprintf("%d", x); o = ""; while (length(s) > 3) { o = " " substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) }; print s o }'
+}
+rate() { calc '%.0f' "$1 / $2"; }
+
+spool_ratio=$(calc '%.2f' "$dry_s / $cp_s")
+load_ratio=$(calc '%.2f' "$psql_load_s / $load_s")
+submit_rss_ratio=$(calc '%.2f' "$(rss_kib big_submit) / ($rss_limit_mib * 1024)")
+load_rss_ratio=$(calc '%.2f' "$load_rss / ($rss_limit_mib * 1024)")
+calls_ratio=$(calc '%.3f' "$bulk_lists / $naive_gets")
+e2e_ratio=$(calc '%.2f' "$e2e_s / $e2e_floor_s")
+target_calls=$(( bench_batches / 100 + 5 ))
+
+cat <<EOF
+| figure | batchctl | limit, measured in the same run | ratio | target | |
+| --- | --- | --- | --- | --- | --- |
+| spool throughput: \`submit --dry-run\`, $(fmt_n "$n") chat requests ($requests_mb MB, $dry_batches batch files) | $(calc '%.2f' "$dry_s") s, $(rate "$requests_mb" "$dry_s") MB/s | \`cp\`: $(calc '%.2f' "$cp_s") s, $(rate "$requests_mb" "$cp_s") MB/s | $spool_ratio × cp's time | ≤ 2 | $(pass "$spool_ratio <= 2") |
+| results load: one batch of $(fmt_n "$n") result lines ($output_mb MB) into Postgres | $(calc '%.2f' "$load_s") s, $(fmt_n "$(rate "$n" "$load_s")") rows/s | \`psql \\copy\` of the same rows: $(calc '%.2f' "$psql_load_s") s, $(fmt_n "$(rate "$n" "$psql_load_s")") rows/s | $load_ratio × psql's rate | ≥ 0.8 | $(pass "$load_ratio >= 0.8") |
+| peak RSS of a real \`submit\`: $big_mb MB of records, $big_batches batches | $(mib "$(rss_kib big_submit)") MiB | $rss_limit_mib MiB | $submit_rss_ratio | ≤ 1 | $(pass "$submit_rss_ratio <= 1") |
+| peak RSS of the $(fmt_n "$n")-line load | $(mib "$load_rss") MiB | $rss_limit_mib MiB | $load_rss_ratio | ≤ 1 | $(pass "$load_rss_ratio <= 1") |
+| API calls of one poll round, $(fmt_n "$bench_batches") batches in flight | $bulk_lists list + $bulk_gets get calls, $(calc '%.0f' "$bulk_ns / 1e6") ms | one GET per batch: $naive_gets calls, $(calc '%.0f' "$naive_ns / 1e6") ms | $calls_ratio × the calls | ≤ $target_calls calls | $(pass "$bulk_lists + $bulk_gets <= $target_calls") |
+| end to end: $(fmt_n "$n") records ($records_mb MB) to result rows, $e2e_batches batches, emulator at 100 ms a phase | $(calc '%.1f' "$e2e_s") s, $(fmt_n "$(rate "$n" "$e2e_s")") records/s | \`cp\` of the input + \`psql \\copy\` of the rows: $(calc '%.1f' "$e2e_floor_s") s | $e2e_ratio × the floor | report | |
+
+Scale $scale; timings of row 1 are the median of $runs runs, the others one run each; peak RSS by
+\`/usr/bin/time\` (maximum resident set size). Row 1: \`cp --reflink=never\` (a plain copy: no reflink, but coreutils
+may still use copy_file_range, which copies in the kernel) of the same file, both from the page cache; the dry run
+reads, checks, cuts, hashes (sha256) and writes every line, without fsync. Row 2: \`batchctl poll --exit-when-done\`
+on one tracked, completed batch: start-up, one refresh, downloading the input file (for input_line) and the output
+file from the emulator, decoding every line and COPY in one transaction; psql \`\\copy\` reads the same rows,
+exported as text, into an empty twin table (\`like results including all\`: same defaults and indexes) after a
+checkpoint. Row 3: submit streams batch files of ≤ 200 MB to an emulator that only stores them. Row 5:
+BenchmarkRefreshRound in poll/ (one bulk refresh: GET /v1/batches pages of 100 and an upsert per batch; the naive
+round makes one GET per batch and no database work). Row 6: submit (which records each batch in Postgres) then poll
+until every row is loaded, against an emulator sharing the machine's CPUs (it validates and answers every request);
+peak RSS submit $(mib "$(rss_kib e2e_submit)") MiB, poll $(mib "$(rss_kib e2e_poll)") MiB (loads of $e2e_batches batches, up to 10 at
+a time). The floor is the same bytes moved without an API: \`cp\` of the input file ($(calc '%.2f' "$(secs e2e_cp)") s)
+plus \`psql \\copy\` of the result rows ($(calc '%.2f' "$(secs psql_e2e)") s).
+
+Machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), \
+$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr), \
+$(df -T "$work" | awk 'NR == 2 { print $2 }') under $(dirname "$work"); PostgreSQL $pg_version; \
+$("$go" version | awk '{ print $3 }'); $("$batchctl" version 2>/dev/null | head -n 1); $(date -u +%Y-%m-%d); ${elapsed}s.
+EOF
