@@ -2,7 +2,6 @@ package reliability_test
 
 import "testing"
 
-func testPollKills(t *testing.T, tl *tally)       { t.Skip() }
 func testAPIFaults(t *testing.T, tl *tally)       { t.Skip() }
 func testPostgresRestart(t *testing.T, tl *tally) { t.Skip() }
 func testSecrets(t *testing.T, tl *tally)         { t.Skip() }
