@@ -12,6 +12,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
+	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -48,8 +49,16 @@ type Config struct {
 	ShutdownTimeout time.Duration // how long a stop waits for running jobs before cancelling them
 	// FetchPollInterval is how often River looks for due jobs (snoozed polls); River's default when zero.
 	FetchPollInterval time.Duration
-	// ExitWhenDone makes Run return once no batch is in flight and every ended batch has its results loaded.
+	// ExitWhenDone makes Run return once no batch is in flight and every ended batch has its results loaded (and,
+	// with Resubmit, resubmitted where it had to be).
 	ExitWhenDone bool
+
+	// Resubmit sends again, as child batches, the requests of ended batches that failed for a retryable cause; see
+	// Resubmitter. MaxAttempts and TokenLimitBackoff configure it; ResubmitDir holds its request files.
+	Resubmit          bool
+	MaxAttempts       int
+	TokenLimitBackoff time.Duration
+	ResubmitDir       string
 }
 
 // Daemon runs the poller's River workers.
@@ -82,6 +91,8 @@ func New(cfg Config) (*Daemon, error) {
 	cfg.SweepInterval = cmpOr(cfg.SweepInterval, DefaultSweepInterval)
 	cfg.Deadline = cmpOr(cfg.Deadline, DefaultDeadline)
 	cfg.ShutdownTimeout = cmpOr(cfg.ShutdownTimeout, DefaultShutdownTimeout)
+	cfg.MaxAttempts = cmpOr(cfg.MaxAttempts, DefaultMaxAttempts)
+	cfg.TokenLimitBackoff = cmpOr(cfg.TokenLimitBackoff, DefaultTokenLimitBackoff)
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil, cfg.Store, cfg.Logger)
 	}
@@ -92,6 +103,7 @@ func New(cfg Config) (*Daemon, error) {
 	river.AddWorker(workers, &loadWorker{d: d})
 	river.AddWorker(workers, &refreshWorker{d: d})
 	river.AddWorker(workers, &sweepWorker{d: d})
+	river.AddWorker(workers, &resubmitWorker{d: d})
 	client, err := river.NewClient(riverpgxv5.New(cfg.Store.Pool()), &river.Config{
 		Schema:  cfg.Store.Schema(),
 		Queues:  map[string]river.QueueConfig{store.QueueBatches: {MaxWorkers: cfg.Workers}},
@@ -164,10 +176,14 @@ func (d *Daemon) waitDone(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		inFlight, unloaded, err := d.store.Pending(ctx)
+		var candidates []string
+		if err == nil && d.cfg.Resubmit {
+			candidates, err = d.store.ResubmitCandidates(ctx, d.cfg.MaxAttempts)
+		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			d.log.Warn("count pending batches", "error", err) // a database restart: keep waiting
-		case err == nil && inFlight == 0 && unloaded == 0:
+		case err == nil && inFlight == 0 && unloaded == 0 && len(candidates) == 0:
 			d.log.Info("every batch has ended and has its results loaded; exiting")
 			return
 		}
@@ -176,5 +192,13 @@ func (d *Daemon) waitDone(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
+	}
+}
+
+// resubmitter is the daemon's Resubmitter.
+func (d *Daemon) resubmitter() *Resubmitter {
+	return &Resubmitter{
+		Store: d.store, API: &batchapi.Client{API: &d.api, Logger: d.log}, Logger: d.log,
+		MaxAttempts: d.cfg.MaxAttempts, TokenLimitBackoff: d.cfg.TokenLimitBackoff, Dir: d.cfg.ResubmitDir,
 	}
 }

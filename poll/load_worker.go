@@ -50,12 +50,21 @@ func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsA
 	}
 	age := time.Since(row.CreatedAt)
 
-	// The input file gives each request its line, so consumers can restore input order without submitter state.
+	// The input file gives each request its line, so consumers can restore input order without submitter state. A
+	// resubmission's requests take their line in the original (root) input, not in the child's own file.
+	inputFileID := row.InputFileID
+	if row.RootBatchID != row.BatchID {
+		root, err := w.d.store.GetBatch(ctx, row.RootBatchID)
+		if err != nil {
+			return shutdownAware(ctx, err)
+		}
+		inputFileID = root.InputFileID
+	}
 	var idx *inputIndex
-	if row.InputFileID != "" {
-		if idx, err = w.inputIndex(ctx, row.InputFileID); err != nil {
+	if inputFileID != "" {
+		if idx, err = w.inputIndex(ctx, inputFileID); err != nil {
 			if batchapi.Classify(err) == batchapi.NotFound {
-				log.Warn("input file is gone; input_line stays null", "input_file_id", row.InputFileID)
+				log.Warn("input file is gone; input_line stays null", "input_file_id", inputFileID)
 			} else {
 				return w.d.apiFailure(ctx, "download", id, age, err)
 			}

@@ -128,5 +128,14 @@ func (w *sweepWorker) Work(ctx context.Context, _ *river.Job[sweepArgs]) error {
 	if len(polls)+len(loads) > 0 {
 		w.d.log.Info("sweep re-enqueued stranded batches", "polls", polls, "loads", loads)
 	}
+	if w.d.cfg.Resubmit {
+		ids, err := w.d.store.EnqueueResubmits(ctx, w.d.cfg.MaxAttempts)
+		if err != nil {
+			return err
+		}
+		if len(ids) > 0 {
+			w.d.log.Info("queued resubmissions", "batches", ids)
+		}
+	}
 	return nil
 }

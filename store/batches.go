@@ -37,23 +37,28 @@ const terminalSQL = `('completed', 'failed', 'expired', 'cancelled')`
 // batch always has a poller and a poll job never points at a missing row. It reports whether the row is new.
 func (s *Store) TrackBatch(ctx context.Context, b Batch) (inserted bool, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `insert into `+s.table("batches")+` (`+insertColumns+`) values (`+insertValues+`)
-			on conflict (batch_id) do nothing`, batchArgs(b)...)
-		if err != nil {
-			return translate("insert batch "+b.BatchID, err)
-		}
-		inserted = tag.RowsAffected() == 1
-		if inserted {
-			if err := s.notify(ctx, tx, b, ""); err != nil {
-				return err
-			}
-		}
-		if _, err := s.river.InsertTx(ctx, tx, PollBatchArgs{BatchID: b.BatchID}, &river.InsertOpts{ScheduledAt: time.Now().Add(pollDelay)}); err != nil {
-			return translate("enqueue poll job for "+b.BatchID, err)
-		}
-		return nil
+		inserted, err = s.insertTracked(ctx, tx, b)
+		return err
 	})
 	return inserted, err
+}
+
+func (s *Store) insertTracked(ctx context.Context, tx pgx.Tx, b Batch) (inserted bool, err error) {
+	tag, err := tx.Exec(ctx, `insert into `+s.table("batches")+` (`+insertColumns+`) values (`+insertValues+`)
+		on conflict (batch_id) do nothing`, batchArgs(b)...)
+	if err != nil {
+		return false, translate("insert batch "+b.BatchID, err)
+	}
+	inserted = tag.RowsAffected() == 1
+	if inserted {
+		if err := s.notify(ctx, tx, b, ""); err != nil {
+			return false, err
+		}
+	}
+	if _, err := s.river.InsertTx(ctx, tx, PollBatchArgs{BatchID: b.BatchID}, &river.InsertOpts{ScheduledAt: time.Now().Add(pollDelay)}); err != nil {
+		return false, translate("enqueue poll job for "+b.BatchID, err)
+	}
+	return inserted, nil
 }
 
 // UpsertBatch writes what the API says of a batch. A terminal status is never replaced by a non-terminal one (a

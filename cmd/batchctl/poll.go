@@ -31,6 +31,10 @@ type pollOptions struct {
 	exitWhenDone bool
 	metricsAddr  string
 	fetchEvery   time.Duration
+
+	resubmit          bool
+	maxAttempts       int
+	tokenLimitBackoff time.Duration
 }
 
 func newPollCmd(g *globalOptions, streams *IOStreams) *cobra.Command {
@@ -50,7 +54,8 @@ Run as many pollers against one database as you like; River shares the work and 
 up again (after --rescue-after for a job that was running). Run 'batchctl migrate' first.`,
 		Example: `  batchctl poll
   batchctl poll --poll-interval 30s,15m --metrics-addr :9090
-  batchctl poll --exit-when-done        # for cron and scripts: exit 0 once everything is loaded`,
+  batchctl poll --exit-when-done        # for cron and scripts: exit 0 once everything is loaded
+  batchctl poll --resubmit --max-attempts 3`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runPoll(cmd.Context(), opts)
@@ -66,6 +71,9 @@ up again (after --rescue-after for a job that was running). Run 'batchctl migrat
 	f.DurationVar(&opts.sweepEvery, "sweep-interval", poll.DefaultSweepInterval, "how often to look for batches that lost their jobs")
 	f.BoolVar(&opts.exitWhenDone, "exit-when-done", false, "exit 0 once no batch is in flight and every ended batch has its results loaded")
 	f.StringVar(&opts.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (path /metrics)")
+	f.BoolVar(&opts.resubmit, "resubmit", false, "send again, as child batches, requests that failed for a retryable cause (see batchctl resubmit --help)")
+	f.IntVar(&opts.maxAttempts, "max-attempts", poll.DefaultMaxAttempts, "with --resubmit: attempts a request gets in all")
+	f.DurationVar(&opts.tokenLimitBackoff, "token-limit-backoff", poll.DefaultTokenLimitBackoff, "with --resubmit: wait before resending a batch that failed with token_limit_exceeded")
 	f.DurationVar(&opts.fetchEvery, "fetch-interval", 0, "how often River looks for due jobs (River's default 1s)")
 	_ = f.MarkHidden("fetch-interval")
 	return cmd
@@ -111,6 +119,7 @@ func runPoll(ctx context.Context, opts *pollOptions) error {
 		Store: s, API: api, Logger: log, Metrics: metrics,
 		Interval: interval, Workers: opts.workers, LoadTimeout: opts.loadTimeout, RescueAfter: opts.rescueAfter,
 		SweepInterval: opts.sweepEvery, ExitWhenDone: opts.exitWhenDone, FetchPollInterval: opts.fetchEvery,
+		Resubmit: opts.resubmit, MaxAttempts: opts.maxAttempts, TokenLimitBackoff: opts.tokenLimitBackoff,
 	})
 	if err != nil {
 		return err

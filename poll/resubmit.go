@@ -1,0 +1,273 @@
+package poll
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/riverqueue/river"
+	"github.com/tidwall/gjson"
+
+	"github.com/batchctl/batchctl/batchapi"
+	"github.com/batchctl/batchctl/jsonl"
+	"github.com/batchctl/batchctl/store"
+)
+
+// Defaults of the Resubmitter.
+const (
+	DefaultMaxAttempts = 3
+	// DefaultTokenLimitBackoff is how long after a token_limit_exceeded failure its batch is sent again: long enough
+	// for the batches that filled the model's enqueued-token quota to make room.
+	DefaultTokenLimitBackoff = 15 * time.Minute
+)
+
+// Metadata keys of a resubmitted batch, beside the submitter's.
+const (
+	MetaParent  = "batchctl_parent"
+	MetaRoot    = "batchctl_root"
+	MetaAttempt = "batchctl_attempt"
+)
+
+// ErrNotYet: the batch will be resubmitted, but not before its back-off has passed.
+var ErrNotYet = errors.New("not yet")
+
+// errBusy: another process holds the batch's resubmission lock.
+var errBusy = errors.New("another process is resubmitting this batch")
+
+// Resubmitter sends again the requests of ended batches that failed for a retryable cause (store.RetryableSQL)
+// or never ran (missing from the results), and whole batches that failed with token_limit_exceeded. Successes and
+// final failures are never resent. Each parent gets at most one child, found again by its metadata after a crash,
+// so a resubmission is never made twice.
+type Resubmitter struct {
+	Store  *store.Store
+	API    *batchapi.Client
+	Logger *slog.Logger
+	// MaxAttempts bounds a lineage: a batch of attempt MaxAttempts is not resubmitted; its failures stay final.
+	MaxAttempts       int
+	TokenLimitBackoff time.Duration
+	// Dir holds the request file of a child while it is built and uploaded; os.TempDir() when empty.
+	Dir string
+}
+
+// Resubmission reports what Resubmit did with one batch.
+type Resubmission struct {
+	BatchID  string `json:"batch_id"`
+	Child    string `json:"resubmitted_as,omitempty"`
+	Requests int    `json:"requests"`
+	// Skipped says why nothing was sent, when nothing was.
+	Skipped string `json:"skipped,omitempty"`
+}
+
+func (r *Resubmitter) log() *slog.Logger {
+	if r.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Logger
+}
+
+// Resubmit handles one ended batch. It returns ErrNotYet (wrapped, with the wait) for a token-limit failure whose
+// back-off has not passed.
+func (r *Resubmitter) Resubmit(ctx context.Context, batchID string) (Resubmission, error) {
+	res := Resubmission{BatchID: batchID}
+	unlock, ok, err := r.Store.LockResubmit(ctx, batchID)
+	if err != nil {
+		return res, err
+	}
+	if !ok {
+		return res, errBusy
+	}
+	defer unlock()
+
+	p, err := r.Store.GetBatch(ctx, batchID)
+	if err != nil {
+		return res, err
+	}
+	all, skip, err := r.plan(p)
+	if err != nil || skip != "" {
+		res.Skipped, res.Child = skip, p.ResubmittedAs
+		return res, err
+	}
+
+	// A child created before a crash carries the parent in its metadata: find it before building another.
+	api := r.API
+	if child, err := api.Find(ctx, *p.EndedAt, isChildOf(p.BatchID)); err != nil {
+		return res, fmt.Errorf("look for an earlier resubmission of %s: %w", p.BatchID, err)
+	} else if child != nil {
+		r.log().Info("found the resubmission of an interrupted run", "batch_id", p.BatchID, "child", child.ID)
+		n, _ := strconv.Atoi(child.Metadata[MetaRequests])
+		return r.record(ctx, res, p, child, n)
+	}
+
+	var done map[string]struct{}
+	if !all {
+		if done, err = r.Store.FinalCustomIDs(ctx, p.BatchID); err != nil {
+			return res, err
+		}
+	}
+	path, n, sum, err := r.spool(ctx, p, done)
+	if path != "" {
+		defer os.Remove(path)
+	}
+	if err != nil {
+		return res, err
+	}
+	if n == 0 {
+		res.Skipped = "no request to resend"
+		return res, r.Store.RecordResubmission(ctx, p.BatchID, nil, 0)
+	}
+	fileID, err := api.Upload(ctx, path)
+	if err != nil {
+		return res, err
+	}
+	child, _, err := api.Create(ctx, batchapi.Intent{
+		Endpoint: p.Endpoint, InputFileID: fileID, Since: *p.EndedAt, Match: isChildOf(p.BatchID),
+		Metadata: r.childMetadata(p, n, sum),
+	}, true)
+	if err != nil {
+		return res, err
+	}
+	return r.record(ctx, res, p, child, n)
+}
+
+// MetaRequests records on a child how many requests it carries.
+const MetaRequests = "batchctl_requests"
+
+func isChildOf(parentID string) func(*openai.Batch) bool {
+	return func(b *openai.Batch) bool { return b.Metadata[MetaParent] == parentID }
+}
+
+// plan decides whether p is resubmitted, and whether whole (token_limit_exceeded) or by its retryable requests.
+func (r *Resubmitter) plan(p store.Batch) (all bool, skip string, err error) {
+	maxAttempts := cmpOr(r.MaxAttempts, DefaultMaxAttempts)
+	switch {
+	case p.ResubmittedAt != nil:
+		return false, "already resubmitted", nil
+	case !store.IsTerminal(p.Status) || p.ResultsLoadedAt == nil || p.EndedAt == nil:
+		return false, "not ended and loaded yet", nil
+	case p.Status == store.StatusCancelled:
+		return false, "cancelled: not resent", nil
+	case p.Attempt >= maxAttempts:
+		return false, fmt.Sprintf("attempt %d of %d: failures are final", p.Attempt, maxAttempts), nil
+	case p.Status == store.StatusFailed:
+		if !strings.Contains(string(p.Errors), "token_limit_exceeded") {
+			return false, "failed validation: not retryable", nil
+		}
+		if wait := time.Until(p.EndedAt.Add(cmpOr(r.TokenLimitBackoff, DefaultTokenLimitBackoff))); wait > 0 {
+			return false, "", fmt.Errorf("token_limit_exceeded back-off, %s left: %w", wait.Round(time.Second), ErrNotYet)
+		}
+		return true, "", nil
+	}
+	return false, "", nil
+}
+
+// spool streams p's input file from the API into a local request file, keeping the lines whose custom_id is not in
+// done (nil done keeps every line). It returns the file, its line count and sha256.
+func (r *Resubmitter) spool(ctx context.Context, p store.Batch, done map[string]struct{}) (path string, n int, sum string, err error) {
+	resp, err := r.API.API.Files.Content(ctx, p.InputFileID)
+	if err != nil {
+		return "", 0, "", fmt.Errorf("download input file %s of %s: %w", p.InputFileID, p.BatchID, err)
+	}
+	defer resp.Body.Close()
+	f, err := os.CreateTemp(r.Dir, "resubmit-"+p.BatchID+"-*.jsonl")
+	if err != nil {
+		return "", 0, "", fmt.Errorf("create resubmission file: %w", err)
+	}
+	path = f.Name()
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}()
+	h := sha256.New()
+	w := io.MultiWriter(f, h)
+	rd := jsonl.NewReader(resp.Body, p.InputFileID, 0)
+	for {
+		line, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return path, 0, "", fmt.Errorf("read input file %s of %s: %w", p.InputFileID, p.BatchID, err)
+		}
+		if done != nil {
+			if _, final := done[gjson.GetBytes(line, "custom_id").Str]; final {
+				continue
+			}
+		}
+		if _, err := w.Write(append(line, '\n')); err != nil {
+			return path, 0, "", fmt.Errorf("write resubmission file: %w", err)
+		}
+		n++
+	}
+	if err := f.Sync(); err != nil {
+		return path, 0, "", err
+	}
+	return path, n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func (r *Resubmitter) childMetadata(p store.Batch, n int, sum string) map[string]string {
+	m := map[string]string{
+		MetaParent:              p.BatchID,
+		MetaRoot:                p.RootBatchID,
+		MetaAttempt:             strconv.Itoa(p.Attempt + 1),
+		MetaRequests:            strconv.Itoa(n),
+		"batchctl_spool_sha256": sum,
+	}
+	if src := p.Source; src != "" {
+		if len(src) > 512 {
+			src = src[:512]
+		}
+		m["batchctl_source"] = src
+	}
+	return m
+}
+
+// record tracks the child with its lineage and marks the parent, in one transaction.
+func (r *Resubmitter) record(ctx context.Context, res Resubmission, p store.Batch, child *openai.Batch, n int) (Resubmission, error) {
+	row := batchapi.Row(child)
+	row.Source, row.RootBatchID, row.ParentBatchIDs, row.Attempt = p.Source, p.RootBatchID, []string{p.BatchID}, p.Attempt+1
+	row.SpoolSHA256 = child.Metadata["batchctl_spool_sha256"]
+	if err := r.Store.RecordResubmission(ctx, p.BatchID, &row, n); err != nil {
+		return res, err
+	}
+	r.log().Info("resubmitted", "batch_id", p.BatchID, "child", child.ID, "requests", n, "attempt", row.Attempt)
+	res.Child, res.Requests = child.ID, n
+	return res, nil
+}
+
+// resubmitWorker runs the Resubmitter for the daemon (poll --resubmit).
+type resubmitWorker struct {
+	river.WorkerDefaults[store.ResubmitArgs]
+	d *Daemon
+}
+
+func (w *resubmitWorker) Timeout(*river.Job[store.ResubmitArgs]) time.Duration {
+	return w.d.cfg.LoadTimeout
+}
+
+func (w *resubmitWorker) NextRetry(job *river.Job[store.ResubmitArgs]) time.Time {
+	return time.Now().Add(w.d.backoff(job.Attempt))
+}
+
+func (w *resubmitWorker) Work(ctx context.Context, job *river.Job[store.ResubmitArgs]) error {
+	_, err := w.d.resubmitter().Resubmit(ctx, job.Args.BatchID)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNotYet):
+		return river.JobSnooze(w.d.cfg.Interval.Max)
+	case errors.Is(err, errBusy):
+		return river.JobSnooze(w.d.cfg.Interval.Min)
+	}
+	w.d.log.Warn("resubmission failed; retrying", "batch_id", job.Args.BatchID, "error", err)
+	return shutdownAware(ctx, err)
+}
