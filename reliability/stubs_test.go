@@ -2,6 +2,5 @@ package reliability_test
 
 import "testing"
 
-func testAPIFaults(t *testing.T, tl *tally)       { t.Skip() }
 func testPostgresRestart(t *testing.T, tl *tally) { t.Skip() }
 func testSecrets(t *testing.T, tl *tally)         { t.Skip() }
