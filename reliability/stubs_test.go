@@ -2,5 +2,4 @@ package reliability_test
 
 import "testing"
 
-func testPostgresRestart(t *testing.T, tl *tally) { t.Skip() }
 func testSecrets(t *testing.T, tl *tally)         { t.Skip() }
