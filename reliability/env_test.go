@@ -42,6 +42,9 @@ type env struct {
 	dir    string // scratch directory: inputs, spool, rejects
 	schema string
 	pool   *pgxpool.Pool
+
+	mu    sync.Mutex
+	procs []*proc // every process started, for the secrets check
 }
 
 // newEnv starts an emulator behind a trap and returns its environment, with BATCHCTL_SPOOL_DIR set and no database.
@@ -154,6 +157,9 @@ func (e *env) start(t *testing.T, tl *tally, args ...string) *proc {
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	require.NoError(t, p.cmd.Start())
 	tl.runs.Add(1)
+	e.mu.Lock()
+	e.procs = append(e.procs, p)
+	e.mu.Unlock()
 	go func() {
 		defer close(p.done)
 		p.err = p.cmd.Wait()
