@@ -134,6 +134,7 @@ unset BATCHCTL_SCHEMA BATCHCTL_SPOOL_DIR OPENAI_BASE_URL
 "$batchctl" --schema "$schema" migrate >/dev/null
 "$batchctl" --schema "$e2e_schema" migrate >/dev/null
 pg_version=$(psql_q -c 'show server_version')
+timed floor "$batchctl" version >/dev/null # the RSS of the binary doing nothing, for the footnote
 started=$(date +%s)
 
 # --- 1. spool throughput ----------------------------------------------------------------------------------------
@@ -183,6 +184,7 @@ done
 output_mb=$(calc '%.0f' "$(stat -c %s "$work"/emu-load/files/* | sort -n | tail -n 1) / 1e6")
 "$batchctl" --schema "$schema" track "$batch_id" >/dev/null
 log "[load] batchctl poll --exit-when-done: loading $n result lines ($output_mb MB)"
+psql_q -c checkpoint >/dev/null 2>&1 || true # as before the psql \copy below
 sync
 OPENAI_BASE_URL=$base_url timed load "$batchctl" --schema "$schema" poll --exit-when-done --poll-interval 200ms,2s
 loaded=$(psql_q -c "select count(*) from $schema.results")
@@ -285,13 +287,13 @@ cat <<EOF
 | end to end: $(fmt_n "$n") records ($records_mb MB) to result rows, $e2e_batches batches, emulator at 100 ms a phase | $(calc '%.1f' "$e2e_s") s, $(fmt_n "$(rate "$n" "$e2e_s")") records/s | \`cp\` of the input + \`psql \\copy\` of the rows: $(calc '%.1f' "$e2e_floor_s") s | $e2e_ratio × the floor | report | |
 
 Scale $scale; timings of row 1 are the median of $runs runs, the others one run each; peak RSS by
-\`/usr/bin/time\` (maximum resident set size). Row 1: \`cp --reflink=never\` (a plain copy: no reflink, but coreutils
-may still use copy_file_range, which copies in the kernel) of the same file, both from the page cache; the dry run
-reads, checks, cuts, hashes (sha256) and writes every line, without fsync. Row 2: \`batchctl poll --exit-when-done\`
+\`/usr/bin/time\` (maximum resident set size). Row 1: \`cp --reflink=never\` of the same file (GNU cp then copies with read and
+write of 128 KiB, no copy_file_range: checked with strace, coreutils 9.1), both reading from the page cache and
+writing without fsync; the dry run reads, checks, cuts, hashes (sha256) and writes every line. Row 2: \`batchctl poll --exit-when-done\`
 on one tracked, completed batch: start-up, one refresh, downloading the input file (for input_line) and the output
 file from the emulator, decoding every line and COPY in one transaction; psql \`\\copy\` reads the same rows,
-exported as text, into an empty twin table (\`like results including all\`: same defaults and indexes) after a
-checkpoint. Row 3: submit streams batch files of ≤ 200 MB to an emulator that only stores them. Row 5:
+exported as text, into an empty twin table (\`like results including all\`: same defaults and indexes), after a
+checkpoint (as the poller's load). Rows 3 and 4: \`batchctl version\` alone peaks at $(mib "$(rss_kib floor)") MiB. Row 3: submit streams batch files of ≤ 200 MB to an emulator that only stores them. Row 5:
 BenchmarkRefreshRound in poll/ (one bulk refresh: GET /v1/batches pages of 100 and an upsert per batch; the naive
 round makes one GET per batch and no database work). Row 6: submit (which records each batch in Postgres) then poll
 until every row is loaded, against an emulator sharing the machine's CPUs (it validates and answers every request);
