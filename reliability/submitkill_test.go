@@ -54,18 +54,20 @@ var killMoments = []killMoment{momentSpooling, momentUploadInFlight, momentUploa
 // testSubmitKills runs submissions that are killed with SIGKILL at one or more moments and then run again until they
 // succeed; the emulator's batches must hold every record exactly once. The short form runs a fixed plan covering
 // every moment; the full form runs at least 20 submissions with 1 to 3 kills each, the first kill cycling through the
-// moments, the others random.
+// moments, the others random. Some runs have a database configured, so batches are also tracked as they are
+// created: a batch created by a killed run must be tracked by the next.
 func testSubmitKills(t *testing.T, tl *tally) {
 	type plan struct {
 		seed    uint64
 		moments []killMoment
+		db      bool // with DATABASE_URL: batches are also tracked as they are created
 	}
 	var plans []plan
 	if !full {
 		plans = []plan{
-			{1, []killMoment{momentCreateAnswerLost, momentSpooling}},
-			{2, []killMoment{momentBeforeCreate, momentUploadAnswerLost}},
-			{3, []killMoment{momentAfterCreate, momentUploadInFlight, momentRandom}},
+			{1, []killMoment{momentCreateAnswerLost, momentSpooling}, false},
+			{2, []killMoment{momentBeforeCreate, momentUploadAnswerLost}, false},
+			{3, []killMoment{momentAfterCreate, momentUploadInFlight, momentRandom}, true},
 		}
 	} else {
 		base := uint64(time.Now().UnixNano())
@@ -75,7 +77,7 @@ func testSubmitKills(t *testing.T, tl *tally) {
 		t.Logf("seed %d (BATCHCTL_RELIABILITY_SEED repeats it)", base)
 		for i := range 24 {
 			rng := rand.New(rand.NewPCG(base, uint64(i)))
-			p := plan{seed: base + uint64(i), moments: []killMoment{killMoments[i%len(killMoments)]}}
+			p := plan{seed: base + uint64(i), moments: []killMoment{killMoments[i%len(killMoments)]}, db: i%2 == 1}
 			for range rng.IntN(3) {
 				p.moments = append(p.moments, killMoments[rng.IntN(len(killMoments))])
 			}
@@ -89,15 +91,18 @@ func testSubmitKills(t *testing.T, tl *tally) {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			t.Run(fmt.Sprintf("run%02d", i+1), func(t *testing.T) { submitKillRun(t, tl, p.seed, p.moments) })
+			t.Run(fmt.Sprintf("run%02d", i+1), func(t *testing.T) { submitKillRun(t, tl, p.seed, p.moments, p.db) })
 		})
 	}
 	wg.Wait()
 }
 
-func submitKillRun(t *testing.T, tl *tally, seed uint64, moments []killMoment) {
+func submitKillRun(t *testing.T, tl *tally, seed uint64, moments []killMoment, db bool) {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	e := newEnv(t, openaitest.Options{Seed: int64(seed)})
+	if db {
+		e.withDB(t)
+	}
 	_, ids := writeRecords(t, e.dir, "records.jsonl", fmt.Sprintf("s%d", seed), submitRecords, submitRecordPad)
 	args := []string{"submit", "--model", "gpt-4o-mini", "--id-field", "id", "--max-requests", strconv.Itoa(submitPerBatch),
 		"--log-level", "debug", "records.jsonl"}
@@ -128,6 +133,14 @@ func submitKillRun(t *testing.T, tl *tally, seed uint64, moments []killMoment) {
 		created = append(created, b.ID)
 	}
 	require.ElementsMatch(t, created, printed, "the final run prints each batch once")
+	if db {
+		// A batch created by a run killed before it was recorded is recorded by the next run.
+		require.Equal(t, len(created), e.count(t, `select count(*) from $schema.batches where batch_id = any($1)`, created),
+			"every batch is tracked")
+		require.Equal(t, len(created), e.count(t, `select count(*) from $schema.batches`), "no other batch is tracked")
+		require.Equal(t, len(created), e.count(t, `select count(distinct args->>'batch_id') from $schema.river_job
+			where kind = 'batchctl_poll_batch'`), "every batch has its poll job")
+	}
 	t.Logf("kills at %s; %d records in %d batches, each once; %d uploads for %d batches; %s",
 		strings.Join(hit, ", "), len(ids), len(batches), e.emu.Stats().FileUploads, len(batches), time.Since(start).Round(time.Millisecond))
 }
@@ -152,7 +165,7 @@ func submitKillAt(t *testing.T, tl *tally, e *env, args []string, m killMoment, 
 	case momentCreateAnswerLost:
 		hit = e.trap.arm(http.MethodPost, "/v1/batches", nth, true)
 	}
-	creates := e.emu.Stats().BatchCreates
+	creates, uploads := e.emu.Stats().BatchCreates, e.emu.Stats().FileUploads
 	p := e.start(t, tl, args...)
 	defer e.trap.disarm()
 	switch m {
@@ -162,7 +175,7 @@ func submitKillAt(t *testing.T, tl *tally, e *env, args []string, m killMoment, 
 		waitFor(t, "a batch created", func() bool { return e.emu.Stats().BatchCreates >= creates+nth || p.exited() })
 		time.Sleep(time.Duration(rng.IntN(2_000)) * time.Microsecond)
 	case momentRandom:
-		time.Sleep(time.Duration(rng.IntN(600_000)) * time.Microsecond)
+		time.Sleep(time.Duration(rng.IntN(150_000)) * time.Microsecond)
 	default:
 		select {
 		case <-hit:
@@ -171,6 +184,10 @@ func submitKillAt(t *testing.T, tl *tally, e *env, args []string, m killMoment, 
 			t.Fatalf("the call to hold at %q never came; stderr:\n%s", m, tail(p.stderr.String(), 4000))
 		}
 	}
+	uploaded := e.emu.Stats().FileUploads > uploads
 	killed := p.kill(tl)
+	if killed && m == momentSpooling && uploaded {
+		t.Logf("the kill meant for %q came after the first upload", m)
+	}
 	return killed, p
 }
