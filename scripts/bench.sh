@@ -8,7 +8,7 @@
 #
 #   BENCH_SCALE=0.01 scripts/bench.sh      # a quick smoke run on 1 % of the data (default 1)
 #   BENCH_DIR=/mnt/fast scripts/bench.sh   # where the temporary files go (default /tmp; about 6 GB at scale 1)
-#   BENCH_RUNS=3                           # runs of the cheap timings, median reported (default 3)
+#   BENCH_RUNS=5                           # runs of the spool timings, median reported (default 5)
 #
 # The figures:
 #   1. spool throughput: `submit --dry-run` of 1 000 000 chat request lines vs `cp --reflink=never` of the same file
@@ -25,7 +25,7 @@ root=$PWD
 batchctl=$root/${BATCHCTL:-bin/batchctl}
 go=${GO:-go}
 scale=${BENCH_SCALE:-1}
-runs=${BENCH_RUNS:-3}
+runs=${BENCH_RUNS:-5}
 schema=bench_$$
 e2e_schema=${schema}_e2e
 rss_limit_mib=64
