@@ -95,6 +95,7 @@ func testSubmitKills(t *testing.T, tl *tally) {
 		})
 	}
 	wg.Wait()
+	t.Run("concurrent", func(t *testing.T) { testConcurrentSubmits(t, tl) })
 }
 
 func submitKillRun(t *testing.T, tl *tally, seed uint64, moments []killMoment, db bool) {
@@ -190,4 +191,27 @@ func submitKillAt(t *testing.T, tl *tally, e *env, args []string, m killMoment, 
 		t.Logf("the kill meant for %q came after the first upload", m)
 	}
 	return killed, p
+}
+
+// testConcurrentSubmits starts the same submission in three processes at once, kills one of them, and finishes with
+// one more run: the run directory's lock lets one work while the others fail or wait, and every record is in exactly
+// one batch.
+func testConcurrentSubmits(t *testing.T, tl *tally) {
+	e := newEnv(t, openaitest.Options{Seed: 11})
+	_, ids := writeRecords(t, e.dir, "records.jsonl", "c", submitRecords, submitRecordPad)
+	args := []string{"submit", "--model", "gpt-4o-mini", "--id-field", "id", "--max-requests", strconv.Itoa(submitPerBatch), "records.jsonl"}
+	var ps []*proc
+	for range 3 {
+		ps = append(ps, e.start(t, tl, args...))
+	}
+	waitFor(t, "a batch created", func() bool { return e.emu.Stats().BatchCreates > 2 || ps[0].exited() })
+	ps[0].kill(tl)
+	var codes []int
+	for _, p := range ps[1:] {
+		codes = append(codes, p.wait(t, commandTimeout))
+	}
+	final := e.run(t, tl, args...)
+	require.Equal(t, exitOK, final.code, final.stderr.String())
+	checkSubmitted(t, tl, e.emu, ids, submitBatches)
+	t.Logf("concurrent submitters exited %v; the last run finished the submission", codes)
 }
