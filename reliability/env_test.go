@@ -40,6 +40,7 @@ type env struct {
 	trap   *trap
 	vars   map[string]string
 	dir    string // scratch directory: inputs, spool, rejects
+	stdin  string // file in dir that processes read as stdin; "" for none
 	schema string
 	pool   *pgxpool.Pool
 
@@ -148,12 +149,19 @@ type proc struct {
 	err            error
 }
 
-// start starts batchctl with args in the environment; dir is its working directory ("" for e.dir).
+// start starts batchctl with args in the environment, in the directory e.dir. Its stdin is the file e.stdin names
+// (relative to e.dir), or empty.
 func (e *env) start(t *testing.T, tl *tally, args ...string) *proc {
 	t.Helper()
 	p := &proc{cmd: exec.Command(binary, args...), done: make(chan struct{})}
 	p.cmd.Env = environ(e.vars)
 	p.cmd.Dir = e.dir
+	if e.stdin != "" {
+		f, err := os.Open(filepath.Join(e.dir, e.stdin))
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+		p.cmd.Stdin = f
+	}
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	require.NoError(t, p.cmd.Start())
 	tl.runs.Add(1)

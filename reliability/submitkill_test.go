@@ -57,17 +57,12 @@ var killMoments = []killMoment{momentSpooling, momentUploadInFlight, momentUploa
 // moments, the others random. Some runs have a database configured, so batches are also tracked as they are
 // created: a batch created by a killed run must be tracked by the next.
 func testSubmitKills(t *testing.T, tl *tally) {
-	type plan struct {
-		seed    uint64
-		moments []killMoment
-		db      bool // with DATABASE_URL: batches are also tracked as they are created
-	}
-	var plans []plan
+	var plans []submitPlan
 	if !full {
-		plans = []plan{
-			{1, []killMoment{momentCreateAnswerLost, momentSpooling}, false},
-			{2, []killMoment{momentBeforeCreate, momentUploadAnswerLost}, false},
-			{3, []killMoment{momentAfterCreate, momentUploadInFlight, momentRandom}, true},
+		plans = []submitPlan{
+			{seed: 1, moments: []killMoment{momentCreateAnswerLost, momentSpooling}},
+			{seed: 2, moments: []killMoment{momentBeforeCreate, momentUploadAnswerLost}, stdin: true},
+			{seed: 3, moments: []killMoment{momentAfterCreate, momentUploadInFlight, momentRandom}, db: true},
 		}
 	} else {
 		base := uint64(time.Now().UnixNano())
@@ -77,7 +72,8 @@ func testSubmitKills(t *testing.T, tl *tally) {
 		t.Logf("seed %d (BATCHCTL_RELIABILITY_SEED repeats it)", base)
 		for i := range 24 {
 			rng := rand.New(rand.NewPCG(base, uint64(i)))
-			p := plan{seed: base + uint64(i), moments: []killMoment{killMoments[i%len(killMoments)]}, db: i%2 == 1}
+			p := submitPlan{seed: base + uint64(i), moments: []killMoment{killMoments[i%len(killMoments)]},
+				db: i%2 == 1, stdin: i%4 == 2, faults: i%3 == 0}
 			for range rng.IntN(3) {
 				p.moments = append(p.moments, killMoments[rng.IntN(len(killMoments))])
 			}
@@ -91,28 +87,44 @@ func testSubmitKills(t *testing.T, tl *tally) {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			t.Run(fmt.Sprintf("run%02d", i+1), func(t *testing.T) { submitKillRun(t, tl, p.seed, p.moments, p.db) })
+			t.Run(fmt.Sprintf("run%02d", i+1), func(t *testing.T) { submitKillRun(t, tl, p) })
 		})
 	}
 	wg.Wait()
 	t.Run("concurrent", func(t *testing.T) { testConcurrentSubmits(t, tl) })
 }
 
-func submitKillRun(t *testing.T, tl *tally, seed uint64, moments []killMoment, db bool) {
+// submitPlan is one submit crash run.
+type submitPlan struct {
+	seed    uint64
+	moments []killMoment
+	db      bool // with DATABASE_URL: batches are also tracked as they are created
+	stdin   bool // the records come as a stream on stdin, whose batches go out as they fill
+	faults  bool // the API also answers 10 % of calls 500 and cuts 10 % after they took effect
+}
+
+func submitKillRun(t *testing.T, tl *tally, p submitPlan) {
+	seed, moments, db := p.seed, p.moments, p.db
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	e := newEnv(t, openaitest.Options{Seed: int64(seed)})
 	if db {
 		e.withDB(t)
 	}
+	if p.faults {
+		e.emu.SetFaults(openaitest.Faults{HTTP500Rate: 0.1, ResetRate: 0.1})
+	}
 	_, ids := writeRecords(t, e.dir, "records.jsonl", fmt.Sprintf("s%d", seed), submitRecords, submitRecordPad)
 	args := []string{"submit", "--model", "gpt-4o-mini", "--id-field", "id", "--max-requests", strconv.Itoa(submitPerBatch),
 		"--log-level", "debug", "records.jsonl"}
+	if p.stdin {
+		e.stdin, args[len(args)-1] = "records.jsonl", "-"
+	}
 	start := time.Now()
 	var hit []string
 	for _, m := range moments {
-		killed, p := submitKillAt(t, tl, e, args, m, rng)
+		killed, pr := submitKillAt(t, tl, e, args, m, rng)
 		if !killed {
-			require.Equal(t, 0, p.code, "a run that was not killed succeeds; stderr:\n%s", tail(p.stderr.String(), 4000))
+			require.Equal(t, 0, pr.code, "a run that was not killed succeeds; stderr:\n%s", tail(pr.stderr.String(), 4000))
 			hit = append(hit, string(m)+" (finished first)")
 			continue
 		}
@@ -142,7 +154,8 @@ func submitKillRun(t *testing.T, tl *tally, seed uint64, moments []killMoment, d
 		require.Equal(t, len(created), e.count(t, `select count(distinct args->>'batch_id') from $schema.river_job
 			where kind = 'batchctl_poll_batch'`), "every batch has its poll job")
 	}
-	t.Logf("kills at %s; %d records in %d batches, each once; %d uploads for %d batches; %s",
+	tl.faults.Add(injected(e.emu.Stats()))
+	t.Logf("%+v: kills at %s; %d records in %d batches, each once; %d uploads for %d batches; %s", struct{ DB, Stdin, Faults bool }{db, p.stdin, p.faults},
 		strings.Join(hit, ", "), len(ids), len(batches), e.emu.Stats().FileUploads, len(batches), time.Since(start).Round(time.Millisecond))
 }
 
