@@ -447,7 +447,7 @@ func (r *run) reject(re *jsonl.RecordError, line []byte) error {
 		Record *string `json:"record,omitempty"`
 	}
 	rej := rejected{Source: re.Source, Line: re.Line, Reason: re.Reason}
-	if line != nil {
+	if len(line) > 0 { // a line too long to hold comes as an empty slice: no record, rather than ""
 		s := string(line)
 		rej.Record = &s
 	}
