@@ -105,24 +105,25 @@ func TestUpsertBatchStatusChanges(t *testing.T) {
 	require.Equal(t, store.StatusCompleted, got.Status)
 	require.True(t, endedAt.Equal(*got.EndedAt), "ended_at is set once")
 
-	// Three status changes, three notifications, in order; the stale refresh sent none.
+	// Three status changes, three notifications, in order; the stale refresh sent none. The channel is shared by
+	// every schema of the database (other tests run beside this one): the payload names the schema.
 	var statuses []string
-	for range 3 {
-		waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	for {
+		waitCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		n, err := listener.WaitForNotification(waitCtx)
 		cancel()
-		require.NoError(t, err)
+		if err != nil {
+			break
+		}
 		var payload map[string]any
 		require.NoError(t, json.Unmarshal([]byte(n.Payload), &payload))
+		if payload["schema"] != s.Schema() {
+			continue
+		}
 		require.Equal(t, "batch_1", payload["batch_id"])
-		require.Equal(t, s.Schema(), payload["schema"])
 		statuses = append(statuses, payload["status"].(string))
 	}
-	require.Equal(t, []string{"validating", "in_progress", "completed"}, statuses)
-	waitCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	defer cancel()
-	_, err = listener.WaitForNotification(waitCtx)
-	require.Error(t, err, "no notification without a status change")
+	require.Equal(t, []string{"validating", "in_progress", "completed"}, statuses, "no notification without a status change")
 }
 
 func TestListNonTerminal(t *testing.T) {

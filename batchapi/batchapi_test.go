@@ -1,0 +1,154 @@
+package batchapi_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/stretchr/testify/require"
+
+	"github.com/batchctl/batchctl/batchapi"
+	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/store"
+)
+
+func newClient(t *testing.T, opts openaitest.Options) (*openaitest.Server, *batchapi.Client) {
+	t.Helper()
+	if opts.PhaseDelay == 0 {
+		opts.PhaseDelay = 20 * time.Millisecond
+	}
+	emu, err := openaitest.New(opts)
+	require.NoError(t, err)
+	ts := httptest.NewServer(emu)
+	t.Cleanup(func() { ts.Close(); emu.Close() })
+	api := openai.NewClient(option.WithBaseURL(ts.URL+"/v1"), option.WithAPIKey("k"), option.WithMaxRetries(0))
+	return emu, &batchapi.Client{API: &api, RetryInitial: time.Millisecond, Uploaded: new(atomic.Int64)}
+}
+
+func requestFile(t *testing.T, n int) string {
+	t.Helper()
+	var b strings.Builder
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&b, `{"custom_id":"r%d","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}`+"\n", i)
+	}
+	path := filepath.Join(t.TempDir(), "part.jsonl")
+	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o600))
+	return path
+}
+
+func TestUploadStreamsAndRetriesFromTheStart(t *testing.T) {
+	t.Parallel()
+	emu, c := newClient(t, openaitest.Options{Seed: 1, HTTP500Rate: 0.5, RetryAfter: time.Millisecond})
+	path := requestFile(t, 50)
+	size, err := os.Stat(path)
+	require.NoError(t, err)
+
+	id, err := c.Upload(context.Background(), path)
+	require.NoError(t, err)
+	f, ok := emu.File(id)
+	require.True(t, ok)
+	require.Equal(t, size.Size(), f.Bytes, "the file arrived whole")
+	got, err := os.ReadFile(f.Path)
+	require.NoError(t, err)
+	want, _ := os.ReadFile(path)
+	require.Equal(t, want, got)
+	require.GreaterOrEqual(t, c.Uploaded.Load(), size.Size())
+}
+
+func TestCreateFindsTheBatchOfALostAnswer(t *testing.T) {
+	t.Parallel()
+	emu, c := newClient(t, openaitest.Options{})
+	ctx := context.Background()
+	fileID, err := c.Upload(ctx, requestFile(t, 3))
+	require.NoError(t, err)
+	intent := batchapi.Intent{Endpoint: "/v1/chat/completions", InputFileID: fileID, Since: time.Now(),
+		Metadata: map[string]string{"batchctl_intent": "i-1"},
+		Match:    func(b *openai.Batch) bool { return b.Metadata["batchctl_intent"] == "i-1" }}
+
+	// Every create answer is lost (the connection is cut after the batch exists): the retry must find the batch.
+	emu.SetFaults(openaitest.Faults{ResetRate: 1})
+	c.RetryMaxElapsed = 300 * time.Millisecond // every retry is cut too: give up soon
+	_, _, err = c.Create(ctx, intent, false)
+	require.Error(t, err, "with every answer lost the first attempt cannot know")
+	emu.SetFaults(openaitest.Faults{})
+	b, existing, err := c.Create(ctx, intent, true)
+	require.NoError(t, err)
+	require.True(t, existing)
+	created := 0
+	for _, rec := range emu.Batches() {
+		if rec.Metadata["batchctl_intent"] == "i-1" {
+			created++
+			require.Equal(t, b.ID, rec.ID)
+		}
+	}
+	require.Equal(t, 1, created, "one batch, however many lost answers")
+
+	other := intent
+	other.Match = func(b *openai.Batch) bool { return false }
+	b2, existing, err := c.Create(ctx, other, true)
+	require.NoError(t, err)
+	require.False(t, existing)
+	require.NotEqual(t, b.ID, b2.ID)
+}
+
+func TestClassify(t *testing.T) {
+	t.Parallel()
+	apiErr := func(code int) error { return &openai.Error{StatusCode: code, Response: &http.Response{Header: http.Header{}}} }
+	tests := []struct {
+		err  error
+		want batchapi.ErrorKind
+	}{
+		{apiErr(401), batchapi.Auth}, {apiErr(403), batchapi.Auth}, {apiErr(404), batchapi.NotFound},
+		{apiErr(400), batchapi.Permanent}, {apiErr(422), batchapi.Permanent},
+		{apiErr(408), batchapi.Transient}, {apiErr(409), batchapi.Transient}, {apiErr(429), batchapi.Transient},
+		{apiErr(500), batchapi.Transient}, {apiErr(503), batchapi.Transient},
+		{errors.New("connection reset by peer"), batchapi.Transient},
+		{context.Canceled, batchapi.Permanent},
+		{fmt.Errorf("wrapped: %w", apiErr(502)), batchapi.Transient},
+	}
+	for _, tt := range tests {
+		require.Equal(t, tt.want, batchapi.Classify(tt.err), "%v", tt.err)
+	}
+	e := &openai.Error{StatusCode: 429, Response: &http.Response{Header: http.Header{"Retry-After-Ms": {"1500"}, "Retry-After": {"2"}}}}
+	require.Equal(t, 1500*time.Millisecond, batchapi.RetryAfter(e))
+	e.Response.Header.Del("Retry-After-Ms")
+	require.Equal(t, 2*time.Second, batchapi.RetryAfter(e))
+	require.Zero(t, batchapi.RetryAfter(errors.New("x")))
+}
+
+func TestRowMapsTheBatchObject(t *testing.T) {
+	t.Parallel()
+	emu, c := newClient(t, openaitest.Options{})
+	ctx := context.Background()
+	fileID, err := c.Upload(ctx, requestFile(t, 4))
+	require.NoError(t, err)
+	b, _, err := c.Create(ctx, batchapi.Intent{Endpoint: "/v1/chat/completions", InputFileID: fileID,
+		Metadata: map[string]string{"team": "x"}, Match: func(*openai.Batch) bool { return false }}, false)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { r, _ := emu.Batch(b.ID); return r.Status == "completed" }, 10*time.Second, 5*time.Millisecond)
+	got, err := c.API.Batches.Get(ctx, b.ID)
+	require.NoError(t, err)
+
+	row := batchapi.Row(got)
+	require.Equal(t, b.ID, row.BatchID)
+	require.Equal(t, store.StatusCompleted, row.Status)
+	require.Equal(t, "m", row.Model)
+	require.Equal(t, fileID, row.InputFileID)
+	require.NotEmpty(t, row.OutputFileID)
+	require.Empty(t, row.ErrorFileID)
+	require.Equal(t, 4, row.RequestTotal)
+	require.Equal(t, 4, row.RequestCompleted)
+	require.Equal(t, "x", row.Metadata["team"])
+	require.NotNil(t, row.EndedAt)
+	require.Nil(t, row.Errors)
+}
