@@ -101,9 +101,21 @@ else
     from $schema.batches order by created_at, (metadata->>'batchctl_part')::int"
 fi
 
-say "6. batchctl results --order input   (the first 10 of $records, in input order)"
+say "6. batchctl results --all --order input   (the first 10 of $records, in input order)"
 if "$batchctl" results --help >/dev/null 2>&1; then
-  "$batchctl" results --order input | head -n 10
+  # head closes the pipe early; results then stops on a broken pipe, which is not a failure here.
+  { "$batchctl" results --all --order input || true; } | head -n 10 >"$work/sample.jsonl"
+  echo "one row as batchctl prints it (JSON Lines):"
+  head -n 1 "$work/sample.jsonl"
+  echo
+  echo "custom_id, input_line and the answer of each:"
+  awk '{
+    id = ""; ln = ""; ans = ""
+    if (match($0, /"custom_id": ?"[^"]*"/)) { id = substr($0, RSTART, RLENGTH); sub(/^"custom_id": ?"/, "", id); sub(/"$/, "", id) }
+    if (match($0, /"input_line": ?[0-9]+/)) { ln = substr($0, RSTART, RLENGTH); sub(/^"input_line": ?/, "", ln) }
+    if (match($0, /"content": ?"([^"\\]|\\.)*"/)) { ans = substr($0, RSTART, RLENGTH); sub(/^"content": ?"/, "", ans); sub(/"$/, "", ans); gsub(/\\n/, " ", ans) }
+    printf "  %-10s line %-5s %s\n", id, ln, substr(ans, 1, 70)
+  }' "$work/sample.jsonl"
 else
   psql "$DATABASE_URL" -X -P footer=off -c "
     select r.custom_id, r.input_line as line, r.status_code as status,
