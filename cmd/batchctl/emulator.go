@@ -35,6 +35,7 @@ type emulatorOptions struct {
 	seed        int64
 	maxRequests int
 	maxFileMB   int64
+	maxUploadMB int64
 
 	failRate     float64
 	rate429      float64
@@ -83,6 +84,7 @@ API key is accepted unless --api-key is set.`,
 	f.Int64Var(&opts.seed, "seed", 0, "seed of the fault choices and of the output order")
 	f.IntVar(&opts.maxRequests, "max-requests", openaitest.DefaultMaxRequestsPerFile, "request lines allowed per batch input file")
 	f.Int64Var(&opts.maxFileMB, "max-file-mb", openaitest.DefaultMaxFileBytes>>20, "size allowed per batch input file, in MB")
+	f.Int64Var(&opts.maxUploadMB, "max-upload-mb", openaitest.DefaultMaxUploadBytes>>20, "size allowed per uploaded file of any purpose, in MB")
 
 	f.Float64Var(&opts.failRate, "fail-rate", 0, "share of request lines answered with a failure (error file or non-200 status_code)")
 	f.Float64Var(&opts.rate429, "rate-429", 0, "share of API calls answered 429 rate_limit_exceeded with Retry-After")
@@ -116,7 +118,7 @@ func runEmulator(ctx context.Context, opts *emulatorOptions) error {
 	}
 	srv, err := openaitest.New(openaitest.Options{
 		DataDir: opts.dataDir, APIKey: opts.apiKey, PhaseDelay: opts.phaseDelay, Seed: opts.seed, Logger: log,
-		MaxRequestsPerFile: opts.maxRequests, MaxFileBytes: opts.maxFileMB << 20,
+		MaxRequestsPerFile: opts.maxRequests, MaxFileBytes: opts.maxFileMB << 20, MaxUploadBytes: opts.maxUploadMB << 20,
 		RequestFailRate: opts.failRate, HTTP429Rate: opts.rate429, HTTP500Rate: opts.rate500, ResetRate: opts.resetRate,
 		TruncateDownloadRate: opts.truncateRate, DownloadBytesPerSec: opts.downloadBPS, RetryAfter: opts.retryAfter,
 		ExpireRate: opts.expireRate, ExpireCompletedShare: opts.expireShare, TokenLimitPerModel: limits,

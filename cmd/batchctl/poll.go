@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,7 +71,7 @@ up again (after --rescue-after for a job that was running). Run 'batchctl migrat
 	f.DurationVar(&opts.rescueAfter, "rescue-after", 0, "retry a job left running by a dead poller after this long, and not before its own timeout (default load-timeout + 1m)")
 	f.DurationVar(&opts.sweepEvery, "sweep-interval", poll.DefaultSweepInterval, "how often to look for batches that lost their jobs")
 	f.BoolVar(&opts.exitWhenDone, "exit-when-done", false, "exit 0 once no batch is in flight and every ended batch has its results loaded")
-	f.StringVar(&opts.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (path /metrics)")
+	f.StringVar(&opts.metricsAddr, "metrics-addr", "", "serve Prometheus metrics (/metrics) and Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:9090")
 	f.BoolVar(&opts.resubmit, "resubmit", false, "send again, as child batches, requests that failed for a retryable cause (see batchctl resubmit --help)")
 	f.IntVar(&opts.maxAttempts, "max-attempts", poll.DefaultMaxAttempts, "with --resubmit: attempts a request gets in all")
 	f.DurationVar(&opts.tokenLimitBackoff, "token-limit-backoff", poll.DefaultTokenLimitBackoff, "with --resubmit: wait before resending a batch that failed with token_limit_exceeded")
@@ -105,6 +106,10 @@ func runPoll(ctx context.Context, opts *pollOptions) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		// Profiles of a live poller (heap, CPU during a load); keep --metrics-addr on a private interface.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -235,4 +238,50 @@ func TestSubmitThenPollEndToEnd(t *testing.T) {
 	for i, id := range ids {
 		require.Equal(t, fmt.Sprintf("rev-%02d", i+1), id)
 	}
+}
+
+func TestPollServesMetrics(t *testing.T) {
+	t.Parallel()
+	e := newAPIEnv(t, openaitest.Options{})
+	_, batchID := e.createBatch(t, "m", 5, 0)
+	require.Equal(t, exitOK, runCLI(t, "", e.env, "track", batchID).code)
+	addr := freeAddr(t)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		var out, errOut bytes.Buffer
+		done <- run(ctx, []string{"poll", "--poll-interval", "50ms,500ms", "--fetch-interval", "50ms", "--metrics-addr", addr},
+			&IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, func(k string) string { return e.env[k] })
+	}()
+	var body string
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return strings.Contains(body, "batchctl_result_rows_loaded_total 5")
+	}, 30*time.Second, 50*time.Millisecond)
+	for _, want := range []string{`batchctl_batches{status="completed"} 1`, `batchctl_requests_total{outcome="ok"} 5`,
+		"batchctl_oldest_in_flight_seconds 0", `batchctl_api_calls_total{kind="download"} 2`, "batchctl_load_duration_seconds_count 1",
+		"go_goroutines"} {
+		require.Contains(t, body, want)
+	}
+	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?debug=1")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	cancel()
+	require.Equal(t, exitOK, <-done, "SIGINT/SIGTERM (a cancelled context) stops the poller cleanly")
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
 }
