@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,14 +23,8 @@ import (
 
 func newClient(t *testing.T, opts openaitest.Options) (*openaitest.Server, *batchapi.Client) {
 	t.Helper()
-	if opts.PhaseDelay == 0 {
-		opts.PhaseDelay = 20 * time.Millisecond
-	}
-	emu, err := openaitest.New(opts)
-	require.NoError(t, err)
-	ts := httptest.NewServer(emu)
-	t.Cleanup(func() { ts.Close(); emu.Close() })
-	api := openai.NewClient(option.WithBaseURL(ts.URL+"/v1"), option.WithAPIKey("k"), option.WithMaxRetries(0))
+	emu, baseURL := openaitest.Start(t, opts)
+	api := openai.NewClient(option.WithBaseURL(baseURL), option.WithAPIKey("k"), option.WithMaxRetries(0))
 	return emu, &batchapi.Client{API: &api, RetryInitial: time.Millisecond, Uploaded: new(atomic.Int64)}
 }
 
@@ -103,7 +96,9 @@ func TestCreateFindsTheBatchOfALostAnswer(t *testing.T) {
 
 func TestClassify(t *testing.T) {
 	t.Parallel()
-	apiErr := func(code int) error { return &openai.Error{StatusCode: code, Response: &http.Response{Header: http.Header{}}} }
+	apiErr := func(code int) error {
+		return &openai.Error{StatusCode: code, Response: &http.Response{Header: http.Header{}}}
+	}
 	tests := []struct {
 		err  error
 		want batchapi.ErrorKind

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"testing"
 	"time"
@@ -29,13 +28,7 @@ type env struct {
 
 func newEnv(t *testing.T, opts openaitest.Options) *env {
 	t.Helper()
-	if opts.PhaseDelay == 0 {
-		opts.PhaseDelay = 30 * time.Millisecond
-	}
-	emu, err := openaitest.New(opts)
-	require.NoError(t, err)
-	ts := httptest.NewServer(emu)
-	t.Cleanup(func() { ts.Close(); emu.Close() })
+	emu, baseURL := openaitest.Start(t, opts)
 
 	url, schema := pgtest.MigratedSchema(t)
 	s, err := store.Open(context.Background(), url, schema)
@@ -43,7 +36,7 @@ func newEnv(t *testing.T, opts openaitest.Options) *env {
 	t.Cleanup(s.Close)
 	return &env{
 		emu:   emu,
-		api:   openai.NewClient(option.WithBaseURL(ts.URL+"/v1"), option.WithAPIKey("test-key"), option.WithMaxRetries(5)),
+		api:   openai.NewClient(option.WithBaseURL(baseURL), option.WithAPIKey("test-key"), option.WithMaxRetries(5)),
 		store: s,
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,14 +29,8 @@ func newEmulator(t *testing.T, o openaitest.Options) (*openaitest.Server, *opena
 	if o.PhaseDelay == 0 {
 		o.PhaseDelay = 5 * time.Millisecond
 	}
-	srv, err := openaitest.New(o)
-	require.NoError(t, err)
-	ts := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		ts.Close()
-		_ = srv.Close()
-	})
-	client := openai.NewClient(option.WithBaseURL(ts.URL+"/v1"), option.WithAPIKey("sk-test"))
+	srv, baseURL := openaitest.Start(t, o)
+	client := openai.NewClient(option.WithBaseURL(baseURL), option.WithAPIKey("sk-test"))
 	return srv, &client
 }
 

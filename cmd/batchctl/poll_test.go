@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,22 +35,16 @@ type apiEnv struct {
 
 func newAPIEnv(t *testing.T, opts openaitest.Options) *apiEnv {
 	t.Helper()
-	if opts.PhaseDelay == 0 {
-		opts.PhaseDelay = 30 * time.Millisecond
-	}
-	emu, err := openaitest.New(opts)
-	require.NoError(t, err)
-	ts := httptest.NewServer(emu)
-	t.Cleanup(func() { ts.Close(); emu.Close() })
+	emu, baseURL := openaitest.Start(t, opts)
 	url, schema := pgtest.MigratedSchema(t)
 	s, err := store.Open(context.Background(), url, schema)
 	require.NoError(t, err)
 	t.Cleanup(s.Close)
 	return &apiEnv{
 		emu: emu,
-		api: openai.NewClient(option.WithBaseURL(ts.URL+"/v1"), option.WithAPIKey("sk-test-secret")),
+		api: openai.NewClient(option.WithBaseURL(baseURL), option.WithAPIKey("sk-test-secret")),
 		env: map[string]string{"DATABASE_URL": url, "BATCHCTL_SCHEMA": schema, "OPENAI_API_KEY": "sk-test-secret",
-			"OPENAI_BASE_URL": ts.URL + "/v1"},
+			"OPENAI_BASE_URL": baseURL},
 		schema: schema,
 		store:  s,
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,16 +16,10 @@ import (
 
 func submitEnv(t *testing.T) (*openaitest.Server, map[string]string) {
 	t.Helper()
-	srv, err := openaitest.New(openaitest.Options{PhaseDelay: 5 * time.Millisecond})
-	require.NoError(t, err)
-	ts := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		ts.Close()
-		_ = srv.Close()
-	})
+	srv, baseURL := openaitest.Start(t, openaitest.Options{PhaseDelay: 5 * time.Millisecond})
 	return srv, map[string]string{
 		"OPENAI_API_KEY":     "sk-test",
-		"OPENAI_BASE_URL":    ts.URL + "/v1",
+		"OPENAI_BASE_URL":    baseURL,
 		"BATCHCTL_SPOOL_DIR": t.TempDir(),
 	}
 }

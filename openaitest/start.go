@@ -1,0 +1,30 @@
+package openaitest
+
+import (
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+// TestPhaseDelay is the phase length Start uses when opts leaves it zero: fast enough for a test, slow enough for a
+// client to see every status.
+const TestPhaseDelay = 20 * time.Millisecond
+
+// Start serves a new emulator over real HTTP on a loopback port for the duration of a test and returns it with the
+// base URL of its API (ending in /v1). Both stop when the test ends.
+func Start(t testing.TB, opts Options) (*Server, string) {
+	t.Helper()
+	if opts.PhaseDelay == 0 {
+		opts.PhaseDelay = TestPhaseDelay
+	}
+	srv, err := New(opts)
+	if err != nil {
+		t.Fatalf("openaitest: %v", err)
+	}
+	ts := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		ts.Close()
+		_ = srv.Close()
+	})
+	return srv, ts.URL + "/v1"
+}
