@@ -377,10 +377,7 @@ func testBadPaths(t *testing.T, tl *tally) {
 				require.Contains(t, stderr, arg, "the error names the path")
 				require.Zero(t, e.emu.Stats().FileUploads, "nothing uploaded")
 				require.Empty(t, p.stdout.String())
-				if p.code != exitInput && p.code != exitUsage {
-					t.Skipf("BUG: batchctl submit %s exits %d (other failure) for an input path it cannot read; want 3 "+
-						"(input) or 2 (usage). stderr: %s", arg, p.code, strings.TrimSpace(tail(stderr, 300)))
-				}
+				require.Equal(t, exitInput, p.code, "an unreadable input is bad input; stderr: %s", tail(stderr, 300))
 			}
 		})
 	}

@@ -120,6 +120,9 @@ func runSubmit(ctx context.Context, opts *submitOptions) error {
 				s.Inputs = append(s.Inputs, submit.Input{Name: "stdin", Reader: opts.streams.In})
 				continue
 			}
+			if err := checkInputPath(name); err != nil {
+				return inputError{err}
+			}
 			s.Inputs = append(s.Inputs, submit.Input{Name: filepath.Clean(name), Path: name})
 		}
 	}
@@ -183,6 +186,26 @@ func runSubmit(ctx context.Context, opts *submitOptions) error {
 		}
 		return err
 	}
+}
+
+// checkInputPath refuses, before anything is read or spooled, an input that is not a readable file or stream: a
+// missing path, a directory, a file this user may not read. FIFOs and devices pass: they are streams.
+func checkInputPath(name string) error {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return fmt.Errorf("%s: cannot read input: %w", name, errors.Unwrap(err))
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("%s: is a directory, not a file of records", name)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil // opening a FIFO would wait for its writer
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return fmt.Errorf("%s: cannot read input: %w", name, errors.Unwrap(err))
+	}
+	return f.Close()
 }
 
 func orStdin(files []string) []string {

@@ -91,3 +91,24 @@ func TestSubmitCommandDryRun(t *testing.T) {
 	require.Contains(t, res.stdout, `"dry_run":true`)
 	require.Zero(t, srv.Stats().FileUploads)
 }
+
+func TestSubmitCommandUnreadableInput(t *testing.T) {
+	t.Parallel()
+	srv, env := submitEnv(t)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.jsonl")
+	require.NoError(t, os.WriteFile(good, []byte(`{"text":"a"}`+"\n"), 0o600))
+	for _, tt := range []struct{ path, want string }{
+		{filepath.Join(dir, "missing.jsonl"), "missing.jsonl: cannot read input: no such file or directory"},
+		{dir, "is a directory, not a file of records"},
+	} {
+		res := runCLI(t, "", env, "submit", "--model", "m", good, tt.path)
+		require.Equal(t, exitInput, res.code, res.stderr)
+		require.Contains(t, res.stderr, tt.want)
+		require.Empty(t, res.stdout)
+	}
+	require.Zero(t, srv.Stats().FileUploads, "nothing from any input is uploaded")
+	entries, err := os.ReadDir(env["BATCHCTL_SPOOL_DIR"])
+	require.NoError(t, err)
+	require.Empty(t, entries, "nothing spooled")
+}

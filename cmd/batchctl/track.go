@@ -80,21 +80,12 @@ func (t *tracker) trackLines(ctx context.Context, r io.Reader, source string) er
 		if text == "" {
 			continue
 		}
-		var b store.Batch
-		if strings.HasPrefix(text, "{") {
-			var c submit.Created
-			if err := json.Unmarshal([]byte(text), &c); err != nil {
-				return inputError{jsonl.Errorf(source, line, "not a batchctl submit line: %v", err)}
-			}
-			if c.DryRun {
-				continue // a dry run created nothing
-			}
-			b = batchFromCreated(c)
-		} else {
-			b.BatchID = text
+		b, skip, err := parseTrackLine(text)
+		if err != nil {
+			return inputError{jsonl.Errorf(source, line, "%s", err)}
 		}
-		if !strings.HasPrefix(b.BatchID, "batch_") {
-			return inputError{jsonl.Errorf(source, line, "%q is not a batch ID (batch_...)", b.BatchID)}
+		if skip {
+			continue
 		}
 		if err := t.track(ctx, b); err != nil {
 			return err
@@ -104,6 +95,27 @@ func (t *tracker) trackLines(ctx context.Context, r io.Reader, source string) er
 		return fmt.Errorf("read %s: %w", source, err)
 	}
 	return nil
+}
+
+// parseTrackLine reads one non-empty line of track's input: a batchctl submit JSON line or a bare batch ID. skip is
+// set for a dry run's line, which names no batch.
+func parseTrackLine(text string) (b store.Batch, skip bool, err error) {
+	if strings.HasPrefix(text, "{") {
+		var c submit.Created
+		if err := json.Unmarshal([]byte(text), &c); err != nil {
+			return b, false, fmt.Errorf("not a batchctl submit line: %v", err)
+		}
+		if c.DryRun {
+			return b, true, nil
+		}
+		b = batchFromCreated(c)
+	} else {
+		b.BatchID = text
+	}
+	if !strings.HasPrefix(b.BatchID, "batch_") || strings.ContainsAny(b.BatchID, " \t\"'") {
+		return b, false, fmt.Errorf("%q is not a batch ID (batch_...)", b.BatchID)
+	}
+	return b, false, nil
 }
 
 // track inserts the row and the poll job. Until the poller's first refresh, a batch of unknown status is recorded
