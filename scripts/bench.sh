@@ -9,6 +9,8 @@
 #   BENCH_SCALE=0.01 scripts/bench.sh      # a quick smoke run on 1 % of the data (default 1)
 #   BENCH_DIR=/mnt/fast scripts/bench.sh   # where the temporary files go (default /tmp; about 6 GB at scale 1)
 #   BENCH_RUNS=5                           # runs of the spool timings, median reported (default 5)
+#   BENCH_ONLY=load scripts/bench.sh       # only these stages (comma-separated: spool, load, round, e2e, submit);
+#                                          # prints their raw figures instead of the table
 #
 # The figures:
 #   1. spool throughput: `submit --dry-run` of 1 000 000 chat request lines vs `cp --reflink=never` of the same file
@@ -29,6 +31,8 @@ runs=${BENCH_RUNS:-5}
 schema=bench_$$
 e2e_schema=${schema}_e2e
 rss_limit_mib=64
+only=${BENCH_ONLY:-}
+want() { [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]; }
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -139,6 +143,8 @@ started=$(date +%s)
 
 # --- 1. spool throughput ----------------------------------------------------------------------------------------
 
+if want spool; then
+
 log "[spool] spool throughput: generating $n chat request lines"
 "$gen" requests "$n" >"$work/requests.jsonl"
 requests_mb=$(size_mb "$work/requests.jsonl")
@@ -160,8 +166,11 @@ cp_s=$(median "${cp_times[@]}")
 dry_s=$(median "${dry_times[@]}")
 dry_rss=$(rss_kib dry_1)
 rm -f "$work/requests.jsonl"
+fi
 
 # --- 2. + 4. results load ---------------------------------------------------------------------------------------
+
+if want load; then
 
 log "[load] results load: generating $n request lines for one batch"
 "$gen" requests -text-bytes 200 "$n" >"$work/load.jsonl"
@@ -197,8 +206,11 @@ load_s=$(secs load)
 load_rss=$(rss_kib load)
 psql_load_s=$(secs psql_load)
 psql_q -c "drop schema $schema cascade" >/dev/null 2>&1 || true # frees the disk for the next figures
+fi
 
 # --- 5. API calls per poll round --------------------------------------------------------------------------------
+
+if want round; then
 
 log "[poll round] API calls per poll round: go test -bench BenchmarkRefreshRound ./poll/ (1 000 batches in flight)"
 "$go" test -run '^$' -bench '^BenchmarkRefreshRound$' -benchtime 5x -count 1 ./poll/ >"$work/refresh.bench"
@@ -210,8 +222,11 @@ naive_gets=$(metric naive get_calls/op)
 naive_ns=$(metric naive ns/op)
 bench_batches=$(metric bulk batches)
 [ -n "$bulk_lists" ] && [ -n "$naive_gets" ] || { cat "$work/refresh.bench" >&2; die "no figures from BenchmarkRefreshRound"; }
+fi
 
 # --- 6. end to end ----------------------------------------------------------------------------------------------
+
+if want e2e; then
 
 log "[end to end] end to end: generating $n records"
 "$gen" records "$n" >"$work/records.jsonl"
@@ -238,8 +253,11 @@ timed e2e_cp cp --reflink=never "$work/records.jsonl" "$work/records.copy"
 rm -f "$work/records.copy" "$work/records.jsonl"
 twin_copy "$e2e_schema" psql_e2e
 e2e_floor_s=$(calc '%.6f' "$(secs e2e_cp) + $(secs psql_e2e)")
+fi
 
 # --- 3. peak RSS of a real submit of ≥ 1 GiB --------------------------------------------------------------------
+
+if want submit; then
 
 log "[submit RSS] peak RSS of submit: generating $big_records records of about 5 KB"
 "$gen" records -text-bytes 5000 "$big_records" >"$work/big.jsonl"
@@ -256,11 +274,20 @@ big_requests=$(awk -F'"requests":' '{ split($2, a, ","); s += a[1] } END { print
 [ "$big_requests" -eq "$big_records" ] || die "submit created batches of $big_requests requests, want $big_records"
 stop_emulator "$big_emulator"
 rm -rf "$work/emu-big" "$work/spool-big" "$work/big.jsonl"
+fi
 
 # --- the table --------------------------------------------------------------------------------------------------
 
 elapsed=$(( $(date +%s) - started ))
 log "done in ${elapsed}s"
+if [ -n "$only" ]; then # raw figures of the stages run; the table needs them all
+  want spool && echo "spool: dry run $dry_s s (median of $runs), cp $cp_s s, ratio $(calc '%.2f' "$dry_s / $cp_s"), peak RSS $dry_rss KiB"
+  want load && echo "load: poll $load_s s, psql \\copy $psql_load_s s, rate ratio $(calc '%.2f' "$psql_load_s / $load_s"), peak RSS $load_rss KiB"
+  want round && echo "round: $bulk_lists list + $bulk_gets get calls, $bulk_ns ns; naive $naive_gets calls"
+  want e2e && echo "e2e: $e2e_s s, floor $e2e_floor_s s, peak RSS submit $(rss_kib e2e_submit) KiB, poll $(rss_kib e2e_poll) KiB"
+  want submit && echo "submit: $big_mb MB, $big_batches batches, peak RSS $(rss_kib big_submit) KiB"
+  exit 0
+fi
 pass() { if awk "BEGIN { exit !($1) }"; then echo pass; else echo MISS; fi; }
 mib() { calc '%.1f' "$1 / 1024"; }
 fmt_n() { # 1234567 → 1 234 567
