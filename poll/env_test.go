@@ -30,10 +30,7 @@ func newEnv(t *testing.T, opts openaitest.Options) *env {
 	t.Helper()
 	emu, baseURL := openaitest.Start(t, opts)
 
-	url, schema := pgtest.MigratedSchema(t)
-	s, err := store.Open(context.Background(), url, schema)
-	require.NoError(t, err)
-	t.Cleanup(s.Close)
+	s := pgtest.NewStore(t)
 	return &env{
 		emu:   emu,
 		api:   openai.NewClient(option.WithBaseURL(baseURL), option.WithAPIKey("test-key"), option.WithMaxRetries(5)),

@@ -15,14 +15,7 @@ import (
 	"github.com/batchctl/batchctl/store"
 )
 
-func openStore(t *testing.T) *store.Store {
-	t.Helper()
-	url, schema := pgtest.MigratedSchema(t)
-	s, err := store.Open(context.Background(), url, schema)
-	require.NoError(t, err)
-	t.Cleanup(s.Close)
-	return s
-}
+func openStore(t *testing.T) *store.Store { return pgtest.NewStore(t) }
 
 func TestTrackBatchInsertsRowAndOnePollJob(t *testing.T) {
 	t.Parallel()

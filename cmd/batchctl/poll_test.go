@@ -36,16 +36,13 @@ type apiEnv struct {
 func newAPIEnv(t *testing.T, opts openaitest.Options) *apiEnv {
 	t.Helper()
 	emu, baseURL := openaitest.Start(t, opts)
-	url, schema := pgtest.MigratedSchema(t)
-	s, err := store.Open(context.Background(), url, schema)
-	require.NoError(t, err)
-	t.Cleanup(s.Close)
+	s := pgtest.NewStore(t)
 	return &apiEnv{
 		emu: emu,
 		api: openai.NewClient(option.WithBaseURL(baseURL), option.WithAPIKey("sk-test-secret")),
-		env: map[string]string{"DATABASE_URL": url, "BATCHCTL_SCHEMA": schema, "OPENAI_API_KEY": "sk-test-secret",
+		env: map[string]string{"DATABASE_URL": pgtest.URL(t), "BATCHCTL_SCHEMA": s.Schema(), "OPENAI_API_KEY": "sk-test-secret",
 			"OPENAI_BASE_URL": baseURL},
-		schema: schema,
+		schema: s.Schema(),
 		store:  s,
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/batchctl/batchctl/migrations"
+	"github.com/batchctl/batchctl/store"
 )
 
 // databaseURL is the server the package's tests use, set by Main.
@@ -102,4 +103,16 @@ func MigratedSchema(t testing.TB) (url, schema string) {
 		t.Fatalf("pgtest: migrate schema %s: %v", schema, err)
 	}
 	return url, schema
+}
+
+// NewStore opens a store on a fresh migrated schema (MigratedSchema) and closes it when the test ends.
+func NewStore(t testing.TB) *store.Store {
+	t.Helper()
+	url, schema := MigratedSchema(t)
+	s, err := store.Open(context.Background(), url, schema)
+	if err != nil {
+		t.Fatalf("pgtest: open store: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
 }
