@@ -120,7 +120,7 @@ func (w *loadWorker) inputIndex(ctx context.Context, fileID string) (*inputIndex
 		return nil, err
 	}
 	defer resp.Body.Close()
-	return buildInputIndex(resp.Body, fileID)
+	return buildInputIndexSize(resp.Body, fileID, resp.ContentLength)
 }
 
 // copyFile streams one output or error file into the load.
