@@ -191,15 +191,28 @@ func Inspect(line []byte, rec *Record) error {
 
 // Model returns the model named in a request body, or "" when it names none. body must be valid JSON.
 func Model(body []byte) (string, error) {
-	m := gjson.Get(unsafeString(body), "model")
+	m, err := ModelView(body)
+	return strings.Clone(m), err
+}
+
+// ModelView is Model without the copy: the string may alias body, so it is valid only while body is. A caller that
+// sees the same model on every line keeps one copy instead of one per line.
+func ModelView(body []byte) (string, error) {
+	m := Peek(body, "model")
 	switch m.Type {
 	case gjson.Null:
 		return "", nil
 	case gjson.String:
-		return strings.Clone(m.Str), nil
+		return m.Str, nil
 	default:
 		return "", fmt.Errorf("body.model is %s, want a string", kindOf(m))
 	}
+}
+
+// Peek is gjson.GetBytes without its copy of the result: Raw, and Str unless it had escapes, alias b and are valid
+// only while b is. For reading a field or two of a line that is about to be reused; copy what must outlive it.
+func Peek(b []byte, path string) gjson.Result {
+	return gjson.Get(unsafeString(b), path)
 }
 
 // EmbeddingInputs counts the inputs of an embeddings request body, as the Batch API sums them against its limit of

@@ -24,11 +24,15 @@ type request struct {
 // builder turns input lines into request lines: request lines pass through (checked), data records go through the
 // template or the built-in form of the endpoint.
 type builder struct {
-	opts *Options
-	tmpl *template.Template
-	rec  jsonl.Record
-	buf  []byte
-	out  bytes.Buffer
+	opts    *Options
+	tmpl    *template.Template
+	rec     jsonl.Record
+	buf     []byte // the request line
+	bodyBuf []byte // a built-in body
+	textBuf []byte // a text line as a JSON string
+	out     bytes.Buffer
+
+	model string // the last model seen, shared by the requests that name it
 }
 
 // TemplateFuncs are the functions a --template may call besides text/template's own: json encodes any value as
@@ -111,14 +115,17 @@ func (b *builder) passThrough(line []byte, req *request) error {
 
 // describe fills in the model and the embedding inputs of a request body.
 func (b *builder) describe(body []byte, req *request) error {
-	m, err := jsonl.Model(body)
+	m, err := jsonl.ModelView(body)
 	if err != nil {
 		return err
 	}
 	if m == "" && b.opts.Endpoint != jsonl.EndpointModerations {
 		return fmt.Errorf("body has no model")
 	}
-	req.model = m
+	if m != b.model {
+		b.model = strings.Clone(m) // m aliases the line
+	}
+	req.model = b.model
 	if b.opts.Endpoint == jsonl.EndpointEmbeddings {
 		if req.inputs, err = jsonl.EmbeddingInputs(body); err != nil {
 			return err
@@ -133,12 +140,12 @@ func (b *builder) customID(name string, num int, record []byte) (string, error) 
 	if b.opts.IDField == "" {
 		return generatedID(name, num), nil
 	}
-	v := gjson.GetBytes(record, gjson.Escape(b.opts.IDField))
-	switch {
+	v := jsonl.Peek(record, gjson.Escape(b.opts.IDField))
+	switch { // the ID outlives the line: copy it
 	case v.Type == gjson.String && v.Str != "":
-		return v.Str, nil
+		return strings.Clone(v.Str), nil
 	case v.Type == gjson.Number && !strings.ContainsAny(v.Raw, ".eE"):
-		return v.Raw, nil
+		return strings.Clone(v.Raw), nil
 	case !v.Exists():
 		return "", fmt.Errorf("id field %q is missing", b.opts.IDField)
 	default:
@@ -156,27 +163,41 @@ func (b *builder) body(record, text []byte) ([]byte, error) {
 	}
 	var value []byte // the text as a JSON value
 	if text != nil {
-		value = jsonl.AppendString(nil, string(text))
+		b.textBuf = jsonl.AppendString(b.textBuf[:0], string(text))
+		value = b.textBuf
 	} else {
-		v := gjson.GetBytes(record, gjson.Escape(b.opts.TextField))
+		v := jsonl.Peek(record, gjson.Escape(b.opts.TextField))
 		switch {
 		case !v.Exists():
 			return nil, fmt.Errorf("field %q is missing", b.opts.TextField)
-		case v.Type == gjson.String:
-			value = []byte(v.Raw)
-		case v.IsArray() && (b.opts.Endpoint == jsonl.EndpointEmbeddings || b.opts.Endpoint == jsonl.EndpointModerations):
-			value = []byte(v.Raw)
+		case v.Type == gjson.String, v.IsArray() && (b.opts.Endpoint == jsonl.EndpointEmbeddings || b.opts.Endpoint == jsonl.EndpointModerations):
+			value = rawBytes(record, v)
 		default:
 			return nil, fmt.Errorf("field %q is %s, want a string", b.opts.TextField, v.Raw)
 		}
 	}
-	return BuiltinBody(b.opts.Endpoint, b.opts.Model, b.opts.System, value), nil
+	b.bodyBuf = AppendBuiltinBody(b.bodyBuf[:0], b.opts.Endpoint, b.opts.Model, b.opts.System, value)
+	return b.bodyBuf, nil
+}
+
+// rawBytes returns v's JSON text as the part of json it was found in; a copy when gjson could not say where (a
+// path with modifiers).
+func rawBytes(json []byte, v gjson.Result) []byte {
+	if v.Index > 0 && v.Index+len(v.Raw) <= len(json) {
+		return json[v.Index : v.Index+len(v.Raw)]
+	}
+	return []byte(v.Raw)
 }
 
 // BuiltinBody returns the request body batchctl builds for endpoint from a model, an optional system prompt and the
 // record's text, given as a JSON value (usually a string).
 func BuiltinBody(endpoint, model, system string, text []byte) []byte {
-	var b []byte
+	return AppendBuiltinBody(nil, endpoint, model, system, text)
+}
+
+// AppendBuiltinBody appends BuiltinBody's body to b and returns the extended slice, so a caller can reuse one
+// buffer for every record.
+func AppendBuiltinBody(b []byte, endpoint, model, system string, text []byte) []byte {
 	b = append(b, `{"model":`...)
 	b = jsonl.AppendString(b, model)
 	switch endpoint {

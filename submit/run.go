@@ -163,6 +163,10 @@ type inLine struct {
 	err        error // a *jsonl.RecordError for a bad line
 }
 
+// chunkBytes is the size of a chunk's buffer: large enough that handing chunks over costs little, small enough that
+// the chunks in flight (the channel's four, one filling, one draining) stay a few MB of the heap.
+const chunkBytes = 256 << 10
+
 type chunk struct {
 	lines []inLine
 	buf   []byte
@@ -189,7 +193,7 @@ func (r *run) read(ctx context.Context, b *builder, out chan<- *chunk, free <-ch
 			c.lines, c.buf, c.err = c.lines[:0], c.buf[:0], nil
 			return c
 		default:
-			return &chunk{buf: make([]byte, 0, 1<<20)}
+			return &chunk{buf: make([]byte, 0, chunkBytes)}
 		}
 	}
 	var req request
@@ -229,11 +233,18 @@ func (r *run) read(ctx context.Context, b *builder, out chan<- *chunk, free <-ch
 					line, l.customID, l.model, l.inputs = req.line, req.customID, req.model, req.inputs
 				}
 			}
+			if len(c.lines) > 0 && len(c.buf)+len(line) > cap(c.buf) {
+				// Hand the chunk over rather than grow it: a grown buffer stays grown, in every chunk in flight.
+				if !send(c) {
+					return
+				}
+				c = get()
+			}
 			l.start = len(c.buf)
 			c.buf = append(c.buf, line...)
 			l.end = len(c.buf)
 			c.lines = append(c.lines, l)
-			if len(c.lines) >= 1024 || len(c.buf) >= 1<<20 || rd.Buffered() == 0 {
+			if len(c.lines) >= 1024 || len(c.buf) >= chunkBytes || rd.Buffered() == 0 {
 				if !send(c) {
 					return
 				}
