@@ -2,8 +2,11 @@ package poll
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // FuzzInputIndex feeds the input-file index, which reads a batch's input file as the API returns it, request lines
@@ -57,4 +60,34 @@ func FuzzInputIndex(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestInputIndexWidens indexes a file longer than the line field starts out (1<<16 lines), with and without its
+// size: every ID is found on its line after the field has widened, and a repeated ID on none.
+func TestInputIndexWidens(t *testing.T) {
+	t.Parallel()
+	const n = 1<<16 + 5000
+	var file strings.Builder
+	for i := 1; i <= n; i++ {
+		id := fmt.Sprintf("id-%d", i)
+		if i == n {
+			id = "id-7" // repeats line 7's
+		}
+		fmt.Fprintf(&file, `{"custom_id":%q,"method":"POST","url":"/v1/embeddings","body":{"input":"x"}}`+"\n", id)
+	}
+	for _, size := range []int64{-1, int64(file.Len())} {
+		ix, err := buildInputIndexSize(strings.NewReader(file.String()), "input.jsonl", size)
+		require.NoError(t, err)
+		for i := 1; i < n; i++ {
+			line, ok := ix.lookup(fmt.Sprintf("id-%d", i))
+			if i == 7 {
+				require.False(t, ok, "a repeated ID")
+				continue
+			}
+			require.True(t, ok, "id-%d", i)
+			require.Equal(t, i, line)
+		}
+		_, ok := ix.lookup("id-0")
+		require.False(t, ok)
+	}
 }
