@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
-	"github.com/tidwall/gjson"
 
 	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/jsonl"
@@ -200,7 +199,7 @@ type usageSum struct {
 }
 
 func (u *usageSum) add(body []byte) {
-	usage := gjson.GetBytes(body, "usage")
+	usage := jsonl.Peek(body, "usage") // read here only: a view, not a copy
 	if !usage.IsObject() {
 		return
 	}
