@@ -196,6 +196,9 @@ func TestResubmitAfterTokenLimit(t *testing.T) {
 	require.Contains(t, string(parent.Errors), "token_limit_exceeded")
 	kids := e.children(root)
 	require.Len(t, kids, 1)
+	// The emulator writes a batch's custom_id list while validating it; seen once flaky under heavy load.
+	require.Eventually(t, func() bool { kids = e.children(root); return kids[0].CustomIDs != nil }, 5*time.Second, 10*time.Millisecond,
+		"child %s is %s", kids[0].ID, kids[0].Status)
 	require.Equal(t, ids, kids[0].CustomIDs, "the whole batch is sent again, in its order")
 	final := e.finalResults(t, root)
 	require.Len(t, final, len(ids))
