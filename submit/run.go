@@ -152,15 +152,18 @@ func runKey(o *Options) (string, error) {
 }
 
 // inLine is one line read from an input: the request built from it, or why it is bad. Its bytes, the request line
-// or the bad line as read, are buf[start:end] of its chunk.
+// or the bad line as read, are buf[start:end] of its chunk. With --skip-invalid, the line as read of a built request
+// is kept too, at buf[rawStart:rawEnd], for the rejects file: a check across the batch (a repeated custom_id, a
+// second model, the batch's byte limit) may still reject it, and a rejects file must hold what the user wrote.
 type inLine struct {
-	name       string
-	num        int
-	start, end int
-	customID   string
-	model      string
-	inputs     int
-	err        error // a *jsonl.RecordError for a bad line
+	name             string
+	num              int
+	start, end       int
+	rawStart, rawEnd int
+	customID         string
+	model            string
+	inputs           int
+	err              error // a *jsonl.RecordError for a bad line
 }
 
 // chunkBytes is the size of a chunk's buffer: large enough that handing chunks over costs little, small enough that
@@ -226,6 +229,7 @@ func (r *run) read(ctx context.Context, b *builder, out chan<- *chunk, free <-ch
 			}
 			r.opts.Progress.Records.Add(1)
 			l := inLine{name: in.Name, num: rd.Line(), err: err}
+			raw := line
 			if err == nil {
 				if berr := b.build(in.Name, l.num, line, &req); berr != nil {
 					l.err = &jsonl.RecordError{Source: in.Name, Line: l.num, Reason: berr.Error()}
@@ -233,12 +237,22 @@ func (r *run) read(ctx context.Context, b *builder, out chan<- *chunk, free <-ch
 					line, l.customID, l.model, l.inputs = req.line, req.customID, req.model, req.inputs
 				}
 			}
-			if len(c.lines) > 0 && len(c.buf)+len(line) > cap(c.buf) {
+			keepRaw := r.opts.SkipInvalid && l.err == nil
+			need := len(line)
+			if keepRaw {
+				need += len(raw)
+			}
+			if len(c.lines) > 0 && len(c.buf)+need > cap(c.buf) {
 				// Hand the chunk over rather than grow it: a grown buffer stays grown, in every chunk in flight.
 				if !send(c) {
 					return
 				}
 				c = get()
+			}
+			if keepRaw {
+				l.rawStart = len(c.buf)
+				c.buf = append(c.buf, raw...)
+				l.rawEnd = len(c.buf)
 			}
 			l.start = len(c.buf)
 			c.buf = append(c.buf, line...)
@@ -377,6 +391,9 @@ loop:
 				if err != nil {
 					if _, ok := jsonl.AsRecordError(err); !ok {
 						return err
+					}
+					if l.rawEnd > l.rawStart {
+						line = c.buf[l.rawStart:l.rawEnd]
 					}
 					if err := bad(line, err); err != nil {
 						return err

@@ -296,6 +296,24 @@ func TestRunSkipInvalid(t *testing.T) {
 	require.Equal(t, `field "text" is 3, want a string`, got[2]["reason"])
 }
 
+// TestRunSkipInvalidRejectsTheLineAsRead: a record turned away by a check across the batch (here a repeated
+// custom_id) goes to the rejects file as the user wrote it, not as the request built from it.
+func TestRunSkipInvalidRejectsTheLineAsRead(t *testing.T) {
+	t.Parallel()
+	_, client := newEmulator(t, openaitest.Options{})
+	var out, rejects bytes.Buffer
+	opts := baseOptions(t, client, &out)
+	opts.IDField = "id"
+	opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", `{"id":"r-1","text":"a"}`, `{"id":"r-1","text":"b"}`)}
+	opts.SkipInvalid, opts.Rejects = true, &rejects
+	require.NoError(t, submit.Run(t.Context(), opts))
+	var rej map[string]any
+	require.NoError(t, json.Unmarshal(rejects.Bytes(), &rej))
+	require.Equal(t, `{"id":"r-1","text":"b"}`, rej["record"])
+	require.EqualValues(t, 2, rej["line"])
+	require.Contains(t, rej["reason"], "repeated in this batch")
+}
+
 func TestRunStreamStopsAtBadRecord(t *testing.T) {
 	t.Parallel()
 	srv, client := newEmulator(t, openaitest.Options{})
