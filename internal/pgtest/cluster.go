@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -29,6 +30,8 @@ type Cluster struct {
 	runAs string // unprivileged user when started by root; "" otherwise
 	port  int
 	opts  string // server options, kept so a restart listens on the same port
+
+	watchdog *exec.Cmd // stops the cluster if this process dies without calling Stop
 }
 
 // URL is the connection URL of the cluster's postgres database (trust authentication, no password).
@@ -89,7 +92,28 @@ func Start(ctx context.Context) (*Cluster, error) {
 		c.Stop()
 		return nil, err
 	}
+	c.startWatchdog()
 	return c, nil
+}
+
+// watchdogScript waits for the process $1 to end, then stops the server of data directory $3 with pg_ctl from
+// $2 (through runuser -u $5 when $5 is set) and removes the cluster directory $4.
+const watchdogScript = `while kill -0 "$1" 2>/dev/null; do sleep 1; done
+if [ -n "$5" ]; then runuser -u "$5" -- "$2/pg_ctl" -D "$3" -m immediate stop; else "$2/pg_ctl" -D "$3" -m immediate stop; fi
+rm -rf "$4"`
+
+// startWatchdog makes the cluster die with this process. Stop is not called when a test binary panics on its
+// -timeout or is killed: without the watchdog, its server would run on. The watchdog is a shell in a session of
+// its own, so signals to this process group do not reach it.
+func (c *Cluster) startWatchdog() {
+	cmd := exec.Command("sh", "-c", watchdogScript, "pgtest-watchdog",
+		strconv.Itoa(os.Getpid()), c.bin, c.dataDir(), c.dir, c.runAs)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return // the cluster still works; only a crash would leave it behind
+	}
+	c.watchdog = cmd
+	go func() { _ = cmd.Wait() }()
 }
 
 // startServer starts the server of an initialised cluster and waits until it accepts connections.
@@ -127,6 +151,9 @@ func (c *Cluster) Restart(ctx context.Context) error {
 func (c *Cluster) Stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if c.watchdog != nil {
+		_ = c.watchdog.Process.Kill()
+	}
 	var err error
 	if _, statErr := os.Stat(filepath.Join(c.dataDir(), "postmaster.pid")); statErr == nil {
 		err = c.pg(ctx, "pg_ctl", "-D", c.dataDir(), "-m", "fast", "-w", "stop")

@@ -2,9 +2,12 @@ package pgtest
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,4 +67,39 @@ func TestRestartKeepsDataAndPort(t *testing.T) {
 	_, err = pgx.Connect(ctx, c.URL())
 	require.Error(t, err, "nothing listens while the server is stopped")
 	require.NoError(t, c.StartServer(ctx))
+}
+
+// TestClusterDiesWithItsOwner starts a cluster from a child process that is then killed with SIGKILL, as a test
+// binary that hits its -timeout dies: the watchdog must stop the server and remove its directory.
+func TestClusterDiesWithItsOwner(t *testing.T) {
+	if os.Getenv("PGTEST_OWNER") == "1" {
+		c, err := Start(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println(c.dir + " " + strconv.Itoa(c.port))
+		time.Sleep(time.Minute) // killed long before
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestClusterDiesWithItsOwner$")
+	cmd.Env = append(os.Environ(), "PGTEST_OWNER=1")
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	var dir string
+	var port int
+	_, err = fmt.Fscan(out, &dir, &port)
+	require.NoError(t, err)
+	conn, err := pgx.Connect(context.Background(), fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port))
+	require.NoError(t, err, "the owner's cluster runs")
+	_ = conn.Close(context.Background())
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait()
+	require.Eventually(t, func() bool {
+		_, err := os.Stat(dir)
+		return os.IsNotExist(err)
+	}, 30*time.Second, 100*time.Millisecond, "the watchdog removed the cluster of a killed owner")
+	_, err = net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
+	require.Error(t, err, "nothing listens on its port")
 }
