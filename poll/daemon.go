@@ -145,6 +145,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("start River client: %w", err)
 	}
 	d.log.Info("poller started", "schema", d.store.Schema(), "workers", d.cfg.Workers, "interval", d.cfg.Interval.String())
+	// One refresh now, rather than after River elects a leader to run the periodic one (seconds): a (re)started
+	// poller queues the loads of batches that ended while it was away at once. It costs N/100 list calls.
+	if _, err := d.Refresh(ctx); err != nil && ctx.Err() == nil {
+		d.log.Warn("refresh at start", "error", err)
+	}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -68,6 +68,7 @@ func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsA
 				return w.d.apiFailure(ctx, "download", id, age, err)
 			}
 		}
+		log.Debug("input index built", "input_file_id", inputFileID, "took", time.Since(start).Round(time.Millisecond))
 	}
 
 	load, err := w.d.store.BeginLoad(ctx, id, false)
