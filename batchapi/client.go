@@ -2,6 +2,7 @@ package batchapi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,7 +59,7 @@ func (c *Client) log() *slog.Logger {
 // retry runs op with exponential backoff while its error is transient, honouring the wait a 429 asked for.
 func (c *Client) retry(ctx context.Context, what string, op func() error) error {
 	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = cmpOr(c.RetryInitial, DefaultRetryInitial)
+	b.InitialInterval = cmp.Or(c.RetryInitial, DefaultRetryInitial)
 	_, err := backoff.Retry(ctx, func() (struct{}, error) {
 		err := op()
 		if err == nil {
@@ -75,16 +76,8 @@ func (c *Client) retry(ctx context.Context, what string, op func() error) error 
 			return struct{}{}, backoff.RetryAfter(int((wait + time.Second - 1) / time.Second))
 		}
 		return struct{}{}, err
-	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(cmpOr(c.RetryMaxElapsed, DefaultRetryMaxElapsed)))
+	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(cmp.Or(c.RetryMaxElapsed, DefaultRetryMaxElapsed)))
 	return err
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // Upload sends the request file at path to POST /v1/files (purpose batch), streamed from disk: the multipart body
@@ -214,9 +207,9 @@ func (c *Client) Create(ctx context.Context, in Intent, mayExist bool) (batch *o
 // Find lists batches, newest first, back to since minus ReconcileSlack (at most ReconcilePages pages), and returns
 // the first that match accepts, or nil.
 func (c *Client) Find(ctx context.Context, since time.Time, match func(*openai.Batch) bool) (*openai.Batch, error) {
-	horizon := since.Add(-cmpOr(c.ReconcileSlack, DefaultReconcileSlack)).Unix()
+	horizon := since.Add(-cmp.Or(c.ReconcileSlack, DefaultReconcileSlack)).Unix()
 	params := openai.BatchListParams{Limit: openai.Int(100)}
-	for page := 0; page < cmpOr(c.ReconcilePages, DefaultReconcilePages); page++ {
+	for page := 0; page < cmp.Or(c.ReconcilePages, DefaultReconcilePages); page++ {
 		res, err := c.API.Batches.List(ctx, params, option.WithMaxRetries(0))
 		if err != nil {
 			return nil, err

@@ -1,6 +1,7 @@
 package poll
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -85,14 +86,14 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Interval.Max < cfg.Interval.Min {
 		cfg.Interval.Max = max(cfg.Interval.Min, DefaultMaxInterval)
 	}
-	cfg.Workers = cmpOr(cfg.Workers, DefaultWorkers)
-	cfg.LoadTimeout = cmpOr(cfg.LoadTimeout, DefaultLoadTimeout)
-	cfg.RescueAfter = cmpOr(cfg.RescueAfter, cfg.LoadTimeout+time.Minute)
-	cfg.SweepInterval = cmpOr(cfg.SweepInterval, DefaultSweepInterval)
-	cfg.Deadline = cmpOr(cfg.Deadline, DefaultDeadline)
-	cfg.ShutdownTimeout = cmpOr(cfg.ShutdownTimeout, DefaultShutdownTimeout)
-	cfg.MaxAttempts = cmpOr(cfg.MaxAttempts, DefaultMaxAttempts)
-	cfg.TokenLimitBackoff = cmpOr(cfg.TokenLimitBackoff, DefaultTokenLimitBackoff)
+	cfg.Workers = cmp.Or(cfg.Workers, DefaultWorkers)
+	cfg.LoadTimeout = cmp.Or(cfg.LoadTimeout, DefaultLoadTimeout)
+	cfg.RescueAfter = cmp.Or(cfg.RescueAfter, cfg.LoadTimeout+time.Minute)
+	cfg.SweepInterval = cmp.Or(cfg.SweepInterval, DefaultSweepInterval)
+	cfg.Deadline = cmp.Or(cfg.Deadline, DefaultDeadline)
+	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, DefaultShutdownTimeout)
+	cfg.MaxAttempts = cmp.Or(cfg.MaxAttempts, DefaultMaxAttempts)
+	cfg.TokenLimitBackoff = cmp.Or(cfg.TokenLimitBackoff, DefaultTokenLimitBackoff)
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil, cfg.Store, cfg.Logger)
 	}
@@ -128,14 +129,6 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	d.client = client
 	return d, nil
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // Run works jobs until ctx is cancelled (or, with ExitWhenDone, until there is nothing left to do), then stops

@@ -1,6 +1,7 @@
 package poll
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -147,7 +148,7 @@ func isChildOf(parentID string) func(*openai.Batch) bool {
 
 // plan decides whether p is resubmitted, and whether whole (token_limit_exceeded) or by its retryable requests.
 func (r *Resubmitter) plan(p store.Batch) (all bool, skip string, err error) {
-	maxAttempts := cmpOr(r.MaxAttempts, DefaultMaxAttempts)
+	maxAttempts := cmp.Or(r.MaxAttempts, DefaultMaxAttempts)
 	switch {
 	case p.ResubmittedAt != nil:
 		return false, "already resubmitted", nil
@@ -161,7 +162,7 @@ func (r *Resubmitter) plan(p store.Batch) (all bool, skip string, err error) {
 		if !strings.Contains(string(p.Errors), "token_limit_exceeded") {
 			return false, "failed validation: not retryable", nil
 		}
-		if wait := time.Until(p.EndedAt.Add(cmpOr(r.TokenLimitBackoff, DefaultTokenLimitBackoff))); wait > 0 {
+		if wait := time.Until(p.EndedAt.Add(cmp.Or(r.TokenLimitBackoff, DefaultTokenLimitBackoff))); wait > 0 {
 			return false, "", fmt.Errorf("token_limit_exceeded back-off, %s left: %w", wait.Round(time.Second), ErrNotYet)
 		}
 		return true, "", nil
