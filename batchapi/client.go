@@ -32,6 +32,12 @@ const (
 	DefaultReconcilePages = 20
 )
 
+// Metadata keys batchctl writes on every batch it creates, whichever path created it (a submit, a resubmission).
+const (
+	MetaSpoolSHA256 = "batchctl_spool_sha256" // sha256 of the request file
+	MetaSource      = "batchctl_source"       // where the records came from
+)
+
 // CompletionWindow is the only completion window the Batch API offers.
 const CompletionWindow = openai.BatchNewParamsCompletionWindow24h
 

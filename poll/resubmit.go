@@ -132,7 +132,7 @@ func (r *Resubmitter) Resubmit(ctx context.Context, batchID string) (Resubmissio
 	child, _, err := api.Create(ctx, batchapi.Intent{
 		Endpoint: p.Endpoint, InputFileID: fileID, Since: *p.EndedAt, Match: isChildOf(p.BatchID),
 		Metadata: r.childMetadata(p, n, sum),
-	}, true)
+	}, false) // the search above covered an earlier run; Create still searches again after a lost answer
 	if err != nil {
 		return res, err
 	}
@@ -217,17 +217,17 @@ func (r *Resubmitter) spool(ctx context.Context, p store.Batch, done map[string]
 
 func (r *Resubmitter) childMetadata(p store.Batch, n int, sum string) map[string]string {
 	m := map[string]string{
-		MetaParent:              p.BatchID,
-		MetaRoot:                p.RootBatchID,
-		MetaAttempt:             strconv.Itoa(p.Attempt + 1),
-		MetaRequests:            strconv.Itoa(n),
-		"batchctl_spool_sha256": sum,
+		MetaParent:               p.BatchID,
+		MetaRoot:                 p.RootBatchID,
+		MetaAttempt:              strconv.Itoa(p.Attempt + 1),
+		MetaRequests:             strconv.Itoa(n),
+		batchapi.MetaSpoolSHA256: sum,
 	}
 	if src := p.Source; src != "" {
 		if len(src) > 512 {
 			src = src[:512]
 		}
-		m["batchctl_source"] = src
+		m[batchapi.MetaSource] = src
 	}
 	return m
 }
@@ -236,7 +236,7 @@ func (r *Resubmitter) childMetadata(p store.Batch, n int, sum string) map[string
 func (r *Resubmitter) record(ctx context.Context, res Resubmission, p store.Batch, child *openai.Batch, n int) (Resubmission, error) {
 	row := batchapi.Row(child)
 	row.Source, row.RootBatchID, row.ParentBatchIDs, row.Attempt = p.Source, p.RootBatchID, []string{p.BatchID}, p.Attempt+1
-	row.SpoolSHA256 = child.Metadata["batchctl_spool_sha256"]
+	row.SpoolSHA256 = child.Metadata[batchapi.MetaSpoolSHA256]
 	if err := r.Store.RecordResubmission(ctx, p.BatchID, &row, n); err != nil {
 		return res, err
 	}

@@ -30,9 +30,9 @@ const (
 	MaxMetadataKeyLen   = 64
 	MaxMetadataValueLen = 512
 
-	MetaSpoolSHA256 = "batchctl_spool_sha256"
+	MetaSpoolSHA256 = batchapi.MetaSpoolSHA256
 	MetaIntent      = "batchctl_intent"
-	MetaSource      = "batchctl_source"
+	MetaSource      = batchapi.MetaSource
 	MetaPart        = "batchctl_part"
 )
 
