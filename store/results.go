@@ -132,21 +132,3 @@ func (s *Store) CountResults(ctx context.Context, batchID string) (int64, error)
 	err := s.pool.QueryRow(ctx, `select count(*) from `+s.table("results")+` where batch_id = $1`, batchID).Scan(&n)
 	return n, translate("count results of "+batchID, err)
 }
-
-// SliceSource is a ResultSource over rows already in memory, for small loads and tests.
-type SliceSource struct {
-	rows []Result
-	i    int
-}
-
-// NewSliceSource returns a ResultSource yielding rows in order.
-func NewSliceSource(rows []Result) *SliceSource { return &SliceSource{rows: rows, i: -1} }
-
-// Next implements ResultSource.
-func (s *SliceSource) Next() bool { s.i++; return s.i < len(s.rows) }
-
-// Result implements ResultSource.
-func (s *SliceSource) Result() Result { return s.rows[s.i] }
-
-// Err implements ResultSource.
-func (s *SliceSource) Err() error { return nil }

@@ -163,7 +163,7 @@ func TestLoadResultsIsIdempotent(t *testing.T) {
 	// A load that dies before MarkLoaded leaves nothing behind.
 	l, err := s.BeginLoad(ctx, "batch_r", false)
 	require.NoError(t, err)
-	n, err := l.CopyResults(ctx, store.NewSliceSource(results("batch_r", 50)))
+	n, err := l.CopyResults(ctx, newSliceSource(results("batch_r", 50)))
 	require.NoError(t, err)
 	require.EqualValues(t, 50, n)
 	require.NoError(t, l.Rollback(ctx))
@@ -175,9 +175,9 @@ func TestLoadResultsIsIdempotent(t *testing.T) {
 	l, err = s.BeginLoad(ctx, "batch_r", false)
 	require.NoError(t, err)
 	rows := results("batch_r", 100)
-	_, err = l.CopyResults(ctx, store.NewSliceSource(rows[:60]))
+	_, err = l.CopyResults(ctx, newSliceSource(rows[:60]))
 	require.NoError(t, err)
-	_, err = l.CopyResults(ctx, store.NewSliceSource(rows[60:]))
+	_, err = l.CopyResults(ctx, newSliceSource(rows[60:]))
 	require.NoError(t, err)
 	require.EqualValues(t, 100, l.Rows())
 	require.NoError(t, l.MarkLoaded(ctx, store.Usage{}))
@@ -189,7 +189,7 @@ func TestLoadResultsIsIdempotent(t *testing.T) {
 	for range 2 {
 		l, err = s.BeginLoad(ctx, "batch_r", true)
 		require.NoError(t, err)
-		_, err = l.CopyResults(ctx, store.NewSliceSource(rows))
+		_, err = l.CopyResults(ctx, newSliceSource(rows))
 		require.NoError(t, err)
 		p, c, tot := int64(30), int64(12), int64(42)
 		require.NoError(t, l.MarkLoaded(ctx, store.Usage{PromptTokens: &p, CompletionTokens: &c, TotalTokens: &tot}))
@@ -226,7 +226,7 @@ func TestLoadRejectsRowsOfAnotherBatch(t *testing.T) {
 	l, err := s.BeginLoad(ctx, "batch_a", false)
 	require.NoError(t, err)
 	defer l.Rollback(ctx)
-	_, err = l.CopyResults(ctx, store.NewSliceSource(results("batch_b", 3)))
+	_, err = l.CopyResults(ctx, newSliceSource(results("batch_b", 3)))
 	require.ErrorContains(t, err, "batch_b")
 }
 
@@ -281,3 +281,15 @@ func TestValidateSchema(t *testing.T) {
 	_, err := store.Open(context.Background(), "postgres://x@127.0.0.1/db", "bad;name")
 	require.True(t, err != nil && !errors.Is(err, store.ErrNotFound))
 }
+
+// sliceSource is a store.ResultSource over rows already in memory.
+type sliceSource struct {
+	rows []store.Result
+	i    int
+}
+
+func newSliceSource(rows []store.Result) *sliceSource { return &sliceSource{rows: rows, i: -1} }
+
+func (s *sliceSource) Next() bool           { s.i++; return s.i < len(s.rows) }
+func (s *sliceSource) Result() store.Result { return s.rows[s.i] }
+func (s *sliceSource) Err() error           { return nil }
