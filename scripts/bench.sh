@@ -9,6 +9,7 @@
 #   BENCH_SCALE=0.01 scripts/bench.sh      # a quick smoke run on 1 % of the data (default 1)
 #   BENCH_DIR=/mnt/fast scripts/bench.sh   # where the temporary files go (default /tmp; about 6 GB at scale 1)
 #   BENCH_RUNS=5                           # runs of the spool timings, median reported (default 5)
+#   BENCH_LOAD_RUNS=3                      # runs of each side of the load figure, medians compared (default 3)
 #   BENCH_ONLY=load scripts/bench.sh       # only these stages (comma-separated: spool, load, round, e2e, submit);
 #                                          # prints their raw figures instead of the table
 #
@@ -28,6 +29,7 @@ batchctl=$root/${BATCHCTL:-bin/batchctl}
 go=${GO:-go}
 scale=${BENCH_SCALE:-1}
 runs=${BENCH_RUNS:-5}
+load_runs=${BENCH_LOAD_RUNS:-3}
 schema=bench_$$
 e2e_schema=${schema}_e2e
 rss_limit_mib=64
@@ -61,8 +63,9 @@ cleanup() {
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
-  psql "$DATABASE_URL" -qX -c "drop schema if exists $schema cascade" -c "drop schema if exists $e2e_schema cascade" \
-    >/dev/null 2>&1 || true
+  for s in $(psql "$DATABASE_URL" -qtAX -c "select nspname from pg_namespace where nspname like '${schema}%'" 2>/dev/null); do
+    psql "$DATABASE_URL" -qX -c "drop schema if exists $s cascade" >/dev/null 2>&1 || true
+  done
   rm -rf "$work"
   exit "$status"
 }
@@ -114,18 +117,27 @@ stop_emulator() {
 api() { curl -sS --fail-with-body -H "Authorization: Bearer bench-key" "$@"; }
 json_field() { sed -n "s/^{\"id\":\"\([^\"]*\)\".*/\1/p" | head -n 1; }
 
-# twin_copy SCHEMA NAME: export SCHEMA.results to a file, then time psql \copy of it into an empty twin table with
-# the same columns, defaults and indexes (the limit of a load).
-twin_copy() {
-  local s=$1 name=$2 cols="batch_id, custom_id, input_line, status_code, response, error"
-  psql_q -c "\\copy (select $cols from $s.results) to '$work/$name.tsv'"
+# export_rows SCHEMA FILE: write SCHEMA.results, as text, to FILE.
+cols="batch_id, custom_id, input_line, status_code, response, error"
+export_rows() { psql_q -c "\\copy (select $cols from $1.results) to '$2'"; }
+
+# copy_twin SCHEMA NAME FILE: time psql \copy of FILE into an empty twin of SCHEMA.results, with the same columns,
+# defaults and indexes (the limit of a load), after a checkpoint as before each load.
+copy_twin() {
+  local s=$1 name=$2 file=$3
   psql_q -c "create table $s.results_twin (like $s.results including all)"
   psql_q -c checkpoint >/dev/null 2>&1 || true # superuser only; evens out the WAL both loads start from
   sync
-  timed "$name" psql "$DATABASE_URL" -qX -v ON_ERROR_STOP=1 -c "\\copy $s.results_twin($cols) from '$work/$name.tsv'"
-  [ "$(psql_q -c "select count(*) from $s.results_twin")" = "$(psql_q -c "select count(*) from $s.results")" ] ||
+  timed "$name" psql "$DATABASE_URL" -qX -v ON_ERROR_STOP=1 -c "\\copy $s.results_twin($cols) from '$file'"
+  [ "$(psql_q -c "select count(*) from $s.results_twin")" -eq "$(wc -l <"$file")" ] ||
     die "the twin table of $s.results did not get every row"
-  rm -f "$work/$name.tsv"
+}
+
+# twin_copy SCHEMA NAME: copy_twin of SCHEMA's own rows.
+twin_copy() {
+  export_rows "$1" "$work/$2.tsv"
+  copy_twin "$1" "$2" "$work/$2.tsv"
+  rm -f "$work/$2.tsv"
 }
 
 # --- setup ------------------------------------------------------------------------------------------------------
@@ -181,6 +193,7 @@ batch_id=$(api -H 'Content-Type: application/json' \
   -d "{\"input_file_id\":\"$file_id\",\"endpoint\":\"/v1/chat/completions\",\"completion_window\":\"24h\"}" \
   "$base_url/batches" | json_field)
 [ -n "$batch_id" ] || die "could not create the load batch"
+rm -f "$work/load.jsonl" # the emulator keeps its own copy
 log "[load] waiting for the emulator to answer $n requests ($batch_id)"
 while :; do
   status=$(api "$base_url/batches/$batch_id" | sed -n 's/.*"status":"\([a-z_]*\)".*/\1/p')
@@ -191,21 +204,41 @@ while :; do
   sleep 1
 done
 output_mb=$(calc '%.0f' "$(stat -c %s "$work"/emu-load/files/* | sort -n | tail -n 1) / 1e6")
-"$batchctl" --schema "$schema" track "$batch_id" >/dev/null
-log "[load] batchctl poll --exit-when-done: loading $n result lines ($output_mb MB)"
-psql_q -c checkpoint >/dev/null 2>&1 || true # as before the psql \copy below
-sync
-OPENAI_BASE_URL=$base_url timed load "$batchctl" --schema "$schema" poll --exit-when-done --poll-interval 200ms,2s
-loaded=$(psql_q -c "select count(*) from $schema.results")
-[ "$loaded" -eq "$n" ] || die "the load left $loaded rows, want $n"
+# Both sides run $load_runs times, alternating who goes first after the first pair (poll must go first once, to
+# make the rows psql copies), each poll run into a fresh schema; the medians are compared. A single pair would
+# give the poller the first, slowest slot every time (about 2-4 s slower here, right after the emulator's work).
+poll_load() { # poll_load I: one timed load into the fresh schema ${schema}_I
+  local s=${schema}_$1
+  psql_q -c "drop schema if exists $s cascade" >/dev/null 2>&1
+  "$batchctl" --schema "$s" migrate >/dev/null
+  "$batchctl" --schema "$s" track "$batch_id" >/dev/null
+  log "[load] run $1/$load_runs: batchctl poll --exit-when-done, loading $n result lines ($output_mb MB)"
+  psql_q -c checkpoint >/dev/null 2>&1 || true # as before the psql \copy
+  sync
+  OPENAI_BASE_URL=$base_url timed "load_$1" "$batchctl" --schema "$s" poll --exit-when-done --poll-interval 200ms,2s
+  local loaded
+  loaded=$(psql_q -c "select count(*) from $s.results")
+  [ "$loaded" -eq "$n" ] || die "load run $1 left $loaded rows, want $n"
+  [ "$1" -eq 1 ] && export_rows "$s" "$work/load.tsv"
+  psql_q -c "drop schema $s cascade" >/dev/null 2>&1 || true # frees the disk
+}
+psql_load() { # psql_load I
+  log "[load] run $1/$load_runs: psql \\copy of the same $n rows into a twin table"
+  copy_twin "$schema" "psql_load_$1" "$work/load.tsv"
+  psql_q -c "drop table $schema.results_twin" >/dev/null
+}
+load_times=() psql_load_times=() load_rss=0
+for i in $(seq "$load_runs"); do
+  if [ $((i % 2)) -eq 1 ]; then poll_load "$i"; psql_load "$i"; else psql_load "$i"; poll_load "$i"; fi
+  load_times+=("$(secs "load_$i")") psql_load_times+=("$(secs "psql_load_$i")")
+  load_rss=$(( $(rss_kib "load_$i") > load_rss ? $(rss_kib "load_$i") : load_rss ))
+done
 stop_emulator "$load_emulator"
-rm -rf "$work/emu-load" "$work/load.jsonl"
-log "[load] psql \\copy of the same $n rows into a twin table"
-twin_copy "$schema" psql_load
-load_s=$(secs load)
-load_rss=$(rss_kib load)
-psql_load_s=$(secs psql_load)
-psql_q -c "drop schema $schema cascade" >/dev/null 2>&1 || true # frees the disk for the next figures
+rm -rf "$work/emu-load" "$work/load.tsv"
+load_s=$(median "${load_times[@]}")
+psql_load_s=$(median "${psql_load_times[@]}")
+fmt_runs() { printf '%s\n' "$@" | awk '{ printf "%s%.1f", (NR > 1 ? ", " : ""), $1 }'; }
+load_runs_text="poll $(fmt_runs "${load_times[@]}") s; psql $(fmt_runs "${psql_load_times[@]}") s"
 fi
 
 # --- 5. API calls per poll round --------------------------------------------------------------------------------
@@ -282,7 +315,7 @@ elapsed=$(( $(date +%s) - started ))
 log "done in ${elapsed}s"
 if [ -n "$only" ]; then # raw figures of the stages run; the table needs them all
   want spool && echo "spool: dry run $dry_s s (median of $runs), cp $cp_s s, ratio $(calc '%.2f' "$dry_s / $cp_s"), peak RSS $dry_rss KiB"
-  want load && echo "load: poll $load_s s, psql \\copy $psql_load_s s, rate ratio $(calc '%.2f' "$psql_load_s / $load_s"), peak RSS $load_rss KiB"
+  want load && echo "load: poll $load_s s, psql \\copy $psql_load_s s (medians; $load_runs_text), rate ratio $(calc '%.2f' "$psql_load_s / $load_s"), peak RSS $load_rss KiB"
   want round && echo "round: $bulk_lists list + $bulk_gets get calls, $bulk_ns ns; naive $naive_gets calls"
   want e2e && echo "e2e: $e2e_s s, floor $e2e_floor_s s, peak RSS submit $(rss_kib e2e_submit) KiB, poll $(rss_kib e2e_poll) KiB"
   want submit && echo "submit: $big_mb MB, $big_batches batches, peak RSS $(rss_kib big_submit) KiB"
@@ -313,14 +346,15 @@ cat <<EOF
 | API calls of one poll round, $(fmt_n "$bench_batches") batches in flight | $bulk_lists list + $bulk_gets get calls, $(calc '%.0f' "$bulk_ns / 1e6") ms | one GET per batch: $naive_gets calls, $(calc '%.0f' "$naive_ns / 1e6") ms | $calls_ratio × the calls | ≤ $target_calls calls | $(pass "$bulk_lists + $bulk_gets <= $target_calls") |
 | end to end: $(fmt_n "$n") records ($records_mb MB) to result rows, $e2e_batches batches, emulator at 100 ms a phase | $(calc '%.1f' "$e2e_s") s, $(fmt_n "$(rate "$n" "$e2e_s")") records/s | \`cp\` of the input + \`psql \\copy\` of the rows: $(calc '%.1f' "$e2e_floor_s") s | $e2e_ratio × the floor | report | |
 
-Scale $scale; timings of row 1 are the median of $runs runs, the others one run each; peak RSS by
+Scale $scale; timings of row 1 are the median of $runs runs, of row 2 the medians of $load_runs runs of each side
+($load_runs_text), the others one run each; peak RSS by
 \`/usr/bin/time\` (maximum resident set size). Row 1: \`cp --reflink=never\` of the same file (GNU cp then copies with read and
 write of 128 KiB, no copy_file_range: checked with strace, coreutils 9.1), both reading from the page cache and
 writing without fsync; the dry run reads, checks, cuts, hashes (sha256) and writes every line. Row 2: \`batchctl poll --exit-when-done\`
-on one tracked, completed batch: start-up, one refresh, downloading the input file (for input_line) and the output
+on one tracked, completed batch, into a fresh schema each run: start-up, one refresh, downloading the input file (for input_line) and the output
 file from the emulator, decoding every line and COPY in one transaction; psql \`\\copy\` reads the same rows,
 exported as text, into an empty twin table (\`like results including all\`: same defaults and indexes), after a
-checkpoint (as the poller's load). Rows 3 and 4: \`batchctl version\` alone peaks at $(mib "$(rss_kib floor)") MiB. Row 3: submit streams batch files of ≤ 200 MB to an emulator that only stores them. Row 5:
+checkpoint (as the poller's load). The two sides alternate who goes first after the first pair. Row 4 is the largest of the load runs. Rows 3 and 4: \`batchctl version\` alone peaks at $(mib "$(rss_kib floor)") MiB. Row 3: submit streams batch files of ≤ 200 MB to an emulator that only stores them. Row 5:
 BenchmarkRefreshRound in poll/ (one bulk refresh: GET /v1/batches pages of 100 and an upsert per batch; the naive
 round makes one GET per batch and no database work). Row 6: submit (which records each batch in Postgres) then poll
 until every row is loaded, against an emulator sharing the machine's CPUs (it validates and answers every request);
