@@ -18,7 +18,8 @@ type request struct {
 	line     []byte // the request line without newline; valid until the next build
 	customID string
 	model    string
-	inputs   int // embedding inputs; 0 for other endpoints
+	inputs   int   // embedding inputs; 0 for other endpoints
+	tokens   int64 // EstimateTokens of the body; 0 unless Options.MaxTokens is set
 }
 
 // builder turns input lines into request lines: request lines pass through (checked), data records go through the
@@ -131,7 +132,27 @@ func (b *builder) describe(body []byte, req *request) error {
 			return err
 		}
 	}
+	if b.opts.MaxTokens > 0 {
+		req.tokens = EstimateTokens(body)
+	}
 	return nil
+}
+
+// EstimateTokens is the prompt-token estimate of a request body that Options.MaxTokens caps: a quarter token per
+// ASCII byte, rounded up, plus one token per non-ASCII character. It counts the whole body, JSON syntax and keys
+// included, so it runs above a tokenizer's count for English; a character outside ASCII is a token or less in
+// OpenAI's tokenizers (CJK text about one token a character).
+func EstimateTokens(body []byte) int64 {
+	var ascii, other int64
+	for _, c := range body {
+		switch {
+		case c < 0x80:
+			ascii++
+		case c >= 0xC0: // the first byte of a multi-byte UTF-8 character
+			other++
+		}
+	}
+	return (ascii+3)/4 + other
 }
 
 func generatedID(name string, num int) string { return name + ":" + strconv.Itoa(num) }

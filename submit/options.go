@@ -112,6 +112,9 @@ type Options struct {
 	// MaxRequests and MaxBytes cap a batch file (defaults and ceilings MaxRequestsCeiling, MaxBytesCeiling).
 	MaxRequests int
 	MaxBytes    int64
+	// MaxTokens, when positive, caps the estimated prompt tokens of a batch (EstimateTokens of each request body),
+	// so that one batch fits the organisation's enqueued-token limit for its model.
+	MaxTokens int64
 	// FlushInterval, when positive, submits a non-empty partial batch of a stream that has waited that long.
 	FlushInterval time.Duration
 
@@ -206,6 +209,8 @@ func (o *Options) validate() error {
 		return bad("max requests %d: want 1 to %d", o.MaxRequests, MaxRequestsCeiling)
 	case o.MaxBytes < 2 || o.MaxBytes > MaxBytesCeiling:
 		return bad("max bytes %d: want up to %d", o.MaxBytes, MaxBytesCeiling)
+	case o.MaxTokens < 0:
+		return bad("max tokens %d is negative", o.MaxTokens)
 	case o.FlushInterval < 0:
 		return bad("flush interval %s is negative", o.FlushInterval)
 	case o.SpoolDir == "":

@@ -133,12 +133,16 @@ func runKey(o *Options) (string, error) {
 		meta = append(meta, k+"="+v)
 	}
 	sort.Strings(meta)
-	shape, err := json.Marshal([]any{ids, o.Format, o.Endpoint, o.Model, o.System, o.TextField, o.IDField,
-		o.Template, o.MaxRequests, o.MaxBytes, meta})
+	shape := []any{ids, o.Format, o.Endpoint, o.Model, o.System, o.TextField, o.IDField,
+		o.Template, o.MaxRequests, o.MaxBytes, meta}
+	if o.MaxTokens > 0 { // only then, so that the run directories of earlier versions keep their names
+		shape = append(shape, o.MaxTokens)
+	}
+	shapeJSON, err := json.Marshal(shape)
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(shape)
+	sum := sha256.Sum256(shapeJSON)
 	name := "input"
 	if len(o.Inputs) > 0 {
 		name = strings.Map(func(c rune) rune {
@@ -163,6 +167,7 @@ type inLine struct {
 	customID         string
 	model            string
 	inputs           int
+	tokens           int64
 	err              error // a *jsonl.RecordError for a bad line
 }
 
@@ -234,7 +239,7 @@ func (r *run) read(ctx context.Context, b *builder, out chan<- *chunk, free <-ch
 				if berr := b.build(in.Name, l.num, line, &req); berr != nil {
 					l.err = &jsonl.RecordError{Source: in.Name, Line: l.num, Reason: berr.Error()}
 				} else {
-					line, l.customID, l.model, l.inputs = req.line, req.customID, req.model, req.inputs
+					line, l.customID, l.model, l.inputs, l.tokens = req.line, req.customID, req.model, req.inputs, req.tokens
 				}
 			}
 			keepRaw := r.opts.SkipInvalid && l.err == nil
@@ -382,7 +387,7 @@ loop:
 					}
 					continue
 				}
-				req = request{line: line, customID: l.customID, model: l.model, inputs: l.inputs}
+				req = request{line: line, customID: l.customID, model: l.model, inputs: l.inputs, tokens: l.tokens}
 				wasEmpty := sp.pending() == 0
 				p, err := sp.add(l.name, l.num, &req)
 				if derr := deliver(p); derr != nil {

@@ -120,15 +120,20 @@ func TestRunSplits(t *testing.T) {
 	t.Parallel()
 	line := `{"text":"review number 10"}` // every record below builds a request line of the same length
 	reqLen := len(`{"custom_id":"in.jsonl:10","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":"review number 10"}]}}`) + 1
+	bodyTokens := int64(len(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"review number 10"}]}`)+3) / 4 // all ASCII
 	tests := []struct {
 		name        string
 		maxRequests int
 		maxBytes    int64
+		maxTokens   int64
 		want        []int
 	}{
-		{"by count", 4, 0, []int{4, 4, 2}},
-		{"by bytes", 0, int64(3*reqLen + 5), []int{3, 3, 3, 1}},
-		{"exact bytes", 0, int64(5 * reqLen), []int{5, 5}},
+		{"by count", 4, 0, 0, []int{4, 4, 2}},
+		{"by bytes", 0, int64(3*reqLen + 5), 0, []int{3, 3, 3, 1}},
+		{"exact bytes", 0, int64(5 * reqLen), 0, []int{5, 5}},
+		{"by tokens", 0, 0, 3*bodyTokens + 1, []int{3, 3, 3, 1}},
+		{"exact tokens", 0, 0, 5 * bodyTokens, []int{5, 5}},
+		{"tokens and count", 2, 0, 3 * bodyTokens, []int{2, 2, 2, 2, 2}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,7 +146,7 @@ func TestRunSplits(t *testing.T) {
 				lines[i] = strings.Replace(line, "10", fmt.Sprint(10+i), 1)
 			}
 			opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", lines...)}
-			opts.MaxRequests, opts.MaxBytes = tt.maxRequests, tt.maxBytes
+			opts.MaxRequests, opts.MaxBytes, opts.MaxTokens = tt.maxRequests, tt.maxBytes, tt.maxTokens
 			require.NoError(t, submit.Run(t.Context(), opts))
 			var got []int
 			for i, c := range decodeCreated(t, out.String()) {
@@ -233,6 +238,9 @@ func TestRunBadInput(t *testing.T) {
 			func(o *submit.Options) { o.MaxBytes = 300 }, "in.jsonl:2: request is 395 bytes with its newline, over the batch limit of 300"},
 		{"line over the byte limit", []string{good, `{"text":"` + strings.Repeat("x", 4000) + `"}`},
 			func(o *submit.Options) { o.MaxBytes = 300 }, "in.jsonl:2: line is 4011 bytes, over the limit of 300"},
+		// The body: 65 bytes of chat request around the text's 250, a quarter token each, rounded up.
+		{"request over the token limit", []string{good, `{"text":"` + strings.Repeat("x", 250) + `"}`},
+			func(o *submit.Options) { o.MaxTokens = 30 }, "in.jsonl:2: request is about 79 tokens (estimated), over the batch limit of 30"},
 		{"template renders invalid JSON", []string{good}, func(o *submit.Options) { o.Template = `{"model":"m","input":{{.text}}}` },
 			"in.jsonl:1: template rendered invalid JSON"},
 		{"template missing key", []string{good}, func(o *submit.Options) { o.Template = `{"model":"m","input":{{json .nope}}}` },
@@ -489,6 +497,7 @@ func TestRunOptionsErrors(t *testing.T) {
 	tests := map[string]func(*submit.Options){
 		"max requests":         func(o *submit.Options) { o.MaxRequests = 50_001 },
 		"max bytes":            func(o *submit.Options) { o.MaxBytes = 200_000_001 },
+		"max tokens":           func(o *submit.Options) { o.MaxTokens = -1 },
 		"endpoint":             func(o *submit.Options) { o.Endpoint = "/v1/chat" },
 		"metadata prefix":      func(o *submit.Options) { o.Metadata = map[string]string{"batchctl_x": "1"} },
 		"metadata value":       func(o *submit.Options) { o.Metadata = map[string]string{"k": strings.Repeat("v", 513)} },
@@ -503,4 +512,60 @@ func TestRunOptionsErrors(t *testing.T) {
 		tweak(&opts)
 		require.ErrorIs(t, submit.Run(t.Context(), opts), submit.ErrInvalidOptions, name)
 	}
+}
+
+func TestEstimateTokens(t *testing.T) {
+	t.Parallel()
+	tests := map[string]int64{
+		``:         0,
+		`{}`:       1,
+		`abcd`:     1,
+		`abcde`:    2,
+		`日本語`:      3, // one a character outside ASCII, whatever its bytes
+		`café`:     2, // "caf" a quarter each (1), "é" one
+		`ab日本`:     3, // 1 + 2
+		`"\u00e9"`: 2, // an escaped character is ASCII: 8 bytes
+		`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"review number 10"}]}`: 21,
+	}
+	for body, want := range tests {
+		require.Equal(t, want, submit.EstimateTokens([]byte(body)), "%q", body)
+	}
+}
+
+// TestRunMaxTokensUnderTheAPICount submits mixed English and CJK records with a token limit per batch and checks,
+// with the emulator's own count of each batch's prompt tokens, that no batch passed the limit and that the limit cut.
+func TestRunMaxTokensUnderTheAPICount(t *testing.T) {
+	t.Parallel()
+	srv, client := newEmulator(t, openaitest.Options{})
+	var out bytes.Buffer
+	opts := baseOptions(t, client, &out)
+	lines := make([]string, 60)
+	for i := range lines {
+		text := fmt.Sprintf("review %d: %s", i, strings.Repeat("good value ", i%7))
+		if i%3 == 0 {
+			text += strings.Repeat("很好", i%11)
+		}
+		lines[i] = fmt.Sprintf(`{"text":%q}`, text)
+	}
+	opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", lines...)}
+	const limit = 400
+	opts.MaxTokens = limit
+	require.NoError(t, submit.Run(t.Context(), opts))
+	created := decodeCreated(t, out.String())
+	require.Greater(t, len(created), 1, "the limit cuts the input into several batches")
+	var requests int
+	var total int64
+	for _, c := range created {
+		requests += c.Requests
+		require.Eventually(t, func() bool {
+			b, _ := srv.Batch(c.BatchID)
+			return b.Status == openaitest.StatusCompleted
+		}, 5*time.Second, 5*time.Millisecond)
+		b, _ := srv.Batch(c.BatchID)
+		require.LessOrEqual(t, b.InputTokens, int64(limit), "batch %s", c.BatchID)
+		require.Positive(t, b.InputTokens)
+		total += b.InputTokens
+	}
+	require.Equal(t, len(lines), requests)
+	require.Greater(t, total, int64(limit))
 }

@@ -31,7 +31,8 @@ type spooler struct {
 	dir         string
 	maxRequests int
 	maxBytes    int64
-	maxInputs   int // 0 unless the endpoint counts embedding inputs
+	maxInputs   int   // 0 unless the endpoint counts embedding inputs
+	maxTokens   int64 // 0: no cap
 	sync        bool
 	next        int // number of the next part
 
@@ -43,6 +44,7 @@ type spooler struct {
 	requests  int
 	bytes     int64
 	inputs    int
+	tokens    int64
 	model     string
 	modelLine string // where the batch's model first appeared
 	ids       map[string]int
@@ -50,8 +52,8 @@ type spooler struct {
 }
 
 func newSpooler(dir string, o *Options) *spooler {
-	s := &spooler{dir: dir, maxRequests: o.MaxRequests, maxBytes: o.MaxBytes, sync: !o.DryRun, next: 1,
-		ids: make(map[string]int)}
+	s := &spooler{dir: dir, maxRequests: o.MaxRequests, maxBytes: o.MaxBytes, maxTokens: o.MaxTokens, sync: !o.DryRun,
+		next: 1, ids: make(map[string]int)}
 	if o.Endpoint == jsonl.EndpointEmbeddings {
 		s.maxInputs = MaxEmbeddingInputs
 	}
@@ -69,7 +71,11 @@ func (s *spooler) add(name string, num int, req *request) (sealed *spooledPart, 
 	if s.maxInputs > 0 && req.inputs > s.maxInputs {
 		return nil, jsonl.Errorf(name, num, "request has %d embedding inputs, over the batch limit of %d", req.inputs, s.maxInputs)
 	}
-	if s.f != nil && (s.requests+1 > s.maxRequests || s.bytes+size > s.maxBytes || (s.maxInputs > 0 && s.inputs+req.inputs > s.maxInputs)) {
+	if s.maxTokens > 0 && req.tokens > s.maxTokens {
+		return nil, jsonl.Errorf(name, num, "request is about %d tokens (estimated), over the batch limit of %d", req.tokens, s.maxTokens)
+	}
+	if s.f != nil && (s.requests+1 > s.maxRequests || s.bytes+size > s.maxBytes ||
+		(s.maxInputs > 0 && s.inputs+req.inputs > s.maxInputs) || (s.maxTokens > 0 && s.tokens+req.tokens > s.maxTokens)) {
 		if sealed, err = s.seal(); err != nil {
 			return nil, err
 		}
@@ -94,6 +100,7 @@ func (s *spooler) add(name string, num int, req *request) (sealed *spooledPart, 
 	s.requests++
 	s.bytes += size
 	s.inputs += req.inputs
+	s.tokens += req.tokens
 	if _, err := s.w.Write(req.line); err != nil {
 		return sealed, fmt.Errorf("write spool file %s: %w", s.tmp, err)
 	}
@@ -106,7 +113,8 @@ func (s *spooler) add(name string, num int, req *request) (sealed *spooledPart, 
 // full reports whether the open batch can take no further request, so it goes without waiting for the next line:
 // the smallest request line is far longer than the few bytes left.
 func (s *spooler) full() bool {
-	return s.f != nil && (s.requests >= s.maxRequests || s.bytes+64 > s.maxBytes || (s.maxInputs > 0 && s.inputs >= s.maxInputs))
+	return s.f != nil && (s.requests >= s.maxRequests || s.bytes+64 > s.maxBytes ||
+		(s.maxInputs > 0 && s.inputs >= s.maxInputs) || (s.maxTokens > 0 && s.tokens >= s.maxTokens))
 }
 
 // pending reports how many requests the open batch holds.
@@ -160,7 +168,7 @@ func (s *spooler) seal() (*spooledPart, error) {
 		}
 	}
 	s.next++
-	s.requests, s.bytes, s.inputs, s.model, s.sources = 0, 0, 0, "", s.sources[:0]
+	s.requests, s.bytes, s.inputs, s.tokens, s.model, s.sources = 0, 0, 0, 0, "", s.sources[:0]
 	clear(s.ids)
 	return p, nil
 }

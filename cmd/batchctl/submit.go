@@ -88,6 +88,7 @@ the existing batches, marked "existing") unless --force.`,
 	f.StringVar(&opts.templateFile, "template", "", `Go text/template file rendering the request body from a record; {{json .field}} writes a value as JSON`)
 	f.IntVar(&s.MaxRequests, "max-requests", submit.MaxRequestsCeiling, "requests per batch, at most 50000")
 	f.Int64Var(&s.MaxBytes, "max-bytes", submit.MaxBytesCeiling, "bytes per batch file, newlines included, at most 200000000")
+	f.Int64Var(&s.MaxTokens, "max-tokens", 0, "estimated prompt tokens per batch, to stay under the model's enqueued-token limit (0: no limit)")
 	f.DurationVar(&s.FlushInterval, "flush-interval", 0, "submit a partial batch of a stream that has waited this long (0: only when full or at the end)")
 	f.StringVar(&s.SpoolDir, "spool-dir", envOr(g.getenv, "BATCHCTL_SPOOL_DIR", defaultSpoolDir()), "directory of spool files and intent journals (env BATCHCTL_SPOOL_DIR)")
 	f.StringArrayVar(&opts.metadata, "metadata", nil, "k=v metadata for every batch (repeatable; at most 12 pairs)")

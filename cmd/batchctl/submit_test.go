@@ -92,6 +92,21 @@ func TestSubmitCommandDryRun(t *testing.T) {
 	require.Zero(t, srv.Stats().FileUploads)
 }
 
+func TestSubmitCommandMaxTokens(t *testing.T) {
+	t.Parallel()
+	srv, env := submitEnv(t)
+	// Each body, {"model":"m","messages":[{"role":"user","content":"a"}]}, is 56 bytes: 14 tokens.
+	in := strings.Repeat(`{"text":"a"}`+"\n", 5)
+	res := runCLI(t, in, env, "submit", "--model", "m", "--dry-run", "--max-tokens", "28")
+	require.Equal(t, exitOK, res.code, res.stderr)
+	require.Equal(t, 3, strings.Count(res.stdout, `"dry_run":true`), "two requests a batch: %s", res.stdout)
+	require.Zero(t, srv.Stats().FileUploads)
+
+	res = runCLI(t, in, env, "submit", "--model", "m", "--dry-run", "--max-tokens", "-1")
+	require.Equal(t, exitUsage, res.code)
+	require.Contains(t, res.stderr, "max tokens -1 is negative")
+}
+
 func TestSubmitCommandUnreadableInput(t *testing.T) {
 	t.Parallel()
 	srv, env := submitEnv(t)
