@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchctl/batchctl/internal/pgtest"
@@ -205,8 +206,11 @@ func TestTwoDaemonsShareTheWork(t *testing.T) {
 	}
 
 	var wg sync.WaitGroup
-	for range 2 {
-		wg.Go(func() { runUntilDone(t, e.config(t), time.Minute) })
+	regs := []*prometheus.Registry{prometheus.NewRegistry(), prometheus.NewRegistry()}
+	for _, reg := range regs {
+		cfg := e.config(t)
+		cfg.Metrics = poll.NewMetrics(reg, e.store, cfg.Logger)
+		wg.Go(func() { runUntilDone(t, cfg, time.Minute) })
 	}
 	wg.Wait()
 
@@ -215,6 +219,20 @@ func TestTwoDaemonsShareTheWork(t *testing.T) {
 	}
 	// One input download and one output download per batch: no load ran twice.
 	require.Equal(t, 2*len(want), e.emu.Stats().ContentDownloads)
+	// Each batch's duration was observed by one daemon, the one that loaded it.
+	var ended uint64
+	for _, reg := range regs {
+		families, err := reg.Gather()
+		require.NoError(t, err)
+		for _, f := range families {
+			if f.GetName() == "batchctl_batch_duration_seconds" {
+				for _, m := range f.GetMetric() {
+					ended += m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	require.Equal(t, uint64(len(want)), ended)
 }
 
 func TestSweepFindsStrandedBatch(t *testing.T) {

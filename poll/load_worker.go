@@ -100,6 +100,9 @@ func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsA
 
 	w.d.m.RowsLoaded.Add(float64(rows))
 	w.d.m.LoadDuration.Observe(time.Since(start).Seconds())
+	if row.EndedAt != nil { // a batch's results are loaded once, so its duration is observed once
+		w.d.m.BatchDuration.WithLabelValues(row.Status).Observe(row.EndedAt.Sub(row.CreatedAt).Seconds())
+	}
 	for outcome, n := range outcomes {
 		w.d.m.Requests.WithLabelValues(outcome).Add(float64(n))
 	}

@@ -17,8 +17,9 @@ type Metrics struct {
 	PollErrors     *prometheus.CounterVec // failed API calls by kind and error class
 	RowsLoaded     prometheus.Counter
 	LoadDuration   prometheus.Histogram
-	Requests       *prometheus.CounterVec // loaded requests by outcome: ok, http_<code>, error code
-	LoadMismatches prometheus.Counter     // loads whose row count differs from request_counts.total
+	Requests       *prometheus.CounterVec   // loaded requests by outcome: ok, http_<code>, error code
+	LoadMismatches prometheus.Counter       // loads whose row count differs from request_counts.total
+	BatchDuration  *prometheus.HistogramVec // creation to end, by final status, observed by the daemon that loaded it
 }
 
 // NewMetrics creates the metrics and registers them, and a collector reading s, with reg.
@@ -40,13 +41,19 @@ func NewMetrics(reg prometheus.Registerer, s *store.Store, logger *slog.Logger) 
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "batchctl_requests_total", Help: "Loaded requests by outcome: ok, http_<status>, or the error code.",
 		}, []string{"outcome"}),
+		BatchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "batchctl_batch_duration_seconds",
+			Help: "Time from a batch's creation to its end, by final status; observed once, by the poller that loaded its results.",
+			// From a minute to past the 24 h window, where expiry and cancelling end a batch.
+			Buckets: []float64{60, 300, 900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 12 * 3600, 24 * 3600, 25 * 3600},
+		}, []string{"status"}),
 		LoadMismatches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "batchctl_load_count_mismatches_total", Help: "Loads whose row count differs from the batch's request total.",
 		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.PollCalls, m.PollErrors, m.RowsLoaded, m.LoadDuration, m.Requests, m.LoadMismatches,
-			&dbCollector{store: s, logger: logger})
+			m.BatchDuration, &dbCollector{store: s, logger: logger})
 	}
 	return m
 }
@@ -58,14 +65,17 @@ type dbCollector struct {
 }
 
 var (
-	batchesDesc = prometheus.NewDesc("batchctl_batches", "Batches in the batch-ID table by status.", []string{"status"}, nil)
-	oldestDesc  = prometheus.NewDesc("batchctl_oldest_in_flight_seconds",
+	batchesDesc  = prometheus.NewDesc("batchctl_batches", "Batches in the batch-ID table by status.", []string{"status"}, nil)
+	requestsDesc = prometheus.NewDesc("batchctl_batch_requests",
+		"Requests of the batches in the batch-ID table by batch status (request_counts.total; 0 while validating).", []string{"status"}, nil)
+	oldestDesc = prometheus.NewDesc("batchctl_oldest_in_flight_seconds",
 		"Age of the oldest batch not yet ended; the API expires batches at 86400 (24 h).", nil, nil)
 	windowDesc = prometheus.NewDesc("batchctl_completion_window_seconds", "The Batch API's completion window.", nil, nil)
 )
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- batchesDesc
+	ch <- requestsDesc
 	ch <- oldestDesc
 	ch <- windowDesc
 }
@@ -73,7 +83,7 @@ func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	counts, oldest, err := c.store.StatusCounts(ctx)
+	counts, requests, oldest, err := c.store.StatusCounts(ctx)
 	if err != nil {
 		c.logger.Warn("metrics: read batch counts", "error", err)
 		return
@@ -81,6 +91,7 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, status := range []string{store.StatusValidating, store.StatusInProgress, store.StatusFinalizing, store.StatusCompleted,
 		store.StatusFailed, store.StatusExpired, store.StatusCancelling, store.StatusCancelled} {
 		ch <- prometheus.MustNewConstMetric(batchesDesc, prometheus.GaugeValue, float64(counts[status]), status)
+		ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.GaugeValue, float64(requests[status]), status)
 	}
 	age := 0.0
 	if !oldest.IsZero() {

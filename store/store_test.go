@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchctl/batchctl/internal/pgtest"
@@ -50,6 +52,38 @@ func TestTrackBatchInsertsRowAndOnePollJob(t *testing.T) {
 
 	_, err = s.GetBatch(ctx, "batch_missing")
 	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+// TestUpsertBatchEndSeenOnce: of several pollers writing the same batch's end at once, exactly one is told the batch
+// was still in flight, as exactly one notifies the change.
+func TestUpsertBatchEndSeenOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t)
+	for round := range 5 {
+		b := store.Batch{BatchID: fmt.Sprintf("batch_end_%d", round), Status: store.StatusInProgress, Endpoint: "/v1/embeddings"}
+		_, err := s.UpsertBatch(ctx, b)
+		require.NoError(t, err)
+		b.Status = store.StatusCompleted
+		previous := make(chan string, 8)
+		var wg sync.WaitGroup
+		for range cap(previous) {
+			wg.Go(func() {
+				prev, err := s.UpsertBatch(ctx, b)
+				assert.NoError(t, err)
+				previous <- prev
+			})
+		}
+		wg.Wait()
+		close(previous)
+		var sawEnd int
+		for prev := range previous {
+			if !store.IsTerminal(prev) {
+				sawEnd++
+			}
+		}
+		require.Equal(t, 1, sawEnd)
+	}
 }
 
 func TestUpsertBatchStatusChanges(t *testing.T) {

@@ -69,26 +69,26 @@ func (s *Store) Pending(ctx context.Context) (inFlight, unloaded int, err error)
 	return inFlight, unloaded, translate("count pending batches", err)
 }
 
-// StatusCounts returns the number of batches in each status, and the creation time of the oldest batch in flight
-// (zero when none is).
-func (s *Store) StatusCounts(ctx context.Context) (map[string]int, time.Time, error) {
-	rows, err := s.pool.Query(ctx, `select status, count(*), min(created_at) from `+s.table("batches")+` group by status`)
+// StatusCounts returns, for each status, the number of batches and the sum of their request totals, and the creation
+// time of the oldest batch in flight (zero when none is).
+func (s *Store) StatusCounts(ctx context.Context) (counts, requests map[string]int64, oldest time.Time, err error) {
+	rows, err := s.pool.Query(ctx, `select status, count(*), coalesce(sum(request_total), 0), min(created_at)
+		from `+s.table("batches")+` group by status`)
 	if err != nil {
-		return nil, time.Time{}, translate("count batches by status", err)
+		return nil, nil, time.Time{}, translate("count batches by status", err)
 	}
-	counts := map[string]int{}
-	var oldest time.Time
+	counts, requests = map[string]int64{}, map[string]int64{}
 	var (
 		status string
-		n      int
+		n, r   int64
 		min    time.Time
 	)
-	_, err = pgx.ForEachRow(rows, []any{&status, &n, &min}, func() error {
-		counts[status] = n
+	_, err = pgx.ForEachRow(rows, []any{&status, &n, &r, &min}, func() error {
+		counts[status], requests[status] = n, r
 		if !IsTerminal(status) && (oldest.IsZero() || min.Before(oldest)) {
 			oldest = min
 		}
 		return nil
 	})
-	return counts, oldest, translate("count batches by status", err)
+	return counts, requests, oldest, translate("count batches by status", err)
 }

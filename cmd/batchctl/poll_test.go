@@ -257,7 +257,8 @@ func TestPollServesMetrics(t *testing.T) {
 	}, 30*time.Second, 50*time.Millisecond)
 	for _, want := range []string{`batchctl_batches{status="completed"} 1`, `batchctl_requests_total{outcome="ok"} 5`,
 		"batchctl_oldest_in_flight_seconds 0", `batchctl_api_calls_total{kind="download"} 2`, "batchctl_load_duration_seconds_count 1",
-		"go_goroutines"} {
+		`batchctl_batch_requests{status="completed"} 5`, `batchctl_batch_requests{status="in_progress"} 0`,
+		`batchctl_batch_duration_seconds_count{status="completed"} 1`, "go_goroutines"} {
 		require.Contains(t, body, want)
 	}
 	resp, err := http.Get("http://" + addr + "/debug/pprof/heap?debug=1")
