@@ -173,15 +173,17 @@ func (d *Daemon) waitDone(ctx context.Context) {
 	tick := time.NewTicker(min(d.cfg.Interval.Min, time.Second))
 	defer tick.Stop()
 	for {
-		inFlight, unloaded, err := d.store.Pending(ctx)
-		var candidates []string
-		if err == nil && d.cfg.Resubmit {
-			candidates, err = d.store.ResubmitCandidates(ctx, d.cfg.MaxAttempts)
+		// One snapshot: a load moves its batch from unloaded to a resubmission candidate, and a resubmission its
+		// child into flight, each in one transaction; two separate reads could miss the batch in both.
+		maxAttempts := 0
+		if d.cfg.Resubmit {
+			maxAttempts = d.cfg.MaxAttempts
 		}
+		inFlight, unloaded, resubmits, err := d.store.Pending(ctx, maxAttempts)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			d.log.Warn("count pending batches", "error", err) // a database restart: keep waiting
-		case err == nil && inFlight == 0 && unloaded == 0 && len(candidates) == 0:
+		case err == nil && inFlight == 0 && unloaded == 0 && resubmits == 0:
 			d.log.Info("every batch has ended and has its results loaded; exiting")
 			return
 		}

@@ -187,6 +187,39 @@ func results(batchID string, n int) []store.Result {
 	return rows
 }
 
+func TestPendingCountsEachStage(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t)
+	upsert := func(id, status string) {
+		_, err := s.UpsertBatch(ctx, store.Batch{BatchID: id, Status: status, Endpoint: "/v1/embeddings", RequestTotal: 2})
+		require.NoError(t, err)
+	}
+	upsert("batch_flying", store.StatusInProgress)
+	upsert("batch_unloaded", store.StatusCompleted)
+	upsert("batch_expired", store.StatusExpired) // loaded below: a resubmission candidate
+	upsert("batch_done", store.StatusCompleted)  // loaded below, every request answered: nothing to resubmit
+	for _, id := range []string{"batch_expired", "batch_done"} {
+		l, err := s.BeginLoad(ctx, id, false)
+		require.NoError(t, err)
+		if id == "batch_done" {
+			_, err = l.CopyResults(ctx, newSliceSource([]store.Result{{CustomID: "a"}, {CustomID: "b"}}))
+			require.NoError(t, err)
+		}
+		require.NoError(t, l.MarkLoaded(ctx, store.Usage{}))
+	}
+
+	inFlight, unloaded, resubmits, err := s.Pending(ctx, 3)
+	require.NoError(t, err)
+	require.Equal(t, []int{1, 1, 1}, []int{inFlight, unloaded, resubmits})
+	_, _, resubmits, err = s.Pending(ctx, 0)
+	require.NoError(t, err)
+	require.Zero(t, resubmits, "no resubmission: no candidates")
+	_, _, resubmits, err = s.Pending(ctx, 1)
+	require.NoError(t, err)
+	require.Zero(t, resubmits, "attempt 1 of at most 1: nothing more to try")
+}
+
 func TestLoadResultsIsIdempotent(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -60,13 +60,17 @@ func (s *Store) enqueueMissing(ctx context.Context, job func(string) river.JobAr
 	return ids, err
 }
 
-// Pending counts the batches still in flight and the ended batches whose results are not loaded yet.
-func (s *Store) Pending(ctx context.Context) (inFlight, unloaded int, err error) {
+// Pending counts the batches still in flight, the ended batches whose results are not loaded yet, and (for
+// maxAttempts > 0) the loaded batches not yet looked at for resubmission (ResubmitCandidates). One statement reads
+// one snapshot, so a batch moving from one count to the next in a transaction (a load's commit, a resubmission's)
+// is never missed by all three.
+func (s *Store) Pending(ctx context.Context, maxAttempts int) (inFlight, unloaded, resubmits int, err error) {
 	err = s.pool.QueryRow(ctx, `select
-			count(*) filter (where status not in `+terminalSQL+`),
-			count(*) filter (where status in `+terminalSQL+` and results_loaded_at is null)
-		from `+s.table("batches")).Scan(&inFlight, &unloaded)
-	return inFlight, unloaded, translate("count pending batches", err)
+			count(*) filter (where b.status not in `+terminalSQL+`),
+			count(*) filter (where b.status in `+terminalSQL+` and b.results_loaded_at is null),
+			count(*) filter (where `+candidateSQL+`)
+		from `+s.table("batches")+` b`, maxAttempts).Scan(&inFlight, &unloaded, &resubmits)
+	return inFlight, unloaded, resubmits, translate("count pending batches", err)
 }
 
 // StatusCounts returns, for each status, the number of batches and the sum of their request totals, and the creation
