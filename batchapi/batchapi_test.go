@@ -58,6 +58,23 @@ func TestUploadStreamsAndRetriesFromTheStart(t *testing.T) {
 	require.GreaterOrEqual(t, c.Uploaded.Load(), size.Size())
 }
 
+// TestRetryGivesUpWithTheAPIsAnswer: a 429 asking for a wait longer than the time left to retry ends the retries at
+// once, and the caller gets the API's answer (not backoff's "retry after").
+func TestRetryGivesUpWithTheAPIsAnswer(t *testing.T) {
+	t.Parallel()
+	emu, c := newClient(t, openaitest.Options{HTTP429Rate: 1, RetryAfter: time.Hour})
+	start := time.Now()
+	_, err := c.Upload(context.Background(), requestFile(t, 1))
+	require.Less(t, time.Since(start), time.Minute, "no hour-long sleep")
+	require.Equal(t, batchapi.Transient, batchapi.Classify(err))
+	var apiErr *openai.Error
+	require.ErrorAs(t, err, &apiErr)
+	require.Equal(t, http.StatusTooManyRequests, apiErr.StatusCode)
+	require.Contains(t, batchapi.Message(err), "Rate limit reached")
+	require.Equal(t, time.Hour, batchapi.RetryAfter(err))
+	require.Equal(t, 1, emu.Stats().Injected429, "one call: the wait asked for is past the retry budget")
+}
+
 func TestCreateFindsTheBatchOfALostAnswer(t *testing.T) {
 	t.Parallel()
 	emu, c := newClient(t, openaitest.Options{})

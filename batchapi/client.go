@@ -62,15 +62,18 @@ func (c *Client) log() *slog.Logger {
 	return c.Logger
 }
 
-// retry runs op with exponential backoff while its error is transient, honouring the wait a 429 asked for.
+// retry runs op with exponential backoff while its error is transient, honouring the wait a 429 asked for. When it
+// gives up, it returns op's last error: the API's own answer, not the backoff's wrapper of it.
 func (c *Client) retry(ctx context.Context, what string, op func() error) error {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = cmp.Or(c.RetryInitial, DefaultRetryInitial)
+	var last error
 	_, err := backoff.Retry(ctx, func() (struct{}, error) {
 		err := op()
 		if err == nil {
 			return struct{}{}, nil
 		}
+		last = err
 		if ctx.Err() != nil {
 			return struct{}{}, backoff.Permanent(ctx.Err())
 		}
@@ -83,6 +86,10 @@ func (c *Client) retry(ctx context.Context, what string, op func() error) error 
 		}
 		return struct{}{}, err
 	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(cmp.Or(c.RetryMaxElapsed, DefaultRetryMaxElapsed)))
+	if _, ok := errors.AsType[*backoff.RetryAfterError](err); ok {
+		// The wait a 429 asked for passes the time left: RetryAfterError carries the wait, not the error.
+		return last
+	}
 	return err
 }
 
