@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -225,7 +227,8 @@ func (s *Server) handleBatchCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	created := s.now().Unix()
+	now := s.now()
+	created := now.Unix()
 	b := &batch{
 		ID: newID("batch_"), Endpoint: *req.Endpoint, InputFileID: input.ID, CompletionWindow: completionWindow,
 		Metadata: req.Metadata, outputTTL: ttl, Status: StatusValidating, CreatedAt: created,
@@ -241,6 +244,16 @@ func (s *Server) handleBatchCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "server_error", "", "The emulator is shutting down.", "")
 		return
 	}
+	if wait, ok := s.admitCreate(now); !ok {
+		s.stats.CreatesLimited++
+		s.mu.Unlock()
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		w.Header().Set("Retry-After-Ms", strconv.FormatInt(wait.Milliseconds(), 10))
+		writeError(w, http.StatusTooManyRequests, "requests", "rate_limit_exceeded", fmt.Sprintf(
+			"Rate limit reached for batch creation: at most %d batches an hour. Please try again in %s.",
+			s.opts.MaxBatchCreatesPerHour, wait.Round(time.Second)), "")
+		return
+	}
 	b.seq = int64(len(s.batchSeq))
 	s.batches[b.ID] = b
 	s.batchSeq = append(s.batchSeq, b)
@@ -250,6 +263,25 @@ func (s *Server) handleBatchCreate(w http.ResponseWriter, r *http.Request) {
 	s.log.Debug("batch created", "batch", b.ID, "input_file", input.ID, "endpoint", b.Endpoint)
 	go s.runBatch(b, input)
 	writeJSON(w, http.StatusOK, obj)
+}
+
+// admitCreate counts a batch creation at now against the hourly cap, or returns how long until one more is
+// allowed. The caller holds s.mu.
+func (s *Server) admitCreate(now time.Time) (wait time.Duration, ok bool) {
+	limit := s.opts.MaxBatchCreatesPerHour
+	if limit < 0 {
+		return 0, true
+	}
+	i := 0
+	for i < len(s.creates) && !s.creates[i].After(now.Add(-time.Hour)) {
+		i++
+	}
+	s.creates = s.creates[i:]
+	if len(s.creates) >= limit {
+		return max(s.creates[0].Add(time.Hour).Sub(now), time.Millisecond), false
+	}
+	s.creates = append(s.creates, now)
+	return 0, true
 }
 
 // checkMetadata applies the real service's limits; it returns the error message or "".

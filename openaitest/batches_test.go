@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -507,4 +509,45 @@ func TestLargeFileStreams(t *testing.T) {
 	rec, ok := e.srv.Batch(b.ID)
 	require.True(t, ok)
 	require.Len(t, rec.CustomIDs, n)
+}
+
+func TestBatchCreatesPerHourCap(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	var elapsed atomic.Int64 // the test clock: start plus this
+	at := func(d time.Duration) { elapsed.Store(int64(d)) }
+	e := newEnv(t, openaitest.Options{PhaseDelay: time.Hour, MaxBatchCreatesPerHour: 2,
+		Now: func() time.Time { return start.Add(time.Duration(elapsed.Load())) }})
+	fileID := e.upload(t, chatLines(1, "m"))
+	create := func() error {
+		_, err := e.client.Batches.New(t.Context(), openai.BatchNewParams{InputFileID: fileID,
+			Endpoint: openai.BatchNewParamsEndpointV1ChatCompletions, CompletionWindow: openai.BatchNewParamsCompletionWindow24h})
+		return err
+	}
+	refused := func(wantWait time.Duration) {
+		t.Helper()
+		var apiErr *openai.Error
+		require.ErrorAs(t, create(), &apiErr)
+		require.Equal(t, http.StatusTooManyRequests, apiErr.StatusCode)
+		require.Equal(t, "rate_limit_exceeded", apiErr.Code)
+		require.Contains(t, apiErr.Message, "at most 2 batches an hour")
+		require.Equal(t, strconv.FormatInt(wantWait.Milliseconds(), 10), apiErr.Response.Header.Get("Retry-After-Ms"))
+	}
+
+	require.NoError(t, create())
+	at(10 * time.Minute)
+	require.NoError(t, create())
+	at(20 * time.Minute)
+	refused(40 * time.Minute) // until the first creation is an hour old
+	at(time.Hour + time.Second)
+	require.NoError(t, create(), "the first creation has left the window")
+	refused(10*time.Minute - time.Second)
+	require.Equal(t, 2, e.srv.Stats().CreatesLimited)
+	require.Len(t, e.srv.Batches(), 3)
+
+	unlimited := newEnv(t, openaitest.Options{MaxBatchCreatesPerHour: -1})
+	for range 3 {
+		unlimited.submit(t, chatLines(1, "m"))
+	}
+	require.Zero(t, unlimited.srv.Stats().CreatesLimited)
 }

@@ -46,6 +46,7 @@ type Stats struct {
 	FailedRequests     int // request lines answered with an injected failure
 	ExpiredBatches     int // batches that ended expired
 	TokenLimitFailures int // batches failed with token_limit_exceeded
+	CreatesLimited     int // batch creations refused by the hourly cap (MaxBatchCreatesPerHour)
 }
 
 func (st *Stats) addCall(rt route) {

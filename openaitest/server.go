@@ -37,6 +37,8 @@ const (
 	DefaultMaxFileBytes = 200 << 20
 	// DefaultMaxUploadBytes is the real service's cap on any uploaded file (512 MB).
 	DefaultMaxUploadBytes = 512 << 20
+	// DefaultMaxBatchCreatesPerHour is the real service's cap on batch creations in any hour.
+	DefaultMaxBatchCreatesPerHour = 2_000
 	// DefaultRetryAfter is the wait announced by injected 429 answers when Options.RetryAfter is zero.
 	DefaultRetryAfter = time.Second
 	// MaxEmbeddingInputs caps the embedding inputs summed over all requests of an /v1/embeddings batch.
@@ -67,6 +69,10 @@ type Options struct {
 	MaxFileBytes int64
 	// MaxUploadBytes caps any uploaded file; zero means DefaultMaxUploadBytes.
 	MaxUploadBytes int64
+	// MaxBatchCreatesPerHour caps batch creations in any hour (a sliding window of the emulator's clock): one more
+	// is answered 429 rate_limit_exceeded, with Retry-After until the oldest leaves the window. Zero means
+	// DefaultMaxBatchCreatesPerHour; negative, no cap.
+	MaxBatchCreatesPerHour int
 
 	// RequestFailRate is the share of request lines (0..1) that fail: their answer is a non-200 response or an
 	// error object, in the error file or, for some 5xx answers, in the output file.
@@ -150,6 +156,7 @@ type Server struct {
 	batches  map[string]*batch
 	batchSeq []*batch // creation order
 	enqueued map[string]int64
+	creates  []time.Time // batch creations of the last hour, oldest first
 	stats    Stats
 	closed   bool
 }
@@ -167,6 +174,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.MaxUploadBytes <= 0 {
 		opts.MaxUploadBytes = DefaultMaxUploadBytes
+	}
+	if opts.MaxBatchCreatesPerHour == 0 {
+		opts.MaxBatchCreatesPerHour = DefaultMaxBatchCreatesPerHour
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

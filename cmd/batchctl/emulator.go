@@ -36,6 +36,7 @@ type emulatorOptions struct {
 	maxRequests int
 	maxFileMB   int64
 	maxUploadMB int64
+	maxCreates  int
 
 	failRate     float64
 	rate429      float64
@@ -85,6 +86,7 @@ API key is accepted unless --api-key is set.`,
 	f.IntVar(&opts.maxRequests, "max-requests", openaitest.DefaultMaxRequestsPerFile, "request lines allowed per batch input file")
 	f.Int64Var(&opts.maxFileMB, "max-file-mb", openaitest.DefaultMaxFileBytes>>20, "size allowed per batch input file, in MB")
 	f.Int64Var(&opts.maxUploadMB, "max-upload-mb", openaitest.DefaultMaxUploadBytes>>20, "size allowed per uploaded file of any purpose, in MB")
+	f.IntVar(&opts.maxCreates, "max-batch-creates-per-hour", openaitest.DefaultMaxBatchCreatesPerHour, "batch creations allowed in any hour; more are answered 429 (negative: no cap)")
 
 	f.Float64Var(&opts.failRate, "fail-rate", 0, "share of request lines answered with a failure (error file or non-200 status_code)")
 	f.Float64Var(&opts.rate429, "rate-429", 0, "share of API calls answered 429 rate_limit_exceeded with Retry-After")
@@ -119,7 +121,8 @@ func runEmulator(ctx context.Context, opts *emulatorOptions) error {
 	srv, err := openaitest.New(openaitest.Options{
 		DataDir: opts.dataDir, APIKey: opts.apiKey, PhaseDelay: opts.phaseDelay, Seed: opts.seed, Logger: log,
 		MaxRequestsPerFile: opts.maxRequests, MaxFileBytes: opts.maxFileMB << 20, MaxUploadBytes: opts.maxUploadMB << 20,
-		RequestFailRate: opts.failRate, HTTP429Rate: opts.rate429, HTTP500Rate: opts.rate500, ResetRate: opts.resetRate,
+		MaxBatchCreatesPerHour: opts.maxCreates,
+		RequestFailRate:        opts.failRate, HTTP429Rate: opts.rate429, HTTP500Rate: opts.rate500, ResetRate: opts.resetRate,
 		TruncateDownloadRate: opts.truncateRate, DownloadBytesPerSec: opts.downloadBPS, RetryAfter: opts.retryAfter,
 		ExpireRate: opts.expireRate, ExpireCompletedShare: opts.expireShare, TokenLimitPerModel: limits,
 	})

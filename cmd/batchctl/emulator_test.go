@@ -43,7 +43,8 @@ func TestEmulatorCommand(t *testing.T) {
 	env := map[string]string{"BATCHCTL_EMULATOR_API_KEY": "sk-emulator"}
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"emulator", "--addr", "127.0.0.1:0", "--phase-delay", "5ms", "--token-limit", "gpt-4o-mini=1000000"},
+		done <- run(ctx, []string{"emulator", "--addr", "127.0.0.1:0", "--phase-delay", "5ms", "--token-limit", "gpt-4o-mini=1000000",
+			"--max-batch-creates-per-hour", "1"},
 			streams, func(k string) string { return env[k] })
 		_ = outW.Close()
 	}()
@@ -76,10 +77,17 @@ func TestEmulatorCommand(t *testing.T) {
 		require.NoError(t, err)
 	}
 
+	// --max-batch-creates-per-hour 1: a second batch within the hour is refused.
+	_, err = client.Batches.New(ctx, openai.BatchNewParams{
+		InputFileID: f.ID, Endpoint: openai.BatchNewParamsEndpointV1ChatCompletions, CompletionWindow: "24h",
+	})
+	var apiErr *openai.Error
+	require.ErrorAs(t, err, &apiErr)
+	require.Equal(t, 429, apiErr.StatusCode)
+
 	// --api-key (here from its env var) refuses other keys.
 	other := openai.NewClient(option.WithBaseURL(ready.BaseURL), option.WithAPIKey("sk-other"), option.WithMaxRetries(0))
 	_, err = other.Batches.Get(ctx, b.ID)
-	var apiErr *openai.Error
 	require.ErrorAs(t, err, &apiErr)
 	require.Equal(t, 401, apiErr.StatusCode)
 

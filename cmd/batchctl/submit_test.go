@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,6 +91,34 @@ func TestSubmitCommandDryRun(t *testing.T) {
 	require.Equal(t, exitOK, res.code, res.stderr)
 	require.Contains(t, res.stdout, `"dry_run":true`)
 	require.Zero(t, srv.Stats().FileUploads)
+}
+
+// TestSubmitCommandHourlyCreateCap: past the API's batch creations an hour, submit stops with the API's answer
+// (exit 4) instead of sleeping for an hour; run again once the hour has passed, it creates the rest, nothing twice.
+func TestSubmitCommandHourlyCreateCap(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	var elapsed atomic.Int64
+	srv, baseURL := openaitest.Start(t, openaitest.Options{PhaseDelay: time.Hour, MaxBatchCreatesPerHour: 1,
+		Now: func() time.Time { return start.Add(time.Duration(elapsed.Load())) }})
+	env := map[string]string{"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": baseURL, "BATCHCTL_SPOOL_DIR": t.TempDir()}
+	file := filepath.Join(t.TempDir(), "in.jsonl")
+	require.NoError(t, os.WriteFile(file, []byte("{\"text\":\"a\"}\n{\"text\":\"b\"}\n"), 0o600))
+	args := []string{"submit", "--model", "m", "--max-requests", "1", file}
+
+	res := runCLI(t, "", env, args...)
+	require.Equal(t, exitAPI, res.code, res.stderr)
+	require.Contains(t, res.stderr, "Rate limit reached for batch creation: at most 1 batches an hour")
+	require.Equal(t, 1, strings.Count(res.stdout, `"batch_id"`), "the first batch is out before the cap")
+	require.Len(t, srv.Batches(), 1)
+
+	elapsed.Store(int64(time.Hour + time.Second))
+	res = runCLI(t, "", env, args...)
+	require.Equal(t, exitOK, res.code, res.stderr)
+	require.Equal(t, 1, strings.Count(res.stdout, `"existing":true`))
+	require.Equal(t, 2, strings.Count(res.stdout, `"batch_id"`))
+	require.Len(t, srv.Batches(), 2, "the second batch, once; the first not again")
+	require.Equal(t, 2, srv.Stats().FileUploads, "the refused batch's upload is reused")
 }
 
 func TestSubmitCommandMaxTokens(t *testing.T) {
