@@ -206,74 +206,79 @@ func (r *run) read(ctx context.Context, b *builder, out chan<- *chunk, free <-ch
 	}
 	var req request
 	for _, in := range r.opts.Inputs {
-		src := in.Reader
-		if src == nil {
-			f, err := os.Open(in.Path)
-			if err != nil {
-				send(&chunk{err: fmt.Errorf("open input: %w", err)})
-				return
-			}
-			defer f.Close()
-			src = f
-		}
-		rd := jsonl.NewReader(src, in.Name, int(r.opts.MaxBytes))
-		c := get()
-		for {
-			line, err := rd.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				if _, ok := jsonl.AsRecordError(err); !ok {
-					c.err = err
-					send(c)
-					return
-				}
-			} else if len(bytes.TrimSpace(line)) == 0 {
-				continue
-			}
-			r.opts.Progress.Records.Add(1)
-			l := inLine{name: in.Name, num: rd.Line(), err: err}
-			raw := line
-			if err == nil {
-				if berr := b.build(in.Name, l.num, line, &req); berr != nil {
-					l.err = &jsonl.RecordError{Source: in.Name, Line: l.num, Reason: berr.Error()}
-				} else {
-					line, l.customID, l.model, l.inputs, l.tokens = req.line, req.customID, req.model, req.inputs, req.tokens
-				}
-			}
-			keepRaw := r.opts.SkipInvalid && l.err == nil
-			need := len(line)
-			if keepRaw {
-				need += len(raw)
-			}
-			if len(c.lines) > 0 && len(c.buf)+need > cap(c.buf) {
-				// Hand the chunk over rather than grow it: a grown buffer stays grown, in every chunk in flight.
-				if !send(c) {
-					return
-				}
-				c = get()
-			}
-			if keepRaw {
-				l.rawStart = len(c.buf)
-				c.buf = append(c.buf, raw...)
-				l.rawEnd = len(c.buf)
-			}
-			l.start = len(c.buf)
-			c.buf = append(c.buf, line...)
-			l.end = len(c.buf)
-			c.lines = append(c.lines, l)
-			if len(c.lines) >= 1024 || len(c.buf) >= chunkBytes || rd.Buffered() == 0 {
-				if !send(c) {
-					return
-				}
-				c = get()
-			}
-		}
-		if len(c.lines) > 0 && !send(c) {
+		if !r.readInput(in, b, &req, get, send) {
 			return
 		}
 	}
+}
+
+// readInput is read's work on one input, which it closes when done; false when reading must stop.
+func (r *run) readInput(in Input, b *builder, req *request, get func() *chunk, send func(*chunk) bool) bool {
+	src := in.Reader
+	if src == nil {
+		f, err := os.Open(in.Path)
+		if err != nil {
+			send(&chunk{err: fmt.Errorf("open input: %w", err)})
+			return false
+		}
+		defer f.Close()
+		src = f
+	}
+	rd := jsonl.NewReader(src, in.Name, int(r.opts.MaxBytes))
+	c := get()
+	for {
+		line, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if _, ok := jsonl.AsRecordError(err); !ok {
+				c.err = err
+				send(c)
+				return false
+			}
+		} else if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		r.opts.Progress.Records.Add(1)
+		l := inLine{name: in.Name, num: rd.Line(), err: err}
+		raw := line
+		if err == nil {
+			if berr := b.build(in.Name, l.num, line, req); berr != nil {
+				l.err = &jsonl.RecordError{Source: in.Name, Line: l.num, Reason: berr.Error()}
+			} else {
+				line, l.customID, l.model, l.inputs, l.tokens = req.line, req.customID, req.model, req.inputs, req.tokens
+			}
+		}
+		keepRaw := r.opts.SkipInvalid && l.err == nil
+		need := len(line)
+		if keepRaw {
+			need += len(raw)
+		}
+		if len(c.lines) > 0 && len(c.buf)+need > cap(c.buf) {
+			// Hand the chunk over rather than grow it: a grown buffer stays grown, in every chunk in flight.
+			if !send(c) {
+				return false
+			}
+			c = get()
+		}
+		if keepRaw {
+			l.rawStart = len(c.buf)
+			c.buf = append(c.buf, raw...)
+			l.rawEnd = len(c.buf)
+		}
+		l.start = len(c.buf)
+		c.buf = append(c.buf, line...)
+		l.end = len(c.buf)
+		c.lines = append(c.lines, l)
+		if len(c.lines) >= 1024 || len(c.buf) >= chunkBytes || rd.Buffered() == 0 {
+			if !send(c) {
+				return false
+			}
+			c = get()
+		}
+	}
+	return len(c.lines) == 0 || send(c)
 }
 
 func (r *run) submit(ctx context.Context) error {
