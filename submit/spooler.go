@@ -74,8 +74,7 @@ func (s *spooler) add(name string, num int, req *request) (sealed *spooledPart, 
 	if s.maxTokens > 0 && req.tokens > s.maxTokens {
 		return nil, jsonl.Errorf(name, num, "request is about %d tokens (estimated), over the batch limit of %d", req.tokens, s.maxTokens)
 	}
-	if s.f != nil && (s.requests+1 > s.maxRequests || s.bytes+size > s.maxBytes ||
-		(s.maxInputs > 0 && s.inputs+req.inputs > s.maxInputs) || (s.maxTokens > 0 && s.tokens+req.tokens > s.maxTokens)) {
+	if s.f != nil && !s.fits(size, req.inputs, req.tokens) {
 		if sealed, err = s.seal(); err != nil {
 			return nil, err
 		}
@@ -110,11 +109,17 @@ func (s *spooler) add(name string, num int, req *request) (sealed *spooledPart, 
 	return sealed, nil
 }
 
+// fits reports whether the open batch can take one more request of size bytes (newline included), inputs embedding
+// inputs and tokens estimated tokens.
+func (s *spooler) fits(size int64, inputs int, tokens int64) bool {
+	return s.requests < s.maxRequests && s.bytes+size <= s.maxBytes &&
+		(s.maxInputs == 0 || s.inputs+inputs <= s.maxInputs) && (s.maxTokens == 0 || s.tokens+tokens <= s.maxTokens)
+}
+
 // full reports whether the open batch can take no further request, so it goes without waiting for the next line:
-// the smallest request line is far longer than the few bytes left.
+// the smallest request line is far longer than the 64 bytes this asks for, and takes an input and a token at least.
 func (s *spooler) full() bool {
-	return s.f != nil && (s.requests >= s.maxRequests || s.bytes+64 > s.maxBytes ||
-		(s.maxInputs > 0 && s.inputs >= s.maxInputs) || (s.maxTokens > 0 && s.tokens >= s.maxTokens))
+	return s.f != nil && !s.fits(64, 1, 1)
 }
 
 // pending reports how many requests the open batch holds.
