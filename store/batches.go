@@ -54,6 +54,12 @@ func (s *Store) insertTracked(ctx context.Context, tx pgx.Tx, b Batch) (inserted
 		if err := s.notify(ctx, tx, b, ""); err != nil {
 			return false, err
 		}
+		if IsTerminal(b.Status) {
+			// Tracked already ended: queue its load now, as UpsertBatch does for a status that ends a batch.
+			if _, err := s.river.InsertTx(ctx, tx, LoadResultsArgs{BatchID: b.BatchID}, nil); err != nil {
+				return false, translate("enqueue results load for "+b.BatchID, err)
+			}
+		}
 	}
 	if _, err := s.river.InsertTx(ctx, tx, PollBatchArgs{BatchID: b.BatchID}, &river.InsertOpts{ScheduledAt: time.Now().Add(pollDelay)}); err != nil {
 		return false, translate("enqueue poll job for "+b.BatchID, err)
@@ -89,6 +95,7 @@ func (s *Store) UpsertBatch(ctx context.Context, b Batch) (previous string, err 
 				source            = coalesce(excluded.source, t.source),
 				spool_sha256      = coalesce(excluded.spool_sha256, t.spool_sha256),
 				errors            = coalesce(excluded.errors, t.errors),
+				created_at        = least(t.created_at, excluded.created_at), -- the API's, once known, not a guess of now()
 				updated_at        = now(),
 				ended_at          = coalesce(t.ended_at, excluded.ended_at)`, batchArgs(b)...)
 		if err != nil {

@@ -54,6 +54,29 @@ func TestTrackBatchInsertsRowAndOnePollJob(t *testing.T) {
 	require.ErrorIs(t, err, store.ErrNotFound)
 }
 
+// TestTrackEndedBatchQueuesItsLoad: a batch tracked already ended (cancel of an untracked batch, track of an old one)
+// gets its results load at once, and the API's creation time replaces the guess of a bare track.
+func TestTrackEndedBatchQueuesItsLoad(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t)
+	_, err := s.TrackBatch(ctx, store.Batch{BatchID: "batch_old", Status: store.StatusCancelled})
+	require.NoError(t, err)
+	var loads int
+	require.NoError(t, s.Pool().QueryRow(ctx, `select count(*) from `+s.Schema()+`.river_job where kind = $1 and args->>'batch_id' = $2`,
+		store.LoadResultsArgs{}.Kind(), "batch_old").Scan(&loads))
+	require.Equal(t, 1, loads)
+
+	_, err = s.TrackBatch(ctx, store.Batch{BatchID: "batch_bare", Status: store.StatusValidating})
+	require.NoError(t, err)
+	created := time.Now().Add(-3 * time.Hour).Truncate(time.Second)
+	_, err = s.UpsertBatch(ctx, store.Batch{BatchID: "batch_bare", Status: store.StatusInProgress, CreatedAt: created})
+	require.NoError(t, err)
+	got, err := s.GetBatch(ctx, "batch_bare")
+	require.NoError(t, err)
+	require.True(t, created.Equal(got.CreatedAt), "created_at %s, want %s", got.CreatedAt, created)
+}
+
 // TestUpsertBatchEndSeenOnce: of several pollers writing the same batch's end at once, exactly one is told the batch
 // was still in flight, as exactly one notifies the change.
 func TestUpsertBatchEndSeenOnce(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/batchctl/batchctl/batchapi"
-	"github.com/batchctl/batchctl/store"
 )
 
 func init() { subcommands = append(subcommands, newCancelCmd) }
@@ -57,8 +56,7 @@ func runCancel(ctx context.Context, opts *cancelOptions) error {
 		}
 		row := batchapi.Row(b)
 		// Tracking first gives an untracked batch its row and poll job; the upsert then records the cancel.
-		if _, err := s.TrackBatch(ctx, store.Batch{BatchID: row.BatchID, Status: row.Status, Endpoint: row.Endpoint,
-			InputFileID: row.InputFileID}); err != nil {
+		if _, err := s.TrackBatch(ctx, row); err != nil {
 			return err
 		}
 		if _, err := s.UpsertBatch(ctx, row); err != nil {
