@@ -6,7 +6,6 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
 
 	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/store"
@@ -15,18 +14,17 @@ import (
 // refreshPageSize is the largest page GET /v1/batches serves.
 const refreshPageSize = 100
 
-// aliveStates keeps one periodic job queued or running at a time, however slow a round is.
-var aliveStates = []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning,
-	rivertype.JobStateRetryable, rivertype.JobStateScheduled}
+// periodicInsertOpts keep one periodic job (refresh, sweep) queued or running at a time, however slow a round is.
+func periodicInsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: store.QueueBatches, MaxAttempts: 1, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: store.LiveJobStates}}
+}
 
 // refreshArgs is the periodic bulk refresh.
 type refreshArgs struct{}
 
 func (refreshArgs) Kind() string { return "batchctl_refresh" }
 
-func (refreshArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: store.QueueBatches, MaxAttempts: 1, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: aliveStates}}
-}
+func (refreshArgs) InsertOpts() river.InsertOpts { return periodicInsertOpts() }
 
 // refreshWorker runs Daemon.Refresh: about N/100 API calls for N batches in flight, instead of N GETs.
 type refreshWorker struct {
@@ -104,9 +102,7 @@ type sweepArgs struct{}
 
 func (sweepArgs) Kind() string { return "batchctl_sweep" }
 
-func (sweepArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: store.QueueBatches, MaxAttempts: 1, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: aliveStates}}
-}
+func (sweepArgs) InsertOpts() river.InsertOpts { return periodicInsertOpts() }
 
 // sweepWorker re-enqueues poll jobs for batches in flight that have none, and load jobs for ended batches whose
 // results are neither loaded nor queued: after a restart that lost them, jobs discarded after many errors, or rows

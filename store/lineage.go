@@ -54,12 +54,8 @@ const candidateSQL = `b.results_loaded_at is not null and b.resubmitted_at is nu
 
 // EnqueueResubmits inserts a resubmit job for every candidate batch that has none alive; it returns their IDs.
 func (s *Store) EnqueueResubmits(ctx context.Context, maxAttempts int) ([]string, error) {
-	return s.enqueueMissing(ctx, func(id string) river.JobArgs { return ResubmitArgs{BatchID: id} },
-		`select b.batch_id from `+s.table("batches")+` b where `+candidateSQL+`
-		and not exists (select 1 from `+s.table("river_job")+` j
-			where j.kind = '`+ResubmitArgs{}.Kind()+`' and j.state in `+liveJobStates+`
-			and j.args @> jsonb_build_object('batch_id', b.batch_id))
-		order by b.ended_at limit 10000`, maxAttempts)
+	return s.enqueueMissing(ctx, ResubmitArgs{}.Kind(), func(id string) river.JobArgs { return ResubmitArgs{BatchID: id} },
+		candidateSQL, `b.ended_at`, maxAttempts)
 }
 
 // ResubmitCandidates returns the IDs of batches that may have requests to resubmit, oldest ended first.

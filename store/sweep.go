@@ -2,41 +2,54 @@ package store
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 )
 
-// liveJobStates are River job states in which a job will still run.
-const liveJobStates = `('available', 'pending', 'running', 'retryable', 'scheduled')`
+// LiveJobStates are the River job states in which a job will still run.
+var LiveJobStates = []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending,
+	rivertype.JobStateRunning, rivertype.JobStateRetryable, rivertype.JobStateScheduled}
+
+// liveJobStates is LiveJobStates as an SQL list.
+var liveJobStates = func() string {
+	quoted := make([]string, len(LiveJobStates))
+	for i, st := range LiveJobStates {
+		quoted[i] = "'" + string(st) + "'"
+	}
+	return "(" + strings.Join(quoted, ", ") + ")"
+}()
+
+// unloadedSQL selects, as a predicate over a batches row b, an ended batch whose results are not loaded yet. Every
+// write of an ended status sets ended_at, and the predicate is that of the index batches_unloaded_idx.
+const unloadedSQL = `b.ended_at is not null and b.results_loaded_at is null`
 
 // EnqueueStrandedPolls inserts a poll job for every batch in flight that has none alive (after a restart that lost
 // it, a job discarded after too many errors, or a row inserted by hand), skipping batches created before
 // notBefore (past their deadline). It returns the batch IDs it enqueued.
 func (s *Store) EnqueueStrandedPolls(ctx context.Context, notBefore time.Time) ([]string, error) {
-	return s.enqueueMissing(ctx, func(id string) river.JobArgs { return PollBatchArgs{BatchID: id} },
-		`select b.batch_id from `+s.table("batches")+` b
-		where b.status not in `+terminalSQL+` and b.created_at >= $1
-		and not exists (select 1 from `+s.table("river_job")+` j
-			where j.kind = '`+PollBatchArgs{}.Kind()+`' and j.state in `+liveJobStates+`
-			and j.args @> jsonb_build_object('batch_id', b.batch_id))
-		order by b.created_at limit 10000`, notBefore)
+	return s.enqueueMissing(ctx, PollBatchArgs{}.Kind(), func(id string) river.JobArgs { return PollBatchArgs{BatchID: id} },
+		`b.status not in `+terminalSQL+` and b.created_at >= $1`, `b.created_at`, notBefore)
 }
 
 // EnqueueStrandedLoads inserts a load job for every ended batch whose results are not loaded and that has no load
 // job alive. It returns the batch IDs it enqueued.
 func (s *Store) EnqueueStrandedLoads(ctx context.Context) ([]string, error) {
-	return s.enqueueMissing(ctx, func(id string) river.JobArgs { return LoadResultsArgs{BatchID: id} },
-		`select b.batch_id from `+s.table("batches")+` b
-		where b.ended_at is not null and b.results_loaded_at is null
-		and not exists (select 1 from `+s.table("river_job")+` j
-			where j.kind = '`+LoadResultsArgs{}.Kind()+`' and j.state in `+liveJobStates+`
-			and j.args @> jsonb_build_object('batch_id', b.batch_id))
-		order by b.ended_at limit 10000`)
+	return s.enqueueMissing(ctx, LoadResultsArgs{}.Kind(), func(id string) river.JobArgs { return LoadResultsArgs{BatchID: id} },
+		unloadedSQL, `b.ended_at`)
 }
 
-func (s *Store) enqueueMissing(ctx context.Context, job func(string) river.JobArgs, query string, args ...any) ([]string, error) {
+// enqueueMissing inserts a job of kind, made by job, for each batch b that matches where (a predicate over the
+// batches row b) and has no job of that kind alive, at most 10 000 in the given order. It returns their IDs.
+func (s *Store) enqueueMissing(ctx context.Context, kind string, job func(string) river.JobArgs, where, orderBy string, args ...any) ([]string, error) {
+	query := `select b.batch_id from ` + s.table("batches") + ` b where ` + where + `
+		and not exists (select 1 from ` + s.table("river_job") + ` j
+			where j.kind = '` + kind + `' and j.state in ` + liveJobStates + `
+			and j.args @> jsonb_build_object('batch_id', b.batch_id))
+		order by ` + orderBy + ` limit 10000`
 	var ids []string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, query, args...)
@@ -67,7 +80,7 @@ func (s *Store) enqueueMissing(ctx context.Context, job func(string) river.JobAr
 func (s *Store) Pending(ctx context.Context, maxAttempts int) (inFlight, unloaded, resubmits int, err error) {
 	err = s.pool.QueryRow(ctx, `select
 			count(*) filter (where b.status not in `+terminalSQL+`),
-			count(*) filter (where b.status in `+terminalSQL+` and b.results_loaded_at is null),
+			count(*) filter (where `+unloadedSQL+`),
 			count(*) filter (where `+candidateSQL+`)
 		from `+s.table("batches")+` b`, maxAttempts).Scan(&inFlight, &unloaded, &resubmits)
 	return inFlight, unloaded, resubmits, translate("count pending batches", err)
