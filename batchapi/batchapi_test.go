@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -163,4 +164,15 @@ func TestRowMapsTheBatchObject(t *testing.T) {
 	require.Equal(t, "x", row.Metadata["team"])
 	require.NotNil(t, row.EndedAt)
 	require.Nil(t, row.Errors)
+}
+
+func TestTruncate(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "short", batchapi.Truncate("short", 8))
+	require.Equal(t, "abcd...", batchapi.Truncate("abcdefghij", 7))
+	require.Equal(t, "ab...", batchapi.Truncate("abé日本", 6), "é would be cut in half: it goes whole")
+	long := strings.Repeat("日", 200) // 600 bytes
+	got := batchapi.Truncate(long, batchapi.MaxMetadataValueLen)
+	require.LessOrEqual(t, len(got), batchapi.MaxMetadataValueLen)
+	require.True(t, utf8.ValidString(got))
 }

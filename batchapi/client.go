@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +38,17 @@ const (
 	MetaSpoolSHA256 = "batchctl_spool_sha256" // sha256 of the request file
 	MetaSource      = "batchctl_source"       // where the records came from
 )
+
+// MaxMetadataValueLen is the Batch API's cap on a metadata value, in bytes.
+const MaxMetadataValueLen = 512
+
+// Truncate shortens s to at most n bytes (n > 3), never in the middle of a character, marking a cut with "...".
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n-3], "") + "..."
+}
 
 // CompletionWindow is the only completion window the Batch API offers.
 const CompletionWindow = openai.BatchNewParamsCompletionWindow24h

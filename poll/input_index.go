@@ -6,7 +6,6 @@ import (
 	"hash/maphash"
 	"io"
 	"slices"
-	"unsafe"
 
 	"github.com/tidwall/gjson"
 
@@ -60,7 +59,7 @@ func buildInputIndexSize(r io.Reader, source string, size int64) (*inputIndex, e
 			return nil, fmt.Errorf("read input file %s: %w", source, err)
 		}
 		// A view of the line, not a copy: gjson copies only an ID with escapes, and the hash keeps nothing of it.
-		id := gjson.Get(unsafe.String(unsafe.SliceData(line), len(line)), "custom_id")
+		id := jsonl.Peek(line, "custom_id")
 		if id.Type != gjson.String {
 			continue
 		}

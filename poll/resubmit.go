@@ -1,6 +1,7 @@
 package poll
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -16,7 +17,6 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/riverqueue/river"
-	"github.com/tidwall/gjson"
 
 	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/jsonl"
@@ -189,7 +189,7 @@ func (r *Resubmitter) spool(ctx context.Context, p store.Batch, done map[string]
 		}
 	}()
 	h := sha256.New()
-	w := io.MultiWriter(f, h)
+	w := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
 	rd := jsonl.NewReader(resp.Body, p.InputFileID, 0)
 	for {
 		line, err := rd.Next()
@@ -200,14 +200,17 @@ func (r *Resubmitter) spool(ctx context.Context, p store.Batch, done map[string]
 			return path, 0, "", fmt.Errorf("read input file %s of %s: %w", p.InputFileID, p.BatchID, err)
 		}
 		if done != nil {
-			if _, final := done[gjson.GetBytes(line, "custom_id").Str]; final {
+			if _, final := done[jsonl.Peek(line, "custom_id").Str]; final {
 				continue
 			}
 		}
-		if _, err := w.Write(append(line, '\n')); err != nil {
-			return path, 0, "", fmt.Errorf("write resubmission file: %w", err)
-		}
+		// A bufio.Writer keeps its first error and reports it at Flush.
+		_, _ = w.Write(line)
+		_ = w.WriteByte('\n')
 		n++
+	}
+	if err := w.Flush(); err != nil {
+		return path, 0, "", fmt.Errorf("write resubmission file: %w", err)
 	}
 	if err := f.Sync(); err != nil {
 		return path, 0, "", err
@@ -224,10 +227,7 @@ func (r *Resubmitter) childMetadata(p store.Batch, n int, sum string) map[string
 		batchapi.MetaSpoolSHA256: sum,
 	}
 	if src := p.Source; src != "" {
-		if len(src) > 512 {
-			src = src[:512]
-		}
-		m[batchapi.MetaSource] = src
+		m[batchapi.MetaSource] = batchapi.Truncate(src, batchapi.MaxMetadataValueLen)
 	}
 	return m
 }

@@ -28,7 +28,7 @@ const (
 const (
 	MaxMetadataPairs    = 16
 	MaxMetadataKeyLen   = 64
-	MaxMetadataValueLen = 512
+	MaxMetadataValueLen = batchapi.MaxMetadataValueLen
 
 	MetaSpoolSHA256 = batchapi.MetaSpoolSHA256
 	MetaIntent      = "batchctl_intent"

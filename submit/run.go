@@ -150,7 +150,7 @@ func runKey(o *Options) (string, error) {
 				return c
 			}
 			return '_'
-		}, truncate(o.Inputs[0].Name, 40))
+		}, batchapi.Truncate(o.Inputs[0].Name, 40))
 	}
 	return name + "-" + hex.EncodeToString(sum[:8]), nil
 }

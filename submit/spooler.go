@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/jsonl"
 )
 
@@ -161,7 +162,7 @@ func (s *spooler) seal() (*spooledPart, error) {
 	sum := hex.EncodeToString(s.h.Sum(nil))
 	p := &spooledPart{
 		Part: s.next, SHA256: sum, Requests: s.requests, Bytes: s.bytes, Model: s.model,
-		Source: truncate(strings.Join(s.sources, ","), MaxMetadataValueLen),
+		Source: batchapi.Truncate(strings.Join(s.sources, ","), MaxMetadataValueLen),
 		Path:   filepath.Join(s.dir, fmt.Sprintf("part-%05d-%s.jsonl", s.next, sum[:12])),
 	}
 	if err := os.Rename(s.tmp, p.Path); err != nil {
@@ -185,13 +186,6 @@ func (s *spooler) discard() {
 		_ = os.Remove(s.tmp)
 		s.f = nil
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n-3], "") + "..." // never cut a character in half
 }
 
 func syncDir(dir string) error {
