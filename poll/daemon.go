@@ -117,6 +117,7 @@ func New(cfg Config) (*Daemon, error) {
 				func() (river.JobArgs, *river.InsertOpts) { return sweepArgs{}, nil },
 				&river.PeriodicJobOpts{ID: "batchctl_sweep", RunOnStart: true}),
 		},
+		RetryPolicy:          retryPolicy{d},
 		RescueStuckJobsAfter: cfg.RescueAfter,
 		// Each worker sets its own timeout; River only insists that the default not exceed the rescue delay.
 		JobTimeout:        min(pollTimeout, cfg.RescueAfter),

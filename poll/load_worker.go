@@ -26,10 +26,6 @@ func (w *loadWorker) Timeout(*river.Job[store.LoadResultsArgs]) time.Duration {
 	return w.d.cfg.LoadTimeout
 }
 
-func (w *loadWorker) NextRetry(job *river.Job[store.LoadResultsArgs]) time.Time {
-	return time.Now().Add(w.d.backoff(job.Attempt))
-}
-
 func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsArgs]) error {
 	start := time.Now()
 	id := job.Args.BatchID

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 
 	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/store"
@@ -22,10 +23,6 @@ type pollWorker struct {
 }
 
 func (w *pollWorker) Timeout(*river.Job[store.PollBatchArgs]) time.Duration { return pollTimeout }
-
-func (w *pollWorker) NextRetry(job *river.Job[store.PollBatchArgs]) time.Time {
-	return time.Now().Add(w.d.backoff(job.Attempt))
-}
 
 func (w *pollWorker) Work(ctx context.Context, job *river.Job[store.PollBatchArgs]) error {
 	id := job.Args.BatchID
@@ -93,6 +90,13 @@ func (d *Daemon) apiFailure(ctx context.Context, kind, batchID string, age time.
 		log.Warn("transient API error; retrying with backoff", "error", batchapi.Message(err))
 		return fmt.Errorf("%s batch %s: %w", kind, batchID, err)
 	}
+}
+
+// retryPolicy spaces the retries of every failed job by Daemon.backoff.
+type retryPolicy struct{ d *Daemon }
+
+func (p retryPolicy) NextRetry(job *rivertype.JobRow) time.Time {
+	return time.Now().Add(p.d.backoff(job.Attempt))
 }
 
 // backoff is the wait before retry number attempt of a job that failed: doubling from the minimum poll interval,

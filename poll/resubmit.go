@@ -255,10 +255,6 @@ func (w *resubmitWorker) Timeout(*river.Job[store.ResubmitArgs]) time.Duration {
 	return w.d.cfg.LoadTimeout
 }
 
-func (w *resubmitWorker) NextRetry(job *river.Job[store.ResubmitArgs]) time.Time {
-	return time.Now().Add(w.d.backoff(job.Attempt))
-}
-
 func (w *resubmitWorker) Work(ctx context.Context, job *river.Job[store.ResubmitArgs]) error {
 	_, err := w.d.resubmitter().Resubmit(ctx, job.Args.BatchID)
 	switch {
