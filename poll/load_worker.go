@@ -30,12 +30,9 @@ func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsA
 	start := time.Now()
 	id := job.Args.BatchID
 	log := w.d.log.With("batch_id", id)
-	row, err := w.d.store.GetBatch(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return river.JobCancel(fmt.Errorf("batch %s is not in the batch-ID table", id))
-	}
+	row, err := w.d.jobBatch(ctx, id)
 	if err != nil {
-		return shutdownAware(ctx, err)
+		return err
 	}
 	if row.ResultsLoadedAt != nil {
 		return nil

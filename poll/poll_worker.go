@@ -27,12 +27,9 @@ func (w *pollWorker) Timeout(*river.Job[store.PollBatchArgs]) time.Duration { re
 func (w *pollWorker) Work(ctx context.Context, job *river.Job[store.PollBatchArgs]) error {
 	id := job.Args.BatchID
 	log := w.d.log.With("batch_id", id)
-	row, err := w.d.store.GetBatch(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return river.JobCancel(fmt.Errorf("batch %s is not in the batch-ID table", id))
-	}
+	row, err := w.d.jobBatch(ctx, id)
 	if err != nil {
-		return shutdownAware(ctx, err)
+		return err
 	}
 	if store.IsTerminal(row.Status) {
 		return nil // the store queued the load with the terminal status
@@ -90,6 +87,18 @@ func (d *Daemon) apiFailure(ctx context.Context, kind, batchID string, age time.
 		log.Warn("transient API error; retrying with backoff", "error", batchapi.Message(err))
 		return fmt.Errorf("%s batch %s: %w", kind, batchID, err)
 	}
+}
+
+// jobBatch reads the row of a job's batch; its error is the job's: a batch gone from the table cancels the job.
+func (d *Daemon) jobBatch(ctx context.Context, id string) (store.Batch, error) {
+	row, err := d.store.GetBatch(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return row, river.JobCancel(fmt.Errorf("batch %s is not in the batch-ID table", id))
+	}
+	if err != nil {
+		return row, shutdownAware(ctx, err)
+	}
+	return row, nil
 }
 
 // retryPolicy spaces the retries of every failed job by Daemon.backoff.
