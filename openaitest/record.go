@@ -2,6 +2,7 @@ package openaitest
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -223,7 +224,7 @@ func readCustomIDs(path string) ([]string, error) {
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
 		var id string
-		if err := unquote(sc.Bytes(), &id); err != nil {
+		if err := json.Unmarshal(sc.Bytes(), &id); err != nil {
 			return ids, fmt.Errorf("read custom_id list %s: %w", path, err)
 		}
 		ids = append(ids, id)

@@ -275,5 +275,3 @@ func readLine(br *bufio.Reader, buf []byte, maxLen int64) ([]byte, error) {
 		return buf, err
 	}
 }
-
-func unquote(b []byte, dst *string) error { return json.Unmarshal(b, dst) }

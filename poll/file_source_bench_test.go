@@ -19,7 +19,7 @@ func BenchmarkFileSource(b *testing.B) {
 		fmt.Fprintf(&in, `{"custom_id":"req-%07d","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini"}}`+"\n", i)
 		fmt.Fprintf(&out, `{"id":"batch_req_%d","custom_id":"req-%07d","response":{"status_code":200,"request_id":"r%d","body":{"id":"c%d","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":%q},"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":5,"total_tokens":25}}},"error":null}`+"\n", i, i, i, i, text)
 	}
-	ix, err := buildInputIndex(bytes.NewReader(in.Bytes()), "input.jsonl")
+	ix, err := buildInputIndexSize(bytes.NewReader(in.Bytes()), "input.jsonl", -1)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -31,11 +31,6 @@ const (
 	sampleLines = 64
 )
 
-// buildInputIndex reads a request file line by line.
-func buildInputIndex(r io.Reader, source string) (*inputIndex, error) {
-	return buildInputIndexSize(r, source, -1)
-}
-
 // buildInputIndexSize reads a request file of size bytes (-1 when unknown, as an HTTP body without Content-Length).
 // A known size lets it allocate the index once, from the mean length of the first lines, instead of growing it by
 // append: a grown array and its copy would coexist, and they were the poller's peak of memory.

@@ -45,7 +45,7 @@ func FuzzInputIndex(f *testing.F) {
 			file.WriteString(raw)
 			file.WriteByte('\n')
 		}
-		ix, err := buildInputIndex(strings.NewReader(file.String()), "input.jsonl")
+		ix, err := buildInputIndexSize(strings.NewReader(file.String()), "input.jsonl", -1)
 		if err != nil {
 			t.Fatal(err)
 		}

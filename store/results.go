@@ -125,10 +125,3 @@ func jsonValue(b []byte) any {
 	}
 	return b
 }
-
-// CountResults returns the number of result rows of batchID.
-func (s *Store) CountResults(ctx context.Context, batchID string) (int64, error) {
-	var n int64
-	err := s.pool.QueryRow(ctx, `select count(*) from `+s.table("results")+` where batch_id = $1`, batchID).Scan(&n)
-	return n, translate("count results of "+batchID, err)
-}

@@ -16,9 +16,6 @@ const (
 	exitAPI   = 4 // the OpenAI API refused or failed a call
 )
 
-// errSilent marks an error whose message was already written for the user.
-var errSilent = errors.New("already reported")
-
 // usageError marks a bad flag or argument.
 type usageError struct{ err error }
 

@@ -37,7 +37,7 @@ func (g *globalOptions) Logger() *slog.Logger { return g.logger }
 
 // run builds the command tree, executes it with args and returns the process exit code.
 func run(ctx context.Context, args []string, streams *IOStreams, getenv func(string) string) int {
-	root, _ := newRootCmd(streams, getenv)
+	root := newRootCmd(streams, getenv)
 	root.SetArgs(args)
 	root.SetIn(streams.In)
 	root.SetOut(streams.Out)
@@ -47,16 +47,14 @@ func run(ctx context.Context, args []string, streams *IOStreams, getenv func(str
 		return exitOK
 	}
 	code := exitCodeFor(err)
-	if !errors.Is(err, errSilent) {
-		fmt.Fprintf(streams.ErrOut, "batchctl: %v\n", err)
-	}
+	fmt.Fprintf(streams.ErrOut, "batchctl: %v\n", err)
 	if code == exitUsage {
 		fmt.Fprintln(streams.ErrOut, "Run 'batchctl --help' for usage.")
 	}
 	return code
 }
 
-func newRootCmd(streams *IOStreams, getenv func(string) string) (*cobra.Command, *globalOptions) {
+func newRootCmd(streams *IOStreams, getenv func(string) string) *cobra.Command {
 	g := &globalOptions{getenv: getenv}
 	cmd := &cobra.Command{
 		Use:   "batchctl <command>",
@@ -93,7 +91,7 @@ tracks every batch in Postgres, and lands one result row per request in a table 
 	for _, add := range subcommands {
 		cmd.AddCommand(add(g, streams))
 	}
-	return cmd, g
+	return cmd
 }
 
 // subcommands lists the constructors of the command tree; each command file appends its own in init, so adding a
