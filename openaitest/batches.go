@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -247,8 +245,7 @@ func (s *Server) handleBatchCreate(w http.ResponseWriter, r *http.Request) {
 	if wait, ok := s.admitCreate(now); !ok {
 		s.stats.CreatesLimited++
 		s.mu.Unlock()
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-		w.Header().Set("Retry-After-Ms", strconv.FormatInt(wait.Milliseconds(), 10))
+		setRetryAfter(w, wait)
 		writeError(w, http.StatusTooManyRequests, "requests", "rate_limit_exceeded", fmt.Sprintf(
 			"Rate limit reached for batch creation: at most %d batches an hour. Please try again in %s.",
 			s.opts.MaxBatchCreatesPerHour, wait.Round(time.Second)), "")

@@ -27,8 +27,7 @@ func (s *Server) serveWithFaults(rt route, w http.ResponseWriter, r *http.Reques
 		if wait <= 0 {
 			wait = DefaultRetryAfter
 		}
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-		w.Header().Set("Retry-After-Ms", strconv.FormatInt(wait.Milliseconds(), 10))
+		setRetryAfter(w, wait)
 		writeError(w, http.StatusTooManyRequests, "requests", "rate_limit_exceeded",
 			"Rate limit reached for requests. Please try again later. (injected by the emulator)", "")
 	case u < f.HTTP429Rate+f.HTTP500Rate:
@@ -120,4 +119,10 @@ func (s *Server) int64n(n int64) int64 {
 	s.rngMu.Lock()
 	defer s.rngMu.Unlock()
 	return s.rng.Int64N(n)
+}
+
+// setRetryAfter announces the wait of a 429: Retry-After in whole seconds, rounded up, and Retry-After-Ms exactly.
+func setRetryAfter(w http.ResponseWriter, wait time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+	w.Header().Set("Retry-After-Ms", strconv.FormatInt(wait.Milliseconds(), 10))
 }
