@@ -19,11 +19,6 @@ func (r *run) apiClient() *batchapi.Client {
 	}
 }
 
-// upload sends a spool file, streamed from disk.
-func (r *run) upload(ctx context.Context, path string) (string, error) {
-	return r.api.Upload(ctx, path)
-}
-
 // create creates the batch of an uploaded intent, recognising an earlier create of the same intent by its metadata
 // (the journal's random intent and the spool file's sha256), so a crash or a lost answer never makes two batches.
 func (r *run) create(ctx context.Context, j *journal, mayExist bool) (*openai.Batch, bool, error) {
@@ -34,7 +29,7 @@ func (r *run) create(ctx context.Context, j *journal, mayExist bool) (*openai.Ba
 		},
 	}, mayExist)
 	if err != nil {
-		return nil, false, fmt.Errorf("create batch for %s: %w", j.spoolPath(), err)
+		return nil, false, fmt.Errorf("%s: %w", j.spoolPath(), err) // err says "create batch for file …"
 	}
 	return b, existing, nil
 }

@@ -36,15 +36,6 @@ const (
 	MetaPart        = "batchctl_part"
 )
 
-// Defaults of the timeouts and retries; each has an Options field. They are batchapi's.
-const (
-	DefaultRetryInitial    = batchapi.DefaultRetryInitial
-	DefaultRetryMaxElapsed = batchapi.DefaultRetryMaxElapsed
-	DefaultReconcileSlack  = batchapi.DefaultReconcileSlack
-	// DefaultReconcilePages: 20 pages of 100 batches is the API's creation limit of 2 000 batches an hour.
-	DefaultReconcilePages = batchapi.DefaultReconcilePages
-)
-
 // Input formats.
 const (
 	FormatJSONL = "jsonl" // one JSON object a line: request lines or data records
@@ -142,7 +133,8 @@ type Options struct {
 	// Progress, when set, is updated as the run goes.
 	Progress *Progress
 
-	// RetryInitial and RetryMaxElapsed shape the exponential backoff of uploads and creates.
+	// RetryInitial and RetryMaxElapsed shape the exponential backoff of uploads and creates; zero means batchapi's
+	// defaults, as for ReconcileSlack and ReconcilePages.
 	RetryInitial    time.Duration
 	RetryMaxElapsed time.Duration
 	// ReconcileSlack and ReconcilePages bound the batch list walked before a create that may have happened.
@@ -172,18 +164,6 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxBytes == 0 {
 		o.MaxBytes = MaxBytesCeiling
-	}
-	if o.RetryInitial == 0 {
-		o.RetryInitial = DefaultRetryInitial
-	}
-	if o.RetryMaxElapsed == 0 {
-		o.RetryMaxElapsed = DefaultRetryMaxElapsed
-	}
-	if o.ReconcileSlack == 0 {
-		o.ReconcileSlack = DefaultReconcileSlack
-	}
-	if o.ReconcilePages == 0 {
-		o.ReconcilePages = DefaultReconcilePages
 	}
 	if o.Now == nil {
 		o.Now = time.Now

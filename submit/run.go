@@ -30,8 +30,6 @@ type run struct {
 	enc     *json.Encoder
 	emitted map[string]bool
 	api     *batchapi.Client
-
-	afterUpload func() error // test hook: a crash between upload and create
 }
 
 // Run submits the records of opts.Inputs, after finishing the unfinished intents found in opts.SpoolDir. It
@@ -42,8 +40,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := opts.validate(); err != nil {
 		return err
 	}
-	r := &run{opts: &opts, log: opts.Logger, enc: json.NewEncoder(opts.Out), emitted: map[string]bool{},
-		afterUpload: opts.afterUpload}
+	r := &run{opts: &opts, log: opts.Logger, enc: json.NewEncoder(opts.Out), emitted: map[string]bool{}}
 	r.api = r.apiClient()
 	if err := os.MkdirAll(opts.SpoolDir, 0o700); err != nil {
 		return fmt.Errorf("create spool dir: %w", err)
@@ -552,7 +549,7 @@ func (r *run) finish(ctx context.Context, j *journal) error {
 	case StateCreated:
 		return r.emit(ctx, j, true)
 	case StatePending:
-		id, err := r.upload(ctx, j.spoolPath())
+		id, err := r.api.Upload(ctx, j.spoolPath())
 		if err != nil {
 			return err
 		}
@@ -561,8 +558,8 @@ func (r *run) finish(ctx context.Context, j *journal) error {
 			return err
 		}
 		r.log.Info("uploaded batch file", "spool_file", j.SpoolFile, "file_id", id, "bytes", j.Bytes)
-		if r.afterUpload != nil {
-			if err := r.afterUpload(); err != nil {
+		if r.opts.afterUpload != nil {
+			if err := r.opts.afterUpload(); err != nil {
 				return err
 			}
 		}
