@@ -33,7 +33,8 @@ type builder struct {
 	textBuf []byte // a text line as a JSON string
 	out     bytes.Buffer
 
-	model string // the last model seen, shared by the requests that name it
+	idPath, textPath string // --id-field and --text-field as gjson paths, escaped once
+	model            string // the last model seen, shared by the requests that name it
 }
 
 // TemplateFuncs are the functions a --template may call besides text/template's own: json encodes any value as
@@ -55,7 +56,7 @@ func ParseTemplate(name, text string) (*template.Template, error) {
 }
 
 func newBuilder(opts *Options) (*builder, error) {
-	b := &builder{opts: opts}
+	b := &builder{opts: opts, idPath: gjson.Escape(opts.IDField), textPath: gjson.Escape(opts.TextField)}
 	if opts.Template != "" {
 		t, err := ParseTemplate(opts.TemplateName, opts.Template)
 		if err != nil {
@@ -161,7 +162,7 @@ func (b *builder) customID(name string, num int, record []byte) (string, error) 
 	if b.opts.IDField == "" {
 		return generatedID(name, num), nil
 	}
-	v := jsonl.Peek(record, gjson.Escape(b.opts.IDField))
+	v := jsonl.Peek(record, b.idPath)
 	switch { // the ID outlives the line: copy it
 	case v.Type == gjson.String && v.Str != "":
 		return strings.Clone(v.Str), nil
@@ -187,7 +188,7 @@ func (b *builder) body(record, text []byte) ([]byte, error) {
 		b.textBuf = jsonl.AppendString(b.textBuf[:0], string(text))
 		value = b.textBuf
 	} else {
-		v := jsonl.Peek(record, gjson.Escape(b.opts.TextField))
+		v := jsonl.Peek(record, b.textPath)
 		switch {
 		case !v.Exists():
 			return nil, fmt.Errorf("field %q is missing", b.opts.TextField)
