@@ -305,4 +305,15 @@ func TestBulkRefreshCostsAListCallPerHundredBatches(t *testing.T) {
 	require.Equal(t, 3, st.ListCalls, "250 batches: 3 pages of 100")
 	require.Equal(t, 3, after.BatchLists-before.BatchLists)
 	require.Zero(t, after.BatchGets-before.BatchGets)
+
+	// A round with nothing new still marks every row seen (poll jobs skip their GET on a fresh updated_at).
+	var mark time.Time
+	require.NoError(t, e.store.Pool().QueryRow(context.Background(), `select now()`).Scan(&mark))
+	st, err = d.Refresh(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, n, st.Updated)
+	var fresh int
+	require.NoError(t, e.store.Pool().QueryRow(context.Background(), `select count(*) from `+e.store.Schema()+`.batches
+		where updated_at >= $1`, mark).Scan(&fresh))
+	require.Equal(t, n, fresh)
 }

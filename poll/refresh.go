@@ -54,10 +54,10 @@ func (d *Daemon) Refresh(ctx context.Context) (RefreshStats, error) {
 		return st, err
 	}
 	st.InFlight = len(inFlight)
-	want := make(map[string]bool, len(inFlight))
+	want := make(map[string]*store.Batch, len(inFlight))
 	oldest := inFlight[0].CreatedAt // ListNonTerminal is oldest first
-	for _, b := range inFlight {
-		want[b.BatchID] = true
+	for i := range inFlight {
+		want[inFlight[i].BatchID] = &inFlight[i]
 	}
 
 	params := openai.BatchListParams{Limit: openai.Int(refreshPageSize)}
@@ -71,17 +71,24 @@ func (d *Daemon) Refresh(ctx context.Context) (RefreshStats, error) {
 			d.log.Warn("bulk refresh: list batches", "error", batchapi.Message(err))
 			return st, nil
 		}
+		var same []string // batches the API has nothing new about: one statement for all, not a transaction each
 		for i := range page.Data {
 			b := &page.Data[i]
-			if !want[b.ID] {
+			prev := want[b.ID]
+			if prev == nil {
 				continue
 			}
 			delete(want, b.ID)
 			row := batchapi.Row(b)
-			if _, err := d.store.UpsertBatch(ctx, row); err != nil {
+			if unchanged(prev, &row) {
+				same = append(same, b.ID)
+			} else if _, err := d.store.UpsertBatch(ctx, row); err != nil {
 				return st, err
 			}
 			st.Updated++
+		}
+		if err := d.store.TouchBatches(ctx, same); err != nil {
+			return st, err
 		}
 		if !page.HasMore || len(page.Data) == 0 {
 			break
@@ -95,6 +102,15 @@ func (d *Daemon) Refresh(ctx context.Context) (RefreshStats, error) {
 	}
 	d.log.Debug("bulk refresh", "in_flight", st.InFlight, "updated", st.Updated, "list_calls", st.ListCalls)
 	return st, nil
+}
+
+// unchanged reports whether the API's view of a batch adds nothing to its row: UpsertBatch would only move
+// updated_at.
+func unchanged(row, api *store.Batch) bool {
+	return row.Status == api.Status && row.RequestTotal == api.RequestTotal &&
+		row.RequestCompleted == api.RequestCompleted && row.RequestFailed == api.RequestFailed &&
+		row.OutputFileID == api.OutputFileID && row.ErrorFileID == api.ErrorFileID && row.Model == api.Model &&
+		row.Endpoint == api.Endpoint && row.InputFileID == api.InputFileID && row.CreatedAt.Equal(api.CreatedAt)
 }
 
 // sweepArgs is the periodic search for stranded batches.

@@ -150,6 +150,15 @@ func (s *Store) GetBatch(ctx context.Context, batchID string) (Batch, error) {
 	return b, translate("read batch "+batchID, err)
 }
 
+// TouchBatches records that the API had nothing new about batchIDs: their updated_at becomes now().
+func (s *Store) TouchBatches(ctx context.Context, batchIDs []string) error {
+	if len(batchIDs) == 0 {
+		return nil
+	}
+	_, err := s.pool.Exec(ctx, `update `+s.table("batches")+` set updated_at = now() where batch_id = any($1)`, batchIDs)
+	return translate("touch batches", err)
+}
+
 // ListNonTerminal returns up to limit batches that have not ended, oldest first.
 func (s *Store) ListNonTerminal(ctx context.Context, limit int) ([]Batch, error) {
 	rows, err := s.pool.Query(ctx, `select `+batchColumns+` from `+s.table("batches")+`
