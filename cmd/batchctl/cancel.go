@@ -28,7 +28,7 @@ func newCancelCmd(g *globalOptions, streams *IOStreams) *cobra.Command {
 the new status in the batch-ID table, tracking the batch if it was not. The poller loads what the batch answered
 before it stopped; requests it never ran come back as error rows. Prints one JSON line per batch.`,
 		Example: `  batchctl cancel batch_abc123 batch_def456`,
-		Args:    cobra.MinimumNArgs(1),
+		Args:    usageArgs(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.ids = args
 			return runCancel(cmd.Context(), opts)

@@ -46,9 +46,8 @@ func exitCodeFor(err error) int {
 	}
 }
 
-// isCobraUsageError recognises the argument errors cobra returns untyped.
+// isCobraUsageError recognises the one usage error cobra returns untyped: an unknown command (flag errors go
+// through the root's FlagErrorFunc, argument checks through usageArgs).
 func isCobraUsageError(err error) bool {
-	msg := err.Error()
-	return strings.HasPrefix(msg, "unknown command ") || strings.HasPrefix(msg, "unknown flag") ||
-		strings.HasPrefix(msg, "accepts ") || strings.HasPrefix(msg, "requires at least ")
+	return strings.HasPrefix(err.Error(), "unknown command ")
 }

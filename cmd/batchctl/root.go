@@ -129,10 +129,15 @@ func (g *globalOptions) openStore(ctx context.Context) (*store.Store, error) {
 	return store.Open(ctx, g.DatabaseURL, g.Schema)
 }
 
-// noArgs is cobra.NoArgs reported as a usage error.
-func noArgs(cmd *cobra.Command, args []string) error {
-	if err := cobra.NoArgs(cmd, args); err != nil {
-		return usageError{err}
+// usageArgs reports the errors of a cobra argument check as usage errors.
+func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
 	}
-	return nil
 }
+
+// noArgs is cobra.NoArgs reported as a usage error.
+var noArgs = usageArgs(cobra.NoArgs)
