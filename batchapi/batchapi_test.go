@@ -176,3 +176,63 @@ func TestTruncate(t *testing.T) {
 	require.LessOrEqual(t, len(got), batchapi.MaxMetadataValueLen)
 	require.True(t, utf8.ValidString(got))
 }
+
+// The search for a batch whose create may have happened fails closed: with a page cap too small to reach back to
+// the intent, Create stops with ErrReconcileIncomplete instead of creating a second batch; without a cap it walks
+// every page back to the intent and finds the batch.
+func TestCreateSearchFailsClosed(t *testing.T) {
+	t.Parallel()
+	emu, c := newClient(t, openaitest.Options{})
+	ctx := context.Background()
+	fileID, err := c.Upload(ctx, requestFile(t, 1))
+	require.NoError(t, err)
+	since := time.Now().Add(-time.Second)
+	intent := batchapi.Intent{Endpoint: "/v1/chat/completions", InputFileID: fileID, Since: since,
+		Metadata: map[string]string{"batchctl_intent": "target"},
+		Match:    func(b *openai.Batch) bool { return b.Metadata["batchctl_intent"] == "target" }}
+	target, existing, err := c.Create(ctx, intent, false)
+	require.NoError(t, err)
+	require.False(t, existing)
+	for i := range 250 {
+		_, err := c.API.Batches.New(ctx, openai.BatchNewParams{CompletionWindow: batchapi.CompletionWindow,
+			Endpoint: openai.BatchNewParamsEndpointV1ChatCompletions, InputFileID: fileID,
+			Metadata: map[string]string{"n": fmt.Sprint(i)}})
+		require.NoError(t, err)
+	}
+
+	capped := *c
+	capped.ReconcilePages = 1
+	_, _, err = capped.Create(ctx, intent, true)
+	require.ErrorIs(t, err, batchapi.ErrReconcileIncomplete)
+	require.Len(t, emu.Batches(), 251, "no batch created on an unfinished search")
+
+	b, existing, err := c.Create(ctx, intent, true)
+	require.NoError(t, err)
+	require.True(t, existing)
+	require.Equal(t, target.ID, b.ID)
+	require.Len(t, emu.Batches(), 251)
+}
+
+// After a lost create answer, a search that finds nothing is not trusted until ReconcileSettle has passed: a batch
+// that shows in the list a moment later is found, not created again.
+func TestCreateWaitsForTheListToSettle(t *testing.T) {
+	t.Parallel()
+	emu, c := newClient(t, openaitest.Options{})
+	ctx := context.Background()
+	fileID, err := c.Upload(ctx, requestFile(t, 1))
+	require.NoError(t, err)
+	meta := map[string]string{"batchctl_intent": "late"}
+	intent := batchapi.Intent{Endpoint: "/v1/chat/completions", InputFileID: fileID, Since: time.Now(),
+		Metadata: meta, LastAttempt: time.Now(),
+		Match: func(b *openai.Batch) bool { return b.Metadata["batchctl_intent"] == "late" }}
+	c.ReconcileSettle = 2 * time.Second
+	// The batch of the lost create appears in the list only now.
+	time.AfterFunc(300*time.Millisecond, func() {
+		_, _ = c.API.Batches.New(ctx, openai.BatchNewParams{CompletionWindow: batchapi.CompletionWindow,
+			Endpoint: openai.BatchNewParamsEndpointV1ChatCompletions, InputFileID: fileID, Metadata: meta})
+	})
+	_, existing, err := c.Create(ctx, intent, true)
+	require.NoError(t, err)
+	require.True(t, existing)
+	require.Len(t, emu.Batches(), 1)
+}

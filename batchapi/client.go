@@ -29,9 +29,14 @@ const (
 	// DefaultReconcileSlack widens the window of batches listed when reconciling, for clock skew between this
 	// machine and the API.
 	DefaultReconcileSlack = 10 * time.Minute
-	// DefaultReconcilePages bounds the batch list walked when reconciling: 20 pages of 100 batches.
-	DefaultReconcilePages = 20
+	// DefaultReconcileSettle is how long after a create whose answer was lost a search that finds nothing is
+	// trusted: a batch created a moment ago may not be in the list yet, so a search before then is repeated.
+	DefaultReconcileSettle = time.Minute
 )
+
+// ErrReconcileIncomplete means the search for a batch that may have been created could not cover the whole window
+// in which it could have been created. The create is not attempted: it could make a second batch.
+var ErrReconcileIncomplete = errors.New("could not confirm that the batch does not exist already; not creating it")
 
 // Metadata keys batchctl writes on every batch it creates, whichever path created it (a submit, a resubmission).
 const (
@@ -60,9 +65,12 @@ type Client struct {
 	// RetryInitial and RetryMaxElapsed shape the exponential backoff of uploads and creates.
 	RetryInitial    time.Duration
 	RetryMaxElapsed time.Duration
-	// ReconcileSlack and ReconcilePages bound the batch list walked before a create that may have happened.
-	ReconcileSlack time.Duration
-	ReconcilePages int
+	// ReconcileSlack widens the batch list walked before a create that may have happened; ReconcileSettle is how
+	// long after a lost create answer a search that finds nothing is trusted. ReconcilePages, when positive, caps
+	// the pages walked: a search that reaches the cap fails with ErrReconcileIncomplete, never "not found".
+	ReconcileSlack  time.Duration
+	ReconcileSettle time.Duration
+	ReconcilePages  int
 	// Uploaded, when set, counts the bytes of request files sent (for progress displays).
 	Uploaded *atomic.Int64
 }
@@ -190,15 +198,23 @@ type Intent struct {
 	Match func(*openai.Batch) bool
 	// Since: the batch cannot have been created before this (minus ReconcileSlack); the list walk stops there.
 	Since time.Time
+	// LastAttempt, when set, is when an earlier run last sent this intent's create: a search that finds nothing is
+	// trusted only ReconcileSettle after it.
+	LastAttempt time.Time
+	// BeforeCreate, when set, is called before each create call, so the caller can record the attempt durably.
+	BeforeCreate func(at time.Time) error
 }
 
 // Create creates the batch of an intent. A create whose answer was lost may have happened, so before every attempt
 // after such a failure, and before the first one when mayExist (an earlier run got this far), it looks for the
-// batch with Find. existing reports that the batch was found rather than created.
+// batch with Find; a search that finds nothing is trusted only ReconcileSettle after the lost attempt, and one that
+// cannot finish fails the create rather than risk a second batch. existing reports that the batch was found rather
+// than created.
 func (c *Client) Create(ctx context.Context, in Intent, mayExist bool) (batch *openai.Batch, existing bool, err error) {
+	lostAt := in.LastAttempt
 	err = c.retry(ctx, "create batch for "+in.InputFileID, func() error {
 		if mayExist {
-			b, err := c.Find(ctx, in.Since, in.Match)
+			b, err := c.findSettled(ctx, in, lostAt)
 			if err != nil {
 				return err
 			}
@@ -208,6 +224,11 @@ func (c *Client) Create(ctx context.Context, in Intent, mayExist bool) (batch *o
 				return nil
 			}
 		}
+		if in.BeforeCreate != nil {
+			if err := in.BeforeCreate(time.Now()); err != nil {
+				return backoff.Permanent(err)
+			}
+		}
 		b, err := c.API.Batches.New(ctx, openai.BatchNewParams{
 			CompletionWindow: CompletionWindow,
 			Endpoint:         openai.BatchNewParamsEndpoint(in.Endpoint),
@@ -215,8 +236,9 @@ func (c *Client) Create(ctx context.Context, in Intent, mayExist bool) (batch *o
 			Metadata:         shared.Metadata(in.Metadata),
 		}, option.WithMaxRetries(0))
 		if err != nil {
-			if Classify(err) == Transient {
-				mayExist = true
+			// A 429 is refused before anything is created; any other transient failure may hide a create.
+			if Classify(err) == Transient && !isStatus(err, http.StatusTooManyRequests) {
+				mayExist, lostAt = true, time.Now()
 			}
 			return err
 		}
@@ -229,15 +251,42 @@ func (c *Client) Create(ctx context.Context, in Intent, mayExist bool) (batch *o
 	return batch, existing, nil
 }
 
-// Find lists batches, newest first, back to since minus ReconcileSlack (at most ReconcilePages pages), and returns
-// the first that match accepts, or nil.
+// findSettled is Find, repeated until ReconcileSettle has passed since lostAt while it finds nothing: the list may
+// not show a batch created a moment ago.
+func (c *Client) findSettled(ctx context.Context, in Intent, lostAt time.Time) (*openai.Batch, error) {
+	settle := cmp.Or(c.ReconcileSettle, DefaultReconcileSettle)
+	for {
+		b, err := c.Find(ctx, in.Since, in.Match)
+		if b != nil || err != nil {
+			return b, err
+		}
+		wait := time.Until(lostAt.Add(settle))
+		if lostAt.IsZero() || wait <= 0 {
+			return nil, nil
+		}
+		c.log().Info("a lost create may not be listed yet; searching again", "input_file_id", in.InputFileID, "in", wait.Round(time.Second))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(min(wait, 5*time.Second)):
+		}
+	}
+}
+
+// Find lists batches, newest first, back to since minus ReconcileSlack, and returns the first that match accepts,
+// or nil when none does. It fails closed: a search it cannot finish (a page cap reached, a cursor that does not
+// advance, a failed call) is an error, never "not found".
 func (c *Client) Find(ctx context.Context, since time.Time, match func(*openai.Batch) bool) (*openai.Batch, error) {
 	horizon := since.Add(-cmp.Or(c.ReconcileSlack, DefaultReconcileSlack)).Unix()
 	params := openai.BatchListParams{Limit: openai.Int(100)}
-	for page := 0; page < cmp.Or(c.ReconcilePages, DefaultReconcilePages); page++ {
+	for page := 1; ; page++ {
+		if c.ReconcilePages > 0 && page > c.ReconcilePages {
+			return nil, fmt.Errorf("%w: %d pages of the batch list searched, not yet back to %s",
+				ErrReconcileIncomplete, c.ReconcilePages, time.Unix(horizon, 0).UTC().Format(time.RFC3339))
+		}
 		res, err := c.API.Batches.List(ctx, params, option.WithMaxRetries(0))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("search the batch list: %w", err)
 		}
 		for i := range res.Data {
 			b := &res.Data[i]
@@ -248,10 +297,44 @@ func (c *Client) Find(ctx context.Context, since time.Time, match func(*openai.B
 				return nil, nil
 			}
 		}
-		if !res.HasMore || len(res.Data) == 0 {
+		if !res.HasMore {
 			return nil, nil
+		}
+		if len(res.Data) == 0 || params.After.Value == res.Data[len(res.Data)-1].ID {
+			return nil, fmt.Errorf("%w: the batch list says it has more but its cursor does not advance", ErrReconcileIncomplete)
 		}
 		params.After = openai.String(res.Data[len(res.Data)-1].ID)
 	}
-	return nil, nil
+}
+
+// BatchExists reports whether the API knows the batch: false on 404, an error when it cannot tell.
+func (c *Client) BatchExists(ctx context.Context, id string) (bool, error) {
+	return c.exists(ctx, "get batch "+id, func() error {
+		_, err := c.API.Batches.Get(ctx, id, option.WithMaxRetries(0))
+		return err
+	})
+}
+
+// FileExists reports whether the API knows the file: false on 404, an error when it cannot tell.
+func (c *Client) FileExists(ctx context.Context, id string) (bool, error) {
+	return c.exists(ctx, "get file "+id, func() error {
+		_, err := c.API.Files.Get(ctx, id, option.WithMaxRetries(0))
+		return err
+	})
+}
+
+func (c *Client) exists(ctx context.Context, what string, get func() error) (bool, error) {
+	found := true
+	err := c.retry(ctx, what, func() error {
+		err := get()
+		if Classify(err) == NotFound {
+			found = false
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", what, err)
+	}
+	return found, nil
 }

@@ -83,3 +83,9 @@ func Message(err error) string {
 	}
 	return err.Error()
 }
+
+// isStatus reports whether err is an API answer with the given HTTP status.
+func isStatus(err error, status int) bool {
+	var apiErr *openai.Error
+	return errors.As(err, &apiErr) && apiErr.StatusCode == status
+}
