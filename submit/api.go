@@ -3,6 +3,7 @@ package submit
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/openai/openai-go/v3"
 
@@ -14,7 +15,7 @@ func (r *run) apiClient() *batchapi.Client {
 	return &batchapi.Client{
 		API: r.opts.Client, Logger: r.log,
 		RetryInitial: r.opts.RetryInitial, RetryMaxElapsed: r.opts.RetryMaxElapsed,
-		ReconcileSlack: r.opts.ReconcileSlack, ReconcilePages: r.opts.ReconcilePages,
+		ReconcileSlack: r.opts.ReconcileSlack, ReconcileSettle: r.opts.ReconcileSettle, ReconcilePages: r.opts.ReconcilePages,
 		Uploaded: &r.opts.Progress.BytesUploaded,
 	}
 }
@@ -23,7 +24,11 @@ func (r *run) apiClient() *batchapi.Client {
 // (the journal's random intent and the spool file's sha256), so a crash or a lost answer never makes two batches.
 func (r *run) create(ctx context.Context, j *journal, mayExist bool) (*openai.Batch, bool, error) {
 	b, existing, err := r.api.Create(ctx, batchapi.Intent{
-		Endpoint: j.Endpoint, InputFileID: j.FileID, Metadata: j.Metadata, Since: j.UploadedAt,
+		Endpoint: j.Endpoint, InputFileID: j.FileID, Metadata: j.Metadata, Since: j.UploadedAt, LastAttempt: j.CreateSentAt,
+		BeforeCreate: func(at time.Time) error {
+			j.CreateSentAt = at.UTC()
+			return j.save()
+		},
 		Match: func(b *openai.Batch) bool {
 			return b.Metadata[MetaIntent] == j.Intent && b.Metadata[MetaSpoolSHA256] == j.SpoolSHA256
 		},

@@ -17,6 +17,8 @@ import (
 
 // Intent states, in the order a batch file goes through them.
 const (
+	// StateSpooling: a stream's open batch file, written through as records arrive; a later run seals it.
+	StateSpooling = "spooling"
 	StatePending  = "pending"  // spooled and validated; not uploaded yet (or the upload's answer was lost)
 	StateUploaded = "uploaded" // the file is stored under FileID; the batch may or may not exist
 	StateCreated  = "created"  // the batch BatchID exists
@@ -43,10 +45,22 @@ type journal struct {
 	BatchID     string            `json:"batch_id,omitempty"`
 	SpooledAt   time.Time         `json:"spooled_at"`
 	UploadedAt  time.Time         `json:"uploaded_at,omitzero"`
-	CreatedAt   time.Time         `json:"created_at,omitzero"`
+	// CreateSentAt is when a create call was last sent: a later run trusts a search that finds nothing only once
+	// the API's list has had time to show a batch created then.
+	CreateSentAt time.Time `json:"create_sent_at,omitzero"`
+	CreatedAt    time.Time `json:"created_at,omitzero"`
+	// APIBase and Account say where the file and batch live: the base URL and the fingerprint of endpoint and key
+	// (batchapi.Account), never the key. Journals of version 1 have neither.
+	APIBase string `json:"api_base,omitempty"`
+	Account string `json:"account,omitempty"`
+	// LastError is why the last run could not finish this intent, when it set it aside.
+	LastError string `json:"last_error,omitempty"`
 
 	path string // of the journal file itself
 }
+
+// journalVersion is written into new journals: 2 adds the spooling state, the account and the create time.
+const journalVersion = 2
 
 func newIntent() string {
 	var b [12]byte
@@ -152,4 +166,29 @@ func cleanStale(dir string, keep map[string]bool) error {
 		}
 	}
 	return nil
+}
+
+// journalPath names the journal of part n in dir; every part of a run directory has its own number.
+func journalPath(dir string, n int) string {
+	return filepath.Join(dir, fmt.Sprintf("part-%05d%s", n, journalSuffix))
+}
+
+// nextPart is the number after every part a run directory has seen: its journals and any spool file left in it, so
+// that parts of successive runs never share a number.
+func nextPart(dir string, js []*journal) (int, error) {
+	n := 0
+	for _, j := range js {
+		n = max(n, j.Part)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("read run dir: %w", err)
+	}
+	for _, e := range entries {
+		var p int
+		if _, err := fmt.Sscanf(e.Name(), "part-%05d", &p); err == nil {
+			n = max(n, p)
+		}
+	}
+	return n + 1, nil
 }

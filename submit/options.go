@@ -83,6 +83,11 @@ type Progress struct {
 type Options struct {
 	// Client talks to the API; it is unused by a dry run.
 	Client *openai.Client
+	// APIBase and Account name where Client's calls go: the base URL, and batchapi.Account's fingerprint of it and
+	// the key. Journals record them, so that an intent is never finished, nor its content taken for submitted,
+	// at another endpoint or with another account's key.
+	APIBase string
+	Account string
 	// Inputs are read in order; none means nothing but the unfinished intents in SpoolDir.
 	Inputs []Input
 	// Format is FormatJSONL (the default) or FormatText.
@@ -108,6 +113,9 @@ type Options struct {
 	MaxTokens int64
 	// FlushInterval, when positive, submits a non-empty partial batch of a stream that has waited that long.
 	FlushInterval time.Duration
+	// ShutdownTimeout is how long a stream's run, once ctx is cancelled, goes on creating the batches of the records
+	// it read, before it leaves the rest for Resume (default DefaultShutdownTimeout).
+	ShutdownTimeout time.Duration
 
 	// SpoolDir holds the spool files and their journals.
 	SpoolDir string
@@ -137,9 +145,11 @@ type Options struct {
 	// defaults, as for ReconcileSlack and ReconcilePages.
 	RetryInitial    time.Duration
 	RetryMaxElapsed time.Duration
-	// ReconcileSlack and ReconcilePages bound the batch list walked before a create that may have happened.
-	ReconcileSlack time.Duration
-	ReconcilePages int
+	// ReconcileSlack, ReconcileSettle and ReconcilePages shape the search for a batch whose create may have
+	// happened; see batchapi.Client.
+	ReconcileSlack  time.Duration
+	ReconcileSettle time.Duration
+	ReconcilePages  int
 	// Now replaces time.Now, for tests.
 	Now func() time.Time
 
@@ -174,6 +184,9 @@ func (o *Options) setDefaults() {
 	if o.TemplateName == "" {
 		o.TemplateName = "template"
 	}
+	if o.ShutdownTimeout == 0 {
+		o.ShutdownTimeout = DefaultShutdownTimeout
+	}
 }
 
 func (o *Options) validate() error {
@@ -193,6 +206,8 @@ func (o *Options) validate() error {
 		return bad("max tokens %d is negative", o.MaxTokens)
 	case o.FlushInterval < 0:
 		return bad("flush interval %s is negative", o.FlushInterval)
+	case o.ShutdownTimeout < 0:
+		return bad("shutdown timeout %s is negative", o.ShutdownTimeout)
 	case o.SpoolDir == "":
 		return bad("no spool directory")
 	case o.Out == nil || o.Logger == nil:

@@ -42,6 +42,8 @@ func baseOptions(t *testing.T, client *openai.Client, out io.Writer) submit.Opti
 		Out:          out,
 		Logger:       slog.New(slog.DiscardHandler),
 		RetryInitial: 5 * time.Millisecond,
+		// The emulator's batch list is consistent at once.
+		ReconcileSettle: 20 * time.Millisecond,
 	}
 }
 

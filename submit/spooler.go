@@ -36,6 +36,10 @@ type spooler struct {
 	maxTokens   int64 // 0: no cap
 	sync        bool
 	next        int // number of the next part
+	// opened, when set, is called once a part's file exists and before its first request is written, with the
+	// input and model of that request: a stream's run records the open part in its journal there.
+	opened func(part int, file, source, model string) error
+	dirty  bool // written since the last flush
 
 	// the open part; f is nil between parts
 	f         *os.File
@@ -52,9 +56,9 @@ type spooler struct {
 	sources   []string
 }
 
-func newSpooler(dir string, o *Options) *spooler {
+func newSpooler(dir string, o *Options, first int) *spooler {
 	s := &spooler{dir: dir, maxRequests: o.MaxRequests, maxBytes: o.MaxBytes, maxTokens: o.MaxTokens, sync: !o.DryRun,
-		next: 1, ids: make(map[string]int)}
+		next: first, ids: make(map[string]int)}
 	if o.Endpoint == jsonl.EndpointEmbeddings {
 		s.maxInputs = MaxEmbeddingInputs
 	}
@@ -87,7 +91,7 @@ func (s *spooler) add(name string, num int, req *request) (sealed *spooledPart, 
 		if first, ok := s.ids[req.customID]; ok {
 			return sealed, jsonl.Errorf(name, num, "custom_id %q repeated in this batch (first on line %d)", req.customID, first)
 		}
-	} else if err := s.open(); err != nil {
+	} else if err := s.open(name, req.model); err != nil {
 		return sealed, err
 	}
 	if s.requests == 0 {
@@ -107,6 +111,7 @@ func (s *spooler) add(name string, num int, req *request) (sealed *spooledPart, 
 	if err := s.w.WriteByte('\n'); err != nil {
 		return sealed, fmt.Errorf("write spool file %s: %w", s.tmp, err)
 	}
+	s.dirty = true
 	return sealed, nil
 }
 
@@ -126,17 +131,41 @@ func (s *spooler) full() bool {
 // pending reports how many requests the open batch holds.
 func (s *spooler) pending() int { return s.requests }
 
-func (s *spooler) open() error {
-	s.tmp = filepath.Join(s.dir, fmt.Sprintf("part-%05d.spooling", s.next))
+func (s *spooler) open(source, model string) error {
+	s.tmp = filepath.Join(s.dir, spoolingName(s.next))
 	f, err := os.OpenFile(s.tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("create spool file: %w", err)
+	}
+	if s.opened != nil {
+		if err := s.opened(s.next, filepath.Base(s.tmp), source, model); err != nil {
+			_ = f.Close()
+			_ = os.Remove(s.tmp)
+			return err
+		}
 	}
 	s.f, s.h = f, sha256.New()
 	if s.w == nil {
 		s.w = bufio.NewWriterSize(io.MultiWriter(f, s.h), 1<<20)
 	} else {
 		s.w.Reset(io.MultiWriter(f, s.h))
+	}
+	return nil
+}
+
+// flush writes what the open batch holds through to its file, and to the disk: a process killed after a flush
+// loses none of it. A stream's run calls it at least once a second.
+func (s *spooler) flush() error {
+	if s.f == nil || !s.dirty {
+		return nil
+	}
+	s.dirty = false
+	err := s.w.Flush()
+	if err == nil && s.sync {
+		err = s.f.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("write spool file %s: %w", s.tmp, err)
 	}
 	return nil
 }
@@ -148,7 +177,7 @@ func (s *spooler) seal() (*spooledPart, error) {
 		return nil, nil
 	}
 	f := s.f
-	s.f = nil
+	s.f, s.dirty = nil, false
 	err := s.w.Flush()
 	if err == nil && s.sync {
 		err = f.Sync()
@@ -163,7 +192,7 @@ func (s *spooler) seal() (*spooledPart, error) {
 	p := &spooledPart{
 		Part: s.next, SHA256: sum, Requests: s.requests, Bytes: s.bytes, Model: s.model,
 		Source: batchapi.Truncate(strings.Join(s.sources, ","), MaxMetadataValueLen),
-		Path:   filepath.Join(s.dir, fmt.Sprintf("part-%05d-%s.jsonl", s.next, sum[:12])),
+		Path:   filepath.Join(s.dir, sealedName(s.next, sum)),
 	}
 	if err := os.Rename(s.tmp, p.Path); err != nil {
 		return nil, fmt.Errorf("seal spool file: %w", err)
