@@ -120,3 +120,10 @@ func redact(msg, rawURL string) string {
 	}
 	return msg
 }
+
+// CheckMigrated fails with ErrNotMigrated unless the schema holds batchctl's tables and River's: a submit checks
+// it before it uploads anything, so a wrong --schema costs no batch.
+func (s *Store) CheckMigrated(ctx context.Context) error {
+	_, err := s.pool.Exec(ctx, `select 1 from `+s.table("batches")+` limit 0; select 1 from `+s.table("river_job")+` limit 0`)
+	return translate("check schema "+s.schema, err)
+}

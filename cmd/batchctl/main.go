@@ -13,6 +13,9 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first signal asks for a graceful stop; from then on a second one has its default effect and ends the
+	// process at once (the journals make that safe too).
+	context.AfterFunc(ctx, stop)
 	code := run(ctx, os.Args[1:], &IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}, os.Getenv)
 	stop()
 	os.Exit(code)

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/jsonl"
 	"github.com/batchctl/batchctl/submit"
 )
@@ -90,6 +91,7 @@ the existing batches, marked "existing") unless --force.`,
 	f.Int64Var(&s.MaxBytes, "max-bytes", submit.MaxBytesCeiling, "bytes per batch file, newlines included, at most 200000000")
 	f.Int64Var(&s.MaxTokens, "max-tokens", 0, "estimated prompt tokens per batch, to stay under the model's enqueued-token limit (0: no limit)")
 	f.DurationVar(&s.FlushInterval, "flush-interval", 0, "submit a partial batch of a stream that has waited this long (0: only when full or at the end)")
+	f.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", submit.DefaultShutdownTimeout, "after SIGTERM or SIGINT, how long a stream's run goes on creating the batches of what it read before it leaves them for --resume")
 	f.StringVar(&s.SpoolDir, "spool-dir", envOr(g.getenv, "BATCHCTL_SPOOL_DIR", defaultSpoolDir()), "directory of spool files and intent journals (env BATCHCTL_SPOOL_DIR)")
 	f.StringArrayVar(&opts.metadata, "metadata", nil, "k=v metadata for every batch (repeatable; at most 12 pairs)")
 	f.BoolVar(&s.DryRun, "dry-run", false, "check and spool, upload nothing, print what would be submitted")
@@ -144,6 +146,9 @@ func runSubmit(ctx context.Context, opts *submitOptions) error {
 		}
 		s.Template, s.TemplateName = string(b), filepath.Base(opts.templateFile)
 	}
+	if opts.rejectsFile != "" && !s.SkipInvalid {
+		return usageError{errors.New("--rejects takes the records --skip-invalid skips: add --skip-invalid, or drop --rejects")}
+	}
 	if opts.rejectsFile != "" {
 		f, err := os.OpenFile(opts.rejectsFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
@@ -158,6 +163,7 @@ func runSubmit(ctx context.Context, opts *submitOptions) error {
 			return err
 		}
 		s.Client = &client
+		s.APIBase, s.Account = batchapi.Endpoint(opts.api.baseURL), batchapi.Account(opts.api.baseURL, opts.api.apiKey)
 	}
 	if opts.global.DatabaseURL != "" && !s.DryRun {
 		// Connect before anything is uploaded, so a wrong URL costs nothing. A batch created but not recorded (the
@@ -167,6 +173,9 @@ func runSubmit(ctx context.Context, opts *submitOptions) error {
 			return err
 		}
 		defer st.Close()
+		if err := st.CheckMigrated(ctx); err != nil {
+			return err
+		}
 		s.OnCreated = func(ctx context.Context, c submit.Created) error {
 			_, err := st.TrackBatch(ctx, batchFromCreated(c))
 			return err
