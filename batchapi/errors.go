@@ -3,14 +3,16 @@ package batchapi
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
 	"github.com/openai/openai-go/v3"
 )
 
-// ErrorKind sorts API errors by what a caller should do about them.
+// ErrorKind sorts the errors of API calls by what a caller should do about them.
 type ErrorKind int
 
 // Error kinds.
@@ -23,6 +25,9 @@ const (
 	NotFound
 	// Permanent: any other 4xx, and cancellation of the caller's context.
 	Permanent
+	// Local: this machine's file system failed the call (a request file missing, unreadable, a directory), before
+	// or while it was sent. Not the API's doing, and retrying will not help until someone fixes the file.
+	Local
 )
 
 // String names the kind, for logs and metric labels.
@@ -34,6 +39,8 @@ func (k ErrorKind) String() string {
 		return "not_found"
 	case Permanent:
 		return "permanent"
+	case Local:
+		return "local"
 	}
 	return "transient"
 }
@@ -55,6 +62,14 @@ func Classify(err error) ErrorKind {
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return Permanent
+	}
+	// The net package reports its failures as *net.OpError, never as *fs.PathError, so a path error in the chain
+	// is a local file's, even inside the *url.Error of a request whose body failed to read.
+	if _, ok := errors.AsType[*fs.PathError](err); ok {
+		return Local
+	}
+	if _, ok := errors.AsType[*os.LinkError](err); ok {
+		return Local
 	}
 	return Transient
 }
