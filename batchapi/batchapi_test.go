@@ -178,6 +178,18 @@ func TestClassify(t *testing.T) {
 	require.Zero(t, batchapi.RetryAfter(errors.New("x")))
 }
 
+func TestSaidAndMessage(t *testing.T) {
+	t.Parallel()
+	apiErr := &openai.Error{StatusCode: 400, Message: "Missing required parameter: 'file'.", Param: "file", Type: "invalid_request_error"}
+	err := fmt.Errorf("upload batch file x.jsonl: %w", apiErr)
+	require.Equal(t, "Missing required parameter: 'file'. (param file, type invalid_request_error)", batchapi.Said(err))
+	require.Equal(t, "400 Missing required parameter: 'file'. (param file, type invalid_request_error)", batchapi.Message(err))
+	apiErr.Code, apiErr.Param = "invalid_api_key", ""
+	require.Contains(t, batchapi.Said(err), "(code invalid_api_key, type invalid_request_error)")
+	require.Empty(t, batchapi.Said(&openai.Error{StatusCode: 502}), "no message, nothing said")
+	require.Empty(t, batchapi.Said(errors.New("connection reset by peer")))
+}
+
 func TestRowMapsTheBatchObject(t *testing.T) {
 	t.Parallel()
 	emu, c := newClient(t, openaitest.Options{})

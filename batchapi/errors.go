@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/openai/openai-go/v3"
@@ -90,11 +91,32 @@ func RetryAfter(err error) time.Duration {
 	return 0
 }
 
-// Message is err's text for logs: for an API error its status and message, without the SDK's request dump.
+// Message is err's text for logs: for an API error its status and what the API said (see Said), without the SDK's
+// request dump.
 func Message(err error) string {
 	var apiErr *openai.Error
 	if errors.As(err, &apiErr) {
-		return strconv.Itoa(apiErr.StatusCode) + " " + apiErr.Message
+		return strconv.Itoa(apiErr.StatusCode) + " " + Said(err)
 	}
 	return err.Error()
+}
+
+// Said is what the API said in the error answer in err's chain: its message, then its code, parameter and type when
+// given ("No batch found with id 'x'. (type invalid_request_error)"). It is "" when err holds no API error or the
+// answer had no message (a proxy's HTML page, say). openai-go's own error text is only the HTTP status.
+func Said(err error) string {
+	apiErr, ok := errors.AsType[*openai.Error](err)
+	if !ok || apiErr.Message == "" {
+		return ""
+	}
+	var details []string
+	for _, d := range []struct{ name, value string }{{"code", apiErr.Code}, {"param", apiErr.Param}, {"type", apiErr.Type}} {
+		if d.value != "" {
+			details = append(details, d.name+" "+d.value)
+		}
+	}
+	if len(details) == 0 {
+		return apiErr.Message
+	}
+	return apiErr.Message + " (" + strings.Join(details, ", ") + ")"
 }
