@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -76,6 +81,35 @@ func TestRetryGivesUpWithTheAPIsAnswer(t *testing.T) {
 	require.Equal(t, 1, emu.Stats().Injected429, "one call: the wait asked for is past the retry budget")
 }
 
+// TestUploadLocalErrorsFailAtOnce: a request file that is missing or cannot be read is not the API's fault and
+// will not heal by retrying; Upload fails at once, naming the file, with no call to the API.
+func TestUploadLocalErrorsFailAtOnce(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tests := []struct {
+		name, path string
+	}{
+		{"missing", filepath.Join(dir, "gone.jsonl")},
+		{"unreadable (a directory: reading fails even for root)", dir},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			emu, c := newClient(t, openaitest.Options{})
+			// Retried as transient, the upload would run until this deadline (or the 15-minute retry budget).
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			start := time.Now()
+			_, err := c.Upload(ctx, tt.path)
+			require.Error(t, err)
+			require.Less(t, time.Since(start), time.Second, "no retries: %v", err)
+			require.Equal(t, batchapi.Local, batchapi.Classify(err), "%v", err)
+			require.ErrorContains(t, err, tt.path)
+			require.LessOrEqual(t, emu.Stats().FileUploads, 1, "one attempt at most")
+		})
+	}
+}
+
 func TestCreateFindsTheBatchOfALostAnswer(t *testing.T) {
 	t.Parallel()
 	emu, c := newClient(t, openaitest.Options{})
@@ -126,6 +160,11 @@ func TestClassify(t *testing.T) {
 		{apiErr(408), batchapi.Transient}, {apiErr(409), batchapi.Transient}, {apiErr(429), batchapi.Transient},
 		{apiErr(500), batchapi.Transient}, {apiErr(503), batchapi.Transient},
 		{errors.New("connection reset by peer"), batchapi.Transient},
+		{&url.Error{Op: "Post", URL: "http://api/v1/files", Err: &net.OpError{Op: "read", Net: "tcp", Err: &os.SyscallError{Syscall: "read", Err: syscall.ECONNRESET}}}, batchapi.Transient},
+		{&url.Error{Op: "Post", URL: "http://api/v1/files", Err: os.ErrDeadlineExceeded}, batchapi.Transient},
+		{fmt.Errorf("error reading response body: %w", io.ErrUnexpectedEOF), batchapi.Transient},
+		{&fs.PathError{Op: "open", Path: "spool/0001.jsonl", Err: fs.ErrNotExist}, batchapi.Local},
+		{&url.Error{Op: "Post", URL: "http://api/v1/files", Err: &fs.PathError{Op: "read", Path: "spool/0001.jsonl", Err: syscall.EIO}}, batchapi.Local},
 		{context.Canceled, batchapi.Permanent},
 		{fmt.Errorf("wrapped: %w", apiErr(502)), batchapi.Transient},
 	}
@@ -137,6 +176,18 @@ func TestClassify(t *testing.T) {
 	e.Response.Header.Del("Retry-After-Ms")
 	require.Equal(t, 2*time.Second, batchapi.RetryAfter(e))
 	require.Zero(t, batchapi.RetryAfter(errors.New("x")))
+}
+
+func TestSaidAndMessage(t *testing.T) {
+	t.Parallel()
+	apiErr := &openai.Error{StatusCode: 400, Message: "Missing required parameter: 'file'.", Param: "file", Type: "invalid_request_error"}
+	err := fmt.Errorf("upload batch file x.jsonl: %w", apiErr)
+	require.Equal(t, "Missing required parameter: 'file'. (param file, type invalid_request_error)", batchapi.Said(err))
+	require.Equal(t, "400 Missing required parameter: 'file'. (param file, type invalid_request_error)", batchapi.Message(err))
+	apiErr.Code, apiErr.Param = "invalid_api_key", ""
+	require.Contains(t, batchapi.Said(err), "(code invalid_api_key, type invalid_request_error)")
+	require.Empty(t, batchapi.Said(&openai.Error{StatusCode: 502}), "no message, nothing said")
+	require.Empty(t, batchapi.Said(errors.New("connection reset by peer")))
 }
 
 func TestRowMapsTheBatchObject(t *testing.T) {

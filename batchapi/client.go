@@ -44,6 +44,12 @@ const (
 	MetaSource      = "batchctl_source"       // where the records came from
 )
 
+// MetaRun is the metadata key of the run a submitted batch belongs to: one random ID for all the batches one
+// `batchctl submit` process cuts from its inputs (kept in each intent's journal, so a resumed intent keeps its run).
+// Two runs may share a source name ("stdin") and part numbers; the run keeps their results apart in input order.
+// Resubmissions do not write it: their results are ordered by their root batch's.
+const MetaRun = "batchctl_run"
+
 // MaxMetadataValueLen is the Batch API's cap on a metadata value, in bytes.
 const MaxMetadataValueLen = 512
 

@@ -3,14 +3,17 @@ package batchapi
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/openai/openai-go/v3"
 )
 
-// ErrorKind sorts API errors by what a caller should do about them.
+// ErrorKind sorts the errors of API calls by what a caller should do about them.
 type ErrorKind int
 
 // Error kinds.
@@ -23,6 +26,9 @@ const (
 	NotFound
 	// Permanent: any other 4xx, and cancellation of the caller's context.
 	Permanent
+	// Local: this machine's file system failed the call (a request file missing, unreadable, a directory), before
+	// or while it was sent. Not the API's doing, and retrying will not help until someone fixes the file.
+	Local
 )
 
 // String names the kind, for logs and metric labels.
@@ -34,6 +40,8 @@ func (k ErrorKind) String() string {
 		return "not_found"
 	case Permanent:
 		return "permanent"
+	case Local:
+		return "local"
 	}
 	return "transient"
 }
@@ -56,6 +64,14 @@ func Classify(err error) ErrorKind {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return Permanent
 	}
+	// The net package reports its failures as *net.OpError, never as *fs.PathError, so a path error in the chain
+	// is a local file's, even inside the *url.Error of a request whose body failed to read.
+	if _, ok := errors.AsType[*fs.PathError](err); ok {
+		return Local
+	}
+	if _, ok := errors.AsType[*os.LinkError](err); ok {
+		return Local
+	}
 	return Transient
 }
 
@@ -75,11 +91,12 @@ func RetryAfter(err error) time.Duration {
 	return 0
 }
 
-// Message is err's text for logs: for an API error its status and message, without the SDK's request dump.
+// Message is err's text for logs: for an API error its status and what the API said (see Said), without the SDK's
+// request dump.
 func Message(err error) string {
 	var apiErr *openai.Error
 	if errors.As(err, &apiErr) {
-		return strconv.Itoa(apiErr.StatusCode) + " " + apiErr.Message
+		return strconv.Itoa(apiErr.StatusCode) + " " + Said(err)
 	}
 	return err.Error()
 }
@@ -88,4 +105,24 @@ func Message(err error) string {
 func isStatus(err error, status int) bool {
 	var apiErr *openai.Error
 	return errors.As(err, &apiErr) && apiErr.StatusCode == status
+}
+
+// Said is what the API said in the error answer in err's chain: its message, then its code, parameter and type when
+// given ("No batch found with id 'x'. (type invalid_request_error)"). It is "" when err holds no API error or the
+// answer had no message (a proxy's HTML page, say). openai-go's own error text is only the HTTP status.
+func Said(err error) string {
+	apiErr, ok := errors.AsType[*openai.Error](err)
+	if !ok || apiErr.Message == "" {
+		return ""
+	}
+	var details []string
+	for _, d := range []struct{ name, value string }{{"code", apiErr.Code}, {"param", apiErr.Param}, {"type", apiErr.Type}} {
+		if d.value != "" {
+			details = append(details, d.name+" "+d.value)
+		}
+	}
+	if len(details) == 0 {
+		return apiErr.Message
+	}
+	return apiErr.Message + " (" + strings.Join(details, ", ") + ")"
 }

@@ -37,7 +37,8 @@ type Migration struct {
 }
 
 // Up creates schema when missing and applies every pending River and batchctl migration in it. It is idempotent,
-// and concurrent calls for the same schema wait for each other. It returns the migrations it applied.
+// and concurrent calls for the same schema wait for each other. It returns the migrations it applied. A schema name
+// store.CheckSchema refuses (an SQL keyword to this server) is refused before anything is created.
 func Up(ctx context.Context, pool *pgxpool.Pool, schema string, logger *slog.Logger) ([]Migration, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -54,6 +55,10 @@ func Up(ctx context.Context, pool *pgxpool.Pool, schema string, logger *slog.Log
 	conn := pooled.Hijack()
 	defer conn.Close(context.Background())
 
+	// Before anything is created: River's SQL would fail on a keyword half way through.
+	if err := store.CheckSchema(ctx, conn, schema); err != nil {
+		return nil, err
+	}
 	if err := lock(ctx, conn, schema); err != nil {
 		return nil, err
 	}
@@ -99,6 +104,9 @@ func Status(ctx context.Context, pool *pgxpool.Pool, schema string) ([]Migration
 		return nil, fmt.Errorf("acquire connection: %w", err)
 	}
 	defer conn.Release()
+	if err := store.CheckSchema(ctx, conn, schema); err != nil {
+		return nil, err
+	}
 
 	var exists bool
 	if err := conn.QueryRow(ctx, "select exists (select 1 from pg_namespace where nspname = $1)", schema).Scan(&exists); err != nil {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -108,4 +110,22 @@ func TestUpRejectsBadSchemaName(t *testing.T) {
 	t.Parallel()
 	_, err := migrations.Up(context.Background(), newPool(t), `x"; drop table y; --`, nil)
 	require.ErrorContains(t, err, "invalid schema name")
+}
+
+// TestUpRejectsKeywordSchemaNames: a name the server calls a keyword is refused before the schema or any table is
+// created; an unreserved keyword (a plain identifier to the parser) is fine.
+func TestUpRejectsKeywordSchemaNames(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newPool(t)
+	for _, name := range []string{"user", "left", "time"} {
+		t.Cleanup(func() { _, _ = pool.Exec(ctx, "drop schema if exists "+pgx.Identifier{name}.Sanitize()+" cascade") })
+		_, err := migrations.Up(ctx, pool, name, nil)
+		require.ErrorContains(t, err, fmt.Sprintf("schema name %q is an SQL keyword", name))
+		var n int
+		require.NoError(t, pool.QueryRow(ctx, "select count(*) from pg_namespace where nspname = $1", name).Scan(&n))
+		require.Zero(t, n, "schema %s created", name)
+		_, err = migrations.Status(ctx, pool, name)
+		require.ErrorContains(t, err, "SQL keyword")
+	}
 }

@@ -323,6 +323,23 @@ func TestValidationFailures(t *testing.T) {
 		})
 	}
 
+	t.Run("each error names its own line", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, openaitest.Options{})
+		lines := []string{line("a", chat, "m"), `{"custom_id":`, line("c", chat, "m"), line("d", chat, "m"),
+			`{"custom_id":"e","method":"POST","url":"/v1/chat/completions","body":{}}`, line("f", chat, "m")}
+		b := e.submit(t, []byte(strings.Join(lines, "\n")+"\n"))
+		b = e.wait(t, b.ID, openai.BatchStatusFailed, openai.BatchStatusCompleted)
+		require.Equal(t, openai.BatchStatusFailed, b.Status)
+		var got []int64
+		for _, d := range b.Errors.Data {
+			got = append(got, d.Line)
+		}
+		require.Equal(t, []int64{2, 5}, got, "not the file's last line for both")
+		require.Equal(t, openaitest.CodeInvalidJSONLine, b.Errors.Data[0].Code)
+		require.Equal(t, openaitest.CodeMissingRequiredParameter, b.Errors.Data[1].Code)
+	})
+
 	t.Run("file too large", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, openaitest.Options{MaxFileBytes: 100})

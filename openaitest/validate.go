@@ -207,7 +207,8 @@ lines:
 		}
 		req, lerr := validateLine(buf, endpoint)
 		if lerr != nil {
-			lerr.Line = &lineNo
+			line := lineNo // the error keeps its own line, not the loop's counter
+			lerr.Line = &line
 			if !report(*lerr) {
 				break lines
 			}

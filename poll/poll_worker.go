@@ -61,6 +61,8 @@ func (w *pollWorker) Work(ctx context.Context, job *river.Job[store.PollBatchArg
 
 // apiFailure decides what a failed API call means for the job: transient errors are retried with backoff (as job
 // errors, visible in River), credentials and unknown batches are logged loudly and waited out; none marks the batch.
+// A local error (this machine's file system) is not the API's doing: it is logged as such and retried with backoff
+// like a transient one, since the daemon has no other way forward once someone fixes the disk.
 func (d *Daemon) apiFailure(ctx context.Context, kind, batchID string, age time.Duration, err error) error {
 	if ctx.Err() != nil {
 		return shutdownAware(ctx, err)
@@ -82,6 +84,10 @@ func (d *Daemon) apiFailure(ctx context.Context, kind, batchID string, age time.
 		d.m.PollErrors.WithLabelValues(kind, "permanent").Inc()
 		log.Error("the API rejected the call; retrying later", "error", batchapi.Message(err))
 		return river.JobSnooze(d.cfg.Interval.Max)
+	case batchapi.Local:
+		d.m.PollErrors.WithLabelValues(kind, "local").Inc()
+		log.Error("local I/O error (not the API's); retrying with backoff", "error", err)
+		return fmt.Errorf("%s batch %s: %w", kind, batchID, err)
 	default:
 		d.m.PollErrors.WithLabelValues(kind, "transient").Inc()
 		log.Warn("transient API error; retrying with backoff", "error", batchapi.Message(err))

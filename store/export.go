@@ -41,7 +41,8 @@ func nullIfZero(n int) *int {
 type Order int
 
 const (
-	// InputOrder: submission by submission (source, then part), each request at its line in the original input.
+	// InputOrder: submit run by run, in the order they started (see rootRunsSQL), each run's batches by part, each
+	// request at its line in the original input.
 	InputOrder Order = iota
 	// CompletionOrder: as results were loaded.
 	CompletionOrder
@@ -101,8 +102,8 @@ func (s *Store) ExportResults(ctx context.Context, q ExportQuery, fn func(*Expor
 			return fmt.Errorf("batches %v: %w", q.BatchIDs, ErrNotFound)
 		}
 	}
-	order := `root.source nulls last, (root.metadata->>'batchctl_part')::int nulls last, root.created_at, f.root_batch_id,
-		f.input_line nulls last, f.custom_id`
+	order := `root.run_started, root.run, root.part nulls last, root.created_at, f.root_batch_id, f.input_line nulls last,
+		f.custom_id`
 	if q.Order == CompletionOrder {
 		order = `f.loaded_at, f.batch_id, f.custom_id`
 	}
@@ -116,10 +117,11 @@ func (s *Store) ExportResults(ctx context.Context, q ExportQuery, fn func(*Expor
 	if !q.Since.IsZero() {
 		since = &q.Since
 	}
-	rows, err := s.pool.Query(ctx, `select f.root_batch_id, f.batch_id, f.custom_id, f.input_line, f.status_code,
+	rows, err := s.pool.Query(ctx, rootRunsSQL(s.table("batches"))+`
+		select f.root_batch_id, f.batch_id, f.custom_id, f.input_line, f.status_code,
 			f.response, f.error, f.attempt, coalesce(root.source, ''), f.loaded_at
 		from `+s.table("final_results")+` f
-		join `+s.table("batches")+` root on root.batch_id = f.root_batch_id
+		join root_runs root on root.batch_id = f.root_batch_id
 		where ($1::text[] is null or f.root_batch_id = any($1)) and ($2::timestamptz is null or f.loaded_at >= $2)
 		order by `+order, nilIfEmpty(roots), since)
 	if err != nil {
@@ -139,6 +141,24 @@ func (s *Store) ExportResults(ctx context.Context, q ExportQuery, fn func(*Expor
 		}
 	}
 	return translate("export results", rows.Err())
+}
+
+// rootRunsSQL is a with clause naming root_runs: each root batch with its source, creation time, part, run and the
+// time its run started (its first batch's creation), the keys of input order. A run is the batches one submit process
+// cut from its inputs (metadata batchctl_run, see batchapi.MetaRun), numbered by part from 1: two runs may share a
+// source name and part numbers (two stdin streams), so ordering by source and part would interleave them. Batches
+// submitted before batchctl_run existed count one run a source, as before; a batch with neither is a run of its own.
+// A part that is not a number (metadata written by hand) orders last in its run rather than failing the export.
+func rootRunsSQL(batches string) string {
+	return `with roots as (
+			select batch_id, source, created_at,
+				case when metadata->>'batchctl_part' ~ '^[0-9]{1,9}$' then (metadata->>'batchctl_part')::int end as part,
+				coalesce('run:' || nullif(metadata->>'batchctl_run', ''), 'source:' || source, 'batch:' || batch_id) as run
+			from ` + batches + `
+			where batch_id = coalesce(root_batch_id, batch_id)
+		), root_runs as (
+			select roots.*, min(created_at) over (partition by run) as run_started from roots
+		)`
 }
 
 func nilIfEmpty(ss []string) []string {

@@ -36,7 +36,8 @@ type Store struct {
 	river  *river.Client[pgx.Tx] // insert-only: it never works jobs
 }
 
-// Open connects to databaseURL and checks the connection. The error never repeats the URL's password.
+// Open connects to databaseURL and checks the connection, and the schema name against the server's SQL keywords
+// (CheckSchema). The error never repeats the URL's password.
 func Open(ctx context.Context, databaseURL, schema string) (*Store, error) {
 	if err := ValidateSchema(schema); err != nil {
 		return nil, err
@@ -57,6 +58,10 @@ func Open(ctx context.Context, databaseURL, schema string) (*Store, error) {
 	if err := pool.Ping(pingCtx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("connect to database %s: %s", describe(cfg), redact(err.Error(), databaseURL))
+	}
+	if err := CheckSchema(ctx, pool, schema); err != nil {
+		pool.Close()
+		return nil, err
 	}
 	return NewFromPool(pool, schema)
 }

@@ -365,11 +365,32 @@ func TestValidateSchema(t *testing.T) {
 	for _, ok := range []string{"batchctl", "_x", "team_a1"} {
 		require.NoError(t, store.ValidateSchema(ok), ok)
 	}
-	for _, bad := range []string{"", "Batchctl", "1abc", "a-b", "a;drop table x", "a.b", string(make([]byte, 64))} {
+	for _, bad := range []string{"", "Batchctl", "1abc", "a-b", "a;drop table x", "a.b", string(make([]byte, 64)), "pg_batchctl", "information_schema"} {
 		require.Error(t, store.ValidateSchema(bad), bad)
 	}
 	_, err := store.Open(context.Background(), "postgres://x@127.0.0.1/db", "bad;name")
 	require.True(t, err != nil && !errors.Is(err, store.ErrNotFound))
+}
+
+// TestCheckSchemaAsksTheServer: keywords the server reserves, or allows only as column or type names, are refused
+// by name with a suggestion; unreserved keywords and plain names pass.
+func TestCheckSchemaAsksTheServer(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pgtest.URL(t))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close(ctx) })
+	for _, ok := range []string{"batchctl", "data", "name", "schema"} { // data, name, schema: unreserved keywords
+		require.NoError(t, store.CheckSchema(ctx, conn, ok), ok)
+	}
+	for _, bad := range []string{"user", "select", "left", "authorization", "time", "int", "values"} {
+		err := store.CheckSchema(ctx, conn, bad)
+		require.ErrorContains(t, err, fmt.Sprintf("schema name %q is an SQL keyword", bad))
+		require.ErrorContains(t, err, fmt.Sprintf("%q", "batchctl_"+bad))
+	}
+	require.ErrorContains(t, store.CheckSchema(ctx, conn, "Bad"), "invalid schema name", "ValidateSchema first")
+	_, err = store.Open(ctx, pgtest.URL(t), "user")
+	require.ErrorContains(t, err, "SQL keyword")
 }
 
 // sliceSource is a store.ResultSource over rows already in memory.

@@ -1,18 +1,23 @@
 package main
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/openai/openai-go/v3"
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/openaitest"
 )
 
@@ -171,6 +176,55 @@ func TestResultsExportOrdersAndSplits(t *testing.T) {
 		r = runCLI(t, "", e.env, bad...)
 		require.Equal(t, exitUsage, r.code, "%v: %s", bad, r.stderr)
 	}
+}
+
+// TestResultsInputOrderKeepsRunsApart: two submit runs that share a source name (two stdin streams: both "stdin",
+// both numbering their parts from 1) created their batches in turns. Input order gives each run whole, in part
+// order, the runs in the order they started; ordering by source and part would interleave them.
+func TestResultsInputOrderKeepsRunsApart(t *testing.T) {
+	t.Parallel()
+	start := time.Now().Add(-time.Hour)
+	var clock atomic.Int64 // the emulator's clock, seconds past start: each batch is created a second after the last
+	e := newDownstreamEnv(t, openaitest.Options{Now: func() time.Time { return start.Add(time.Duration(clock.Load()) * time.Second) }})
+	ctx := context.Background()
+
+	var track strings.Builder
+	create := func(run string, part int) []string {
+		var buf strings.Builder
+		ids := make([]string, 3)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("%s-part%d-%d", run, part, i+1)
+			fmt.Fprintf(&buf, `{"custom_id":%q,"method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}}`+"\n", ids[i])
+		}
+		f, err := e.api.Files.New(ctx, openai.FileNewParams{File: openai.File(strings.NewReader(buf.String()), "part.jsonl", "application/jsonl"), Purpose: openai.FilePurposeBatch})
+		require.NoError(t, err)
+		clock.Add(1)
+		b, err := e.api.Batches.New(ctx, openai.BatchNewParams{InputFileID: f.ID, Endpoint: openai.BatchNewParamsEndpointV1ChatCompletions,
+			CompletionWindow: openai.BatchNewParamsCompletionWindow24h, Metadata: map[string]string{
+				batchapi.MetaSource: "stdin", "batchctl_part": fmt.Sprint(part), batchapi.MetaRun: "run-" + run,
+				"batchctl_intent": run + fmt.Sprint(part), batchapi.MetaSpoolSHA256: run + fmt.Sprint(part)}})
+		require.NoError(t, err)
+		fmt.Fprintf(&track, `{"batch_id":%q,"input_file_id":%q,"requests":3,"source":"stdin","endpoint":"/v1/chat/completions","model":"gpt-4o-mini","part":%d}`+"\n", b.ID, f.ID, part)
+		return ids
+	}
+	a1, b1, a2, b2 := create("a", 1), create("b", 1), create("a", 2), create("b", 2)
+
+	r := runCLI(t, track.String(), e.env, "track")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	r = runCLI(t, "", e.env, fastPoll...)
+	require.Equal(t, exitOK, r.code, r.stderr)
+
+	r = runCLI(t, "", e.env, "results", "--all", "--order", "input")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		var row struct {
+			CustomID string `json:"custom_id"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(line), &row))
+		got = append(got, row.CustomID)
+	}
+	require.Equal(t, slices.Concat(a1, a2, b1, b2), got)
 }
 
 func TestCancelThenPartialLoad(t *testing.T) {

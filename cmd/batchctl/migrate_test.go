@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchctl/batchctl/internal/pgtest"
@@ -74,6 +78,33 @@ func TestMigrateErrors(t *testing.T) {
 			require.Empty(t, r.stdout)
 		})
 	}
+}
+
+// TestMigrateRejectsKeywordSchemas: River's SQL splices the schema name in unquoted, so a name the server treats as
+// a keyword (user: reserved; left: not a plain name; time: not usable as a type's schema) would half-migrate and
+// then fail with syntax errors. migrate refuses it up front, by the server's own keyword list, and creates nothing.
+func TestMigrateRejectsKeywordSchemas(t *testing.T) {
+	t.Parallel()
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	for _, name := range []string{"user", "left", "time"} {
+		t.Run(name, func(t *testing.T) {
+			t.Cleanup(func() { _, _ = pool.Exec(ctx, "drop schema if exists "+pgx.Identifier{name}.Sanitize()+" cascade") })
+			r := runCLI(t, "", map[string]string{"DATABASE_URL": url}, "migrate", "--schema", name)
+			require.Equal(t, exitError, r.code, r.stderr)
+			require.Contains(t, errorLine(r.stderr), fmt.Sprintf("schema name %q is an SQL keyword", name))
+			require.NotContains(t, r.stderr, "syntax error")
+			var n int
+			require.NoError(t, pool.QueryRow(ctx, "select count(*) from pg_namespace where nspname = $1", name).Scan(&n))
+			require.Zero(t, n, "no schema created")
+		})
+	}
+	r := runCLI(t, "", map[string]string{"DATABASE_URL": url}, "status", "--schema", "user")
+	require.Equal(t, exitError, r.code, r.stderr)
+	require.Contains(t, errorLine(r.stderr), `schema name "user" is an SQL keyword`, "every command opening the store checks")
 }
 
 func TestVersion(t *testing.T) {

@@ -44,8 +44,9 @@ Each row is the final outcome of one request across resubmissions (the final_res
 a lineage exports the whole lineage. Fields: root_batch_id, batch_id (the attempt that answered), custom_id,
 input_line, status_code, response (the response body), error ({code, message}), attempt, source, loaded_at.
 
---order input gives each submission (by source, then batch part) with its requests at their lines in the
-original input; the API itself returns answers in any order. --order completion gives them as they were loaded.
+--order input gives each submit run whole, runs in the order they started, each run's batches by part and their
+requests at their lines in the original input; two runs that share a source name (two stdin streams) never
+interleave. The API itself returns answers in any order. --order completion gives them as they were loaded.
 Memory stays flat whatever the size: rows stream from Postgres to the output.`,
 		Example: `  batchctl results batch_abc123
   batchctl results --all --format csv > results.csv

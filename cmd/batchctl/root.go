@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -47,11 +48,20 @@ func run(ctx context.Context, args []string, streams *IOStreams, getenv func(str
 		return exitOK
 	}
 	code := exitCodeFor(err)
-	fmt.Fprintf(streams.ErrOut, "batchctl: %v\n", err)
+	fmt.Fprintf(streams.ErrOut, "batchctl: %s\n", errorText(err))
 	if code == exitUsage {
 		fmt.Fprintln(streams.ErrOut, "Run 'batchctl --help' for usage.")
 	}
 	return code
+}
+
+// errorText is err's text for the terminal. openai-go's error text is only the HTTP status ("OpenAI API error: 404
+// Not Found"), so for an API error in the chain it adds what the API said: its message, code, parameter and type.
+func errorText(err error) string {
+	if said := batchapi.Said(err); said != "" {
+		return err.Error() + ": " + said
+	}
+	return err.Error()
 }
 
 func newRootCmd(streams *IOStreams, getenv func(string) string) *cobra.Command {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -40,11 +41,30 @@ row, false for one already tracked.`,
   batchctl submit --model gpt-4o-mini big.jsonl | ssh db-host batchctl track
 
   batchctl track batch_abc123 batch_def456`,
+		Args: usageArgs(func(_ *cobra.Command, args []string) error {
+			for _, id := range args {
+				if err := checkBatchID(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.ids = args
 			return runTrack(cmd.Context(), opts)
 		},
 	}
+}
+
+// batchIDPattern is what the API's batch IDs look like: batch_ and letters, digits, _ or -.
+var batchIDPattern = regexp.MustCompile(`^batch_[A-Za-z0-9_-]+$`)
+
+// checkBatchID is track's one test of a batch ID, for arguments and stdin lines alike.
+func checkBatchID(id string) error {
+	if !batchIDPattern.MatchString(id) {
+		return fmt.Errorf("%q is not a batch ID (batch_...)", id)
+	}
+	return nil
 }
 
 func runTrack(ctx context.Context, opts *trackOptions) error {
@@ -112,8 +132,8 @@ func parseTrackLine(text string) (b store.Batch, skip bool, err error) {
 	} else {
 		b.BatchID = text
 	}
-	if !strings.HasPrefix(b.BatchID, "batch_") || strings.ContainsAny(b.BatchID, " \t\"'") {
-		return b, false, fmt.Errorf("%q is not a batch ID (batch_...)", b.BatchID)
+	if err := checkBatchID(b.BatchID); err != nil {
+		return b, false, err
 	}
 	return b, false, nil
 }

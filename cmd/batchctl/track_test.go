@@ -1,11 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/batchctl/batchctl/openaitest"
 )
 
 func TestParseTrackLine(t *testing.T) {
@@ -39,6 +42,27 @@ func TestParseTrackLine(t *testing.T) {
 	require.Equal(t, "a.jsonl", b.Source)
 	require.Equal(t, 3, b.RequestTotal)
 	require.Equal(t, "validating", b.Status)
+}
+
+// TestTrackChecksArgumentsAsItChecksStdin: an ID refused on stdin is refused as an argument too, with the same
+// message (a usage error there, an input error on stdin), and nothing is tracked.
+func TestTrackChecksArgumentsAsItChecksStdin(t *testing.T) {
+	t.Parallel()
+	e := newAPIEnv(t, openaitest.Options{})
+	bad := []string{"not a batch id", "file-123", "batch_a b", `batch_x"`, "batch_", "batch_é"}
+	for _, id := range bad {
+		r := runCLI(t, "", e.env, "track", "batch_fine", id)
+		require.Equal(t, exitUsage, r.code, "argument %q: %s", id, r.stderr)
+		require.Contains(t, errorLine(r.stderr), fmt.Sprintf("%q is not a batch ID", id))
+	}
+	require.Zero(t, e.count(t, `select count(*) from $schema.batches`), "arguments are all checked before any is tracked")
+
+	for _, id := range bad {
+		r := runCLI(t, "batch_fine\n"+id+"\n", e.env, "track")
+		require.Equal(t, exitInput, r.code, "stdin %q: %s", id, r.stderr)
+		require.Contains(t, errorLine(r.stderr), fmt.Sprintf("stdin:2: %q is not a batch ID", id))
+	}
+	require.Zero(t, e.count(t, `select count(*) from $schema.batches where batch_id <> 'batch_fine'`))
 }
 
 // FuzzParseTrackLine: whatever arrives on track's stdin, the parser returns a batch ID or an error, never panics,
