@@ -1,0 +1,95 @@
+package poll_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/batchctl/batchctl/batchapi"
+	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/poll"
+	"github.com/batchctl/batchctl/store"
+)
+
+// endedBatch creates a batch, waits for the emulator to complete it and records its end, which queues its load job;
+// it returns the batch ID and the load job's ID.
+func (e *env) endedBatch(t *testing.T, prefix string, n int) (string, []string, int64) {
+	t.Helper()
+	ctx := context.Background()
+	body, ids := requestFile(prefix, "gpt-4o-mini", n)
+	batchID := e.submit(t, body)
+	require.Eventually(t, func() bool {
+		rec, _ := e.emu.Batch(batchID)
+		return rec.Status == openaitest.StatusCompleted
+	}, 30*time.Second, 5*time.Millisecond)
+	b, err := e.api.Batches.Get(ctx, batchID)
+	require.NoError(t, err)
+	_, err = e.store.UpsertBatch(ctx, batchapi.Row(b))
+	require.NoError(t, err)
+	var jobID int64
+	require.NoError(t, e.store.Pool().QueryRow(ctx, `select id from `+e.store.Schema()+`.river_job where kind = $1 and args->>'batch_id' = $2`,
+		store.LoadResultsArgs{}.Kind(), batchID).Scan(&jobID))
+	return batchID, ids, jobID
+}
+
+// markRunning makes a job look as if client is working it.
+func (e *env) markRunning(t *testing.T, jobID int64, client string) {
+	t.Helper()
+	_, err := e.store.Pool().Exec(context.Background(), `update `+e.store.Schema()+`.river_job set state = 'running',
+		attempt = attempt + 1, attempted_at = now(), attempted_by = array_append(attempted_by, $2) where id = $1`, jobID, client)
+	require.NoError(t, err)
+}
+
+// TestLifelineResumesADeadPollersLoad: a load left running by a poller whose session is gone (its row in pollers, its
+// lock free, as after kill -9) is done by a starting daemon at once, with River's rescue left at its default of hours;
+// a load running in a live poller (lock held) is left alone for as long as it runs, and the live poller keeps its row.
+func TestLifelineResumesADeadPollersLoad(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, openaitest.Options{})
+	dead, deadIDs, deadJob := e.endedBatch(t, "dead", 20)
+	live, _, liveJob := e.endedBatch(t, "live", 10)
+
+	_, err := e.store.Pool().Exec(ctx, `insert into `+e.store.Schema()+`.pollers (client_id, hostname, pid) values ('killed-poller', 'h', 1)`)
+	require.NoError(t, err)
+	e.markRunning(t, deadJob, "killed-poller")
+	lifeline, err := e.store.Register(ctx, store.Poller{ClientID: "live-poller", Hostname: "h", PID: 2})
+	require.NoError(t, err)
+	defer lifeline.Close(ctx)
+	e.markRunning(t, liveJob, "live-poller")
+
+	cfg := e.config(t)
+	cfg.ExitWhenDone = false
+	cfg.LifelineInterval = 100 * time.Millisecond
+	d, err := poll.New(cfg)
+	require.NoError(t, err)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- d.Run(runCtx) }()
+
+	require.Eventually(t, func() bool {
+		b, err := e.store.GetBatch(ctx, dead)
+		require.NoError(t, err)
+		return b.ResultsLoadedAt != nil
+	}, 20*time.Second, 10*time.Millisecond)
+	t.Logf("the dead poller's load was done %s after the daemon started", time.Since(start).Round(time.Millisecond))
+	requireExactResults(t, e, dead, deadIDs)
+
+	// Many lifeline rounds later, the live poller's load is still its own.
+	time.Sleep(time.Second)
+	cancel()
+	require.NoError(t, <-done)
+	var state string
+	require.NoError(t, e.store.Pool().QueryRow(ctx, `select state from `+e.store.Schema()+`.river_job where id = $1`, liveJob).Scan(&state))
+	require.Equal(t, "running", state)
+	b, err := e.store.GetBatch(ctx, live)
+	require.NoError(t, err)
+	require.Nil(t, b.ResultsLoadedAt)
+	ps, err := e.store.Pollers(ctx)
+	require.NoError(t, err)
+	require.Len(t, ps, 1, "the dead poller's row is gone, the stopped daemon unregistered")
+	require.Equal(t, "live-poller", ps[0].ClientID)
+}
