@@ -42,6 +42,9 @@ type Config struct {
 	Workers  int      // jobs worked at once by this daemon
 	// LoadTimeout bounds one results load, downloads included; a load of large files gets longer (see MinLoadRate).
 	LoadTimeout time.Duration
+	// MinLoadRate (bytes per second) extends LoadTimeout for large files: a load may take as long as its files
+	// need at this rate (default MinLoadRate).
+	MinLoadRate int64
 	// ClientID names this daemon's River client and its row in the pollers table; unique per process (default
 	// host_pid_random).
 	ClientID string
@@ -98,6 +101,7 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	cfg.Workers = cmp.Or(cfg.Workers, DefaultWorkers)
 	cfg.LoadTimeout = cmp.Or(cfg.LoadTimeout, DefaultLoadTimeout)
+	cfg.MinLoadRate = cmp.Or(cfg.MinLoadRate, MinLoadRate)
 	cfg.RescueAfter = cmp.Or(cfg.RescueAfter, DefaultRescueAfter)
 	cfg.LifelineInterval = cmp.Or(cfg.LifelineInterval, DefaultLifelineInterval)
 	cfg.ClientID = cmp.Or(cfg.ClientID, newClientID())

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -22,14 +23,27 @@ type loadWorker struct {
 	d *Daemon
 }
 
-func (w *loadWorker) Timeout(*river.Job[store.LoadResultsArgs]) time.Duration {
-	return w.d.cfg.LoadTimeout
-}
+// Timeout is unbounded at River's level: the worker keeps its own deadline, sized from the files it downloads
+// (loadDeadline). River's rescuer leaves such a job alone; the lifeline rescues it when its poller dies.
+func (w *loadWorker) Timeout(*river.Job[store.LoadResultsArgs]) time.Duration { return -1 }
 
 func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsArgs]) error {
+	log := w.d.log.With("batch_id", job.Args.BatchID)
+	dl := newLoadDeadline(ctx, w.d.cfg.LoadTimeout, w.d.cfg.MinLoadRate, log)
+	err := w.load(dl.ctx, job, dl, log)
+	if derr := dl.err(); derr != nil && ctx.Err() == nil {
+		// An error, not a snooze: the load is retried with backoff, and River shows why.
+		log.Warn("results load too slow; retrying", "error", derr)
+		err = fmt.Errorf("load batch %s: %w", job.Args.BatchID, derr)
+	}
+	dl.stop()
+	return err
+}
+
+// load does the work of Work within the load's deadline dl, whose context ctx is.
+func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsArgs], dl *loadDeadline, log *slog.Logger) error {
 	start := time.Now()
 	id := job.Args.BatchID
-	log := w.d.log.With("batch_id", id)
 	row, err := w.d.jobBatch(ctx, id)
 	if err != nil {
 		return err
@@ -54,7 +68,7 @@ func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsA
 	}
 	var idx *inputIndex
 	if inputFileID != "" {
-		if idx, err = w.inputIndex(ctx, inputFileID); err != nil {
+		if idx, err = w.inputIndex(ctx, inputFileID, dl); err != nil {
 			if batchapi.Classify(err) == batchapi.NotFound {
 				log.Warn("input file is gone; input_line stays null", "input_file_id", inputFileID)
 			} else {
@@ -79,7 +93,7 @@ func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsA
 		if fileID == "" {
 			continue
 		}
-		if err := w.copyFile(ctx, load, id, fileID, idx, outcomes, usage); err != nil {
+		if err := w.copyFile(ctx, dl, load, id, fileID, idx, outcomes, usage); err != nil {
 			if batchapi.Classify(err) != batchapi.Transient {
 				return w.d.apiFailure(ctx, "download", id, age, err)
 			}
@@ -109,24 +123,26 @@ func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsA
 }
 
 // inputIndex streams the batch's input file into a custom_id → line index.
-func (w *loadWorker) inputIndex(ctx context.Context, fileID string) (*inputIndex, error) {
+func (w *loadWorker) inputIndex(ctx context.Context, fileID string, dl *loadDeadline) (*inputIndex, error) {
 	w.d.m.PollCalls.WithLabelValues("download").Inc()
 	resp, err := w.d.api.Files.Content(ctx, fileID)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	dl.add(resp.ContentLength, fileID)
 	return buildInputIndexSize(resp.Body, fileID, resp.ContentLength)
 }
 
 // copyFile streams one output or error file into the load.
-func (w *loadWorker) copyFile(ctx context.Context, load *store.Load, batchID, fileID string, idx *inputIndex, outcomes map[string]int, usage *usageSum) error {
+func (w *loadWorker) copyFile(ctx context.Context, dl *loadDeadline, load *store.Load, batchID, fileID string, idx *inputIndex, outcomes map[string]int, usage *usageSum) error {
 	w.d.m.PollCalls.WithLabelValues("download").Inc()
 	resp, err := w.d.api.Files.Content(ctx, fileID)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	dl.add(resp.ContentLength, fileID)
 	src := &fileSource{dec: jsonl.NewOutputDecoder(resp.Body, fileID), batchID: batchID, idx: idx, outcomes: outcomes, usage: usage}
 	_, err = load.CopyResults(ctx, src)
 	return err
