@@ -26,6 +26,10 @@ const (
 	// DefaultDeadline: a poll job gives up on a batch this long after its creation: the API's 24 h window, up to
 	// 10 minutes of cancelling, and an hour of slack.
 	DefaultDeadline = 24*time.Hour + 10*time.Minute + time.Hour
+	// DefaultOutputGrace: a batch reported completed, with answered requests but no output_file_id, is read again
+	// at every minimum poll interval for this long after it ended before its load gives up waiting and loads what
+	// there is (loudly: an error log and batchctl_loads_without_output_total).
+	DefaultOutputGrace = time.Hour
 	// notFoundGrace: a batch the API does not know yet this soon after creation is not alarming.
 	notFoundGrace = time.Minute
 )
@@ -55,8 +59,11 @@ type Config struct {
 	// sweep job still running this long after it started, and the lifeline a job of a client that never registered.
 	// Shorter is safe: a load holds its batch's row lock, so a rescued copy of a live load waits for it and then
 	// finds the results loaded.
-	RescueAfter     time.Duration
-	SweepInterval   time.Duration // how often stranded batches are looked for
+	RescueAfter   time.Duration
+	SweepInterval time.Duration // how often stranded batches are looked for
+	// OutputGrace is how long after its end a completed batch's load waits for a missing output file
+	// (DefaultOutputGrace).
+	OutputGrace     time.Duration
 	Deadline        time.Duration // after creation, when a batch's poll job gives up
 	ShutdownTimeout time.Duration // how long a stop waits for running jobs before cancelling them
 	// FetchPollInterval is how often River looks for due jobs (snoozed polls); River's default when zero.
@@ -106,6 +113,7 @@ func New(cfg Config) (*Daemon, error) {
 	cfg.LifelineInterval = cmp.Or(cfg.LifelineInterval, DefaultLifelineInterval)
 	cfg.ClientID = cmp.Or(cfg.ClientID, newClientID())
 	cfg.SweepInterval = cmp.Or(cfg.SweepInterval, DefaultSweepInterval)
+	cfg.OutputGrace = cmp.Or(cfg.OutputGrace, DefaultOutputGrace)
 	cfg.Deadline = cmp.Or(cfg.Deadline, DefaultDeadline)
 	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, DefaultShutdownTimeout)
 	cfg.MaxAttempts = cmp.Or(cfg.MaxAttempts, DefaultMaxAttempts)

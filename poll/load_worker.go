@@ -55,6 +55,11 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 		return river.JobCancel(fmt.Errorf("batch %s is %s, not ended: nothing to load", id, row.Status))
 	}
 	age := time.Since(row.CreatedAt)
+	if missingOutput(row) {
+		if row, err = w.awaitOutput(ctx, row, log); err != nil {
+			return err
+		}
+	}
 
 	// The input file gives each request its line, so consumers can restore input order without submitter state. A
 	// resubmission's requests take their line in the original (root) input, not in the child's own file.
@@ -120,6 +125,48 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 	}
 	log.Info("results loaded", "status", row.Status, "rows", rows, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// missingOutput reports a batch that says it answered requests but names no output file to read them from.
+func missingOutput(row store.Batch) bool {
+	return row.Status == store.StatusCompleted && row.RequestCompleted > 0 && row.OutputFileID == ""
+}
+
+// awaitOutput handles a completed batch without its output file: the API sometimes reports completed before the
+// output_file_id, and a load then would record the batch as loaded without its answers, for good (and a resubmission
+// could pay for them again). It reads the batch again and stores what the API says (UpsertBatch keeps a file ID once
+// known); while the file is still missing, the load snoozes for the minimum poll interval, until OutputGrace after the
+// batch ended: then it loads what there is, loudly. It returns the row to load.
+func (w *loadWorker) awaitOutput(ctx context.Context, row store.Batch, log *slog.Logger) (store.Batch, error) {
+	id, age := row.BatchID, time.Since(row.CreatedAt)
+	w.d.m.PollCalls.WithLabelValues("get").Inc()
+	b, err := w.d.api.Batches.Get(ctx, id)
+	if err != nil {
+		return row, w.d.apiFailure(ctx, "get", id, age, err)
+	}
+	if _, err := w.d.store.UpsertBatch(ctx, batchapi.Row(b)); err != nil {
+		return row, shutdownAware(ctx, err)
+	}
+	if row, err = w.d.jobBatch(ctx, id); err != nil {
+		return row, err
+	}
+	if !missingOutput(row) {
+		log.Info("the output file of a completed batch has appeared", "output_file_id", row.OutputFileID)
+		return row, nil
+	}
+	ended := row.UpdatedAt
+	if row.EndedAt != nil {
+		ended = *row.EndedAt
+	}
+	if since := time.Since(ended); since < w.d.cfg.OutputGrace {
+		log.Info("batch completed without an output file yet; waiting for it", "completed", row.RequestCompleted,
+			"ended", since.Round(time.Second), "grace", w.d.cfg.OutputGrace)
+		return row, river.JobSnooze(w.d.cfg.Interval.Min)
+	}
+	w.d.m.LoadsWithoutOutput.Inc()
+	log.Error("batch completed with answered requests but still no output file; loading what there is (only the error file's lines)",
+		"completed", row.RequestCompleted, "ended", time.Since(ended).Round(time.Second), "grace", w.d.cfg.OutputGrace)
+	return row, nil
 }
 
 // inputIndex streams the batch's input file into a custom_id → line index.

@@ -29,6 +29,7 @@ type pollOptions struct {
 	loadTimeout   time.Duration
 	rescueAfter   time.Duration
 	lifelineEvery time.Duration
+	outputGrace   time.Duration
 	sweepEvery    time.Duration
 	exitWhenDone  bool
 	metricsAddr   string
@@ -76,6 +77,8 @@ are never taken, however long they run. Run 'batchctl migrate' first.`,
 	f.DurationVar(&opts.lifelineEvery, "lifeline-interval", poll.DefaultLifelineInterval, "how often to look for dead pollers and make their running jobs available again")
 	f.DurationVar(&opts.rescueAfter, "rescue-after", poll.DefaultRescueAfter,
 		"backstop of the lifeline: retry a poll, refresh or sweep job still running after this long, or a job of a poller without a lifeline")
+	f.DurationVar(&opts.outputGrace, "output-grace", poll.DefaultOutputGrace,
+		"how long after its end a completed batch with answered requests but no output_file_id is read again before its load gives up waiting")
 	f.DurationVar(&opts.sweepEvery, "sweep-interval", poll.DefaultSweepInterval, "how often to look for batches that lost their jobs")
 	f.BoolVar(&opts.exitWhenDone, "exit-when-done", false, "exit 0 once no batch is in flight and every ended batch has its results loaded")
 	f.StringVar(&opts.metricsAddr, "metrics-addr", "", "serve Prometheus metrics (/metrics) and Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:9090")
@@ -133,8 +136,8 @@ func runPoll(ctx context.Context, opts *pollOptions) error {
 	d, err := poll.New(poll.Config{
 		Store: s, API: api, Logger: log, Metrics: metrics,
 		Interval: interval, Workers: opts.workers, LoadTimeout: opts.loadTimeout, RescueAfter: opts.rescueAfter,
-		LifelineInterval: opts.lifelineEvery,
-		SweepInterval:    opts.sweepEvery, ExitWhenDone: opts.exitWhenDone, FetchPollInterval: opts.fetchEvery,
+		LifelineInterval: opts.lifelineEvery, OutputGrace: opts.outputGrace,
+		SweepInterval: opts.sweepEvery, ExitWhenDone: opts.exitWhenDone, FetchPollInterval: opts.fetchEvery,
 		Resubmit: opts.resubmit, MaxAttempts: opts.maxAttempts, TokenLimitBackoff: opts.tokenLimitBackoff,
 	})
 	if err != nil {
@@ -149,7 +152,7 @@ func (opts *pollOptions) validate() error {
 		flag string
 		v    time.Duration
 	}{
-		{"--load-timeout", opts.loadTimeout}, {"--rescue-after", opts.rescueAfter}, {"--lifeline-interval", opts.lifelineEvery},
+		{"--load-timeout", opts.loadTimeout}, {"--rescue-after", opts.rescueAfter}, {"--lifeline-interval", opts.lifelineEvery}, {"--output-grace", opts.outputGrace},
 		{"--sweep-interval", opts.sweepEvery}, {"--fetch-interval", opts.fetchEvery}, {"--token-limit-backoff", opts.tokenLimitBackoff},
 	} {
 		if d.v < 0 {

@@ -129,7 +129,7 @@ func TestPollNeedsAnAPIKeyAndADatabase(t *testing.T) {
 func TestPollRejectsNegativeDurations(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{"OPENAI_API_KEY": "k", "DATABASE_URL": "postgres://x@127.0.0.1:1/x"}
-	for _, flag := range []string{"--load-timeout", "--rescue-after", "--lifeline-interval", "--sweep-interval", "--token-limit-backoff"} {
+	for _, flag := range []string{"--load-timeout", "--rescue-after", "--lifeline-interval", "--sweep-interval", "--token-limit-backoff", "--output-grace"} {
 		r := runCLI(t, "", env, "poll", flag, "-1s")
 		require.Equal(t, exitUsage, r.code, "%s -1s: %s", flag, r.stderr)
 		require.Contains(t, r.stderr, flag+" -1s: want a positive duration")
