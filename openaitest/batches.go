@@ -60,6 +60,7 @@ type batch struct {
 	Total, Completed, Failed  int64
 	InputTokens, OutputTokens int64
 	enqueuedTokens            int64
+	outputHiddenUntil         time.Time // LateOutputFile: output_file_id reads null before this
 
 	cancelReq atomic.Bool
 	expireReq atomic.Bool
@@ -138,8 +139,8 @@ func unixOrNull(t int64) *int64 {
 	return &t
 }
 
-// object renders the batch; the caller holds s.mu.
-func (b *batch) object() batchObject {
+// object renders the batch as of now; the caller holds s.mu.
+func (b *batch) object(now time.Time) batchObject {
 	o := batchObject{
 		ID: b.ID, Object: "batch", Endpoint: b.Endpoint, Model: nullable(b.Model), InputFileID: b.InputFileID,
 		CompletionWindow: b.CompletionWindow, Status: b.Status,
@@ -153,6 +154,9 @@ func (b *batch) object() batchObject {
 	}
 	if len(b.Errors) > 0 {
 		o.Errors = &batchErrors{Object: "list", Data: b.Errors}
+	}
+	if now.Before(b.outputHiddenUntil) {
+		o.OutputFileID = nil
 	}
 	o.Usage.InputTokens, o.Usage.OutputTokens = b.InputTokens, b.OutputTokens
 	o.Usage.TotalTokens = b.InputTokens + b.OutputTokens
@@ -254,7 +258,7 @@ func (s *Server) handleBatchCreate(w http.ResponseWriter, r *http.Request) {
 	b.seq = int64(len(s.batchSeq))
 	s.batches[b.ID] = b
 	s.batchSeq = append(s.batchSeq, b)
-	obj := b.object()
+	obj := b.object(s.now())
 	s.wg.Add(1)
 	s.mu.Unlock()
 	s.log.Debug("batch created", "batch", b.ID, "input_file", input.ID, "endpoint", b.Endpoint)
@@ -307,7 +311,7 @@ func (s *Server) handleBatchGet(w http.ResponseWriter, r *http.Request) {
 	b, ok := s.batches[id]
 	var obj batchObject
 	if ok {
-		obj = b.object()
+		obj = b.object(s.now())
 	}
 	s.mu.Unlock()
 	if !ok {
@@ -346,7 +350,7 @@ func (s *Server) handleBatchList(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	for ; i >= 0 && len(resp.Data) < limit; i-- {
-		resp.Data = append(resp.Data, s.batchSeq[i].object())
+		resp.Data = append(resp.Data, s.batchSeq[i].object(s.now()))
 	}
 	resp.HasMore = i >= 0
 	s.mu.Unlock()
@@ -387,7 +391,7 @@ func (s *Server) cancelBatch(id string) (batchObject, error) {
 	default:
 		return batchObject{}, fmt.Errorf("Cannot cancel a batch with status '%s'.", b.Status) //nolint:staticcheck // OpenAI's message
 	}
-	return b.object(), nil
+	return b.object(s.now()), nil
 }
 
 // ExpireBatch makes a batch that has not reached finalizing expire: it stops after answering

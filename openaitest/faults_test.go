@@ -183,3 +183,20 @@ func TestFaultRequestFailures(t *testing.T) {
 	again, _, _, _ := run(t, 7)
 	require.ElementsMatch(t, failed, again, "the seed decides which requests fail")
 }
+
+// TestFaultLateOutputFile: a completed batch first reports a null output_file_id, then, LateOutputFile later, the
+// file it had all along.
+func TestFaultLateOutputFile(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openaitest.Options{LateOutputFile: 500 * time.Millisecond})
+	b := e.submit(t, chatLines(5, "m"))
+	b = e.wait(t, b.ID, openai.BatchStatusCompleted)
+	require.Empty(t, b.OutputFileID, "completed, and no output file yet")
+	require.EqualValues(t, 5, b.RequestCounts.Completed)
+	require.Eventually(t, func() bool {
+		got, err := e.client.Batches.Get(t.Context(), b.ID)
+		require.NoError(t, err)
+		return got.OutputFileID != ""
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, 1, e.srv.Stats().LateOutputFiles)
+}

@@ -78,7 +78,14 @@ func (s *Server) runBatch(b *batch, input fileMeta) {
 			s.stats.ExpiredBatches++
 		})
 	default:
-		s.finish(b, out, func(now int64) { b.Status, b.CompletedAt = StatusCompleted, now })
+		late := s.Faults().LateOutputFile
+		s.finish(b, out, func(now int64) {
+			b.Status, b.CompletedAt = StatusCompleted, now
+			if late > 0 && b.OutputFileID != "" {
+				b.outputHiddenUntil = s.now().Add(late)
+				s.stats.LateOutputFiles++
+			}
+		})
 	}
 	log.Debug("batch done", "status", b.statusLocked(s))
 }

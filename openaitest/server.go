@@ -99,6 +99,9 @@ type Options struct {
 	// TokenLimitPerModel caps the prompt tokens enqueued per model (batches in_progress or finalizing); a batch
 	// that would pass the cap fails with errors.data[0].code token_limit_exceeded.
 	TokenLimitPerModel map[string]int64
+	// LateOutputFile is how long a batch reports completed with a null output_file_id before the id appears, as
+	// the real service sometimes does; zero means the id comes with the status.
+	LateOutputFile time.Duration
 }
 
 // Faults are the fault-injection settings that can change while the emulator runs; see [Server.SetFaults]. The
@@ -114,6 +117,7 @@ type Faults struct {
 	ExpireRate           float64
 	ExpireCompletedShare float64
 	TokenLimitPerModel   map[string]int64
+	LateOutputFile       time.Duration
 }
 
 func (o Options) faults() Faults {
@@ -128,6 +132,7 @@ func (o Options) faults() Faults {
 		ExpireRate:           o.ExpireRate,
 		ExpireCompletedShare: o.ExpireCompletedShare,
 		TokenLimitPerModel:   o.TokenLimitPerModel,
+		LateOutputFile:       o.LateOutputFile,
 	}
 }
 

@@ -26,6 +26,10 @@ const (
 	// DefaultDeadline: a poll job gives up on a batch this long after its creation: the API's 24 h window, up to
 	// 10 minutes of cancelling, and an hour of slack.
 	DefaultDeadline = 24*time.Hour + 10*time.Minute + time.Hour
+	// DefaultOutputGrace: a batch reported completed, with answered requests but no output_file_id, is read again
+	// at every minimum poll interval for this long after it ended before its load gives up waiting and loads what
+	// there is (loudly: an error log and batchctl_loads_without_output_total).
+	DefaultOutputGrace = time.Hour
 	// notFoundGrace: a batch the API does not know yet this soon after creation is not alarming.
 	notFoundGrace = time.Minute
 )
@@ -38,14 +42,28 @@ type Config struct {
 	// Metrics; nil creates unregistered ones.
 	Metrics *Metrics
 
-	Interval    Interval      // poll interval bounds
-	Workers     int           // jobs worked at once by this daemon
-	LoadTimeout time.Duration // one results load, downloads included
-	// RescueAfter: a job still running this long after it started is taken to belong to a dead daemon and is retried
-	// (default LoadTimeout + 1m; River never rescues a job before its own timeout has passed). Shorter is safe: a load holds its batch's row lock, so a rescued copy of a live
-	// load waits for it and then finds the results loaded.
-	RescueAfter     time.Duration
-	SweepInterval   time.Duration // how often stranded batches are looked for
+	Interval Interval // poll interval bounds
+	Workers  int      // jobs worked at once by this daemon
+	// LoadTimeout bounds one results load, downloads included; a load of large files gets longer (see MinLoadRate).
+	LoadTimeout time.Duration
+	// MinLoadRate (bytes per second) extends LoadTimeout for large files: a load may take as long as its files
+	// need at this rate (default MinLoadRate).
+	MinLoadRate int64
+	// ClientID names this daemon's River client and its row in the pollers table; unique per process (default
+	// host_pid_random).
+	ClientID string
+	// LifelineInterval is how often this daemon looks for dead pollers and hands their running jobs back
+	// (DefaultLifelineInterval).
+	LifelineInterval time.Duration
+	// RescueAfter is the backstop of the lifeline (DefaultRescueAfter): River's rescuer retries a poll, refresh or
+	// sweep job still running this long after it started, and the lifeline a job of a client that never registered.
+	// Shorter is safe: a load holds its batch's row lock, so a rescued copy of a live load waits for it and then
+	// finds the results loaded.
+	RescueAfter   time.Duration
+	SweepInterval time.Duration // how often stranded batches are looked for
+	// OutputGrace is how long after its end a completed batch's load waits for a missing output file
+	// (DefaultOutputGrace).
+	OutputGrace     time.Duration
 	Deadline        time.Duration // after creation, when a batch's poll job gives up
 	ShutdownTimeout time.Duration // how long a stop waits for running jobs before cancelling them
 	// FetchPollInterval is how often River looks for due jobs (snoozed polls); River's default when zero.
@@ -70,6 +88,8 @@ type Daemon struct {
 	api    openai.Client
 	m      *Metrics
 	client *river.Client[pgx.Tx]
+	// lifeline is this daemon's registration in the pollers table, set by Run.
+	lifeline *store.Lifeline
 }
 
 // New builds a Daemon; it starts nothing.
@@ -88,8 +108,12 @@ func New(cfg Config) (*Daemon, error) {
 	}
 	cfg.Workers = cmp.Or(cfg.Workers, DefaultWorkers)
 	cfg.LoadTimeout = cmp.Or(cfg.LoadTimeout, DefaultLoadTimeout)
-	cfg.RescueAfter = cmp.Or(cfg.RescueAfter, cfg.LoadTimeout+time.Minute)
+	cfg.MinLoadRate = cmp.Or(cfg.MinLoadRate, MinLoadRate)
+	cfg.RescueAfter = cmp.Or(cfg.RescueAfter, DefaultRescueAfter)
+	cfg.LifelineInterval = cmp.Or(cfg.LifelineInterval, DefaultLifelineInterval)
+	cfg.ClientID = cmp.Or(cfg.ClientID, newClientID())
 	cfg.SweepInterval = cmp.Or(cfg.SweepInterval, DefaultSweepInterval)
+	cfg.OutputGrace = cmp.Or(cfg.OutputGrace, DefaultOutputGrace)
 	cfg.Deadline = cmp.Or(cfg.Deadline, DefaultDeadline)
 	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, DefaultShutdownTimeout)
 	cfg.MaxAttempts = cmp.Or(cfg.MaxAttempts, DefaultMaxAttempts)
@@ -106,6 +130,8 @@ func New(cfg Config) (*Daemon, error) {
 	river.AddWorker(workers, &sweepWorker{d: d})
 	river.AddWorker(workers, &resubmitWorker{d: d})
 	client, err := river.NewClient(riverpgxv5.New(cfg.Store.Pool()), &river.Config{
+		// The lifeline finds a dead daemon's jobs by this ID in river_job.attempted_by.
+		ID:      cfg.ClientID,
 		Schema:  cfg.Store.Schema(),
 		Queues:  map[string]river.QueueConfig{store.QueueBatches: {MaxWorkers: cfg.Workers}},
 		Workers: workers,
@@ -134,11 +160,31 @@ func New(cfg Config) (*Daemon, error) {
 
 // Run works jobs until ctx is cancelled (or, with ExitWhenDone, until there is nothing left to do), then stops
 // gracefully: running jobs get ShutdownTimeout to finish; a load cut short rolls back and is retried later.
+//
+// Before it works any job, the daemon registers in the pollers table with its lifeline (see store.Lifeline) and hands
+// back the running jobs of pollers that died; it keeps doing so every LifelineInterval.
 func (d *Daemon) Run(ctx context.Context) error {
+	if err := d.register(ctx); err != nil {
+		return fmt.Errorf("register poller: %w", err)
+	}
+	defer d.unregister()
+	d.rescueDead(ctx)
 	if err := d.client.Start(ctx); err != nil {
 		return fmt.Errorf("start River client: %w", err)
 	}
-	d.log.Info("poller started", "schema", d.store.Schema(), "workers", d.cfg.Workers, "interval", d.cfg.Interval.String())
+	d.log.Info("poller started", "schema", d.store.Schema(), "client_id", d.cfg.ClientID, "workers", d.cfg.Workers,
+		"interval", d.cfg.Interval.String())
+	lifelineCtx, stopLifeline := context.WithCancel(context.Background())
+	lifelineDone := make(chan struct{})
+	go func() {
+		defer close(lifelineDone)
+		d.runLifeline(lifelineCtx)
+	}()
+	// The lifeline outlives the River client's stop: jobs still finishing belong to a live poller.
+	defer func() {
+		stopLifeline()
+		<-lifelineDone
+	}()
 	// One refresh now, rather than after River elects a leader to run the periodic one (seconds): a (re)started
 	// poller queues the loads of batches that ended while it was away at once. It costs N/100 list calls.
 	if _, err := d.Refresh(ctx); err != nil && ctx.Err() == nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/internal/pgtest"
 	"github.com/batchctl/batchctl/openaitest"
 	"github.com/batchctl/batchctl/poll"
@@ -126,4 +127,33 @@ func (e *env) createUntracked(t *testing.T, body []byte) (fileID, batchID string
 	})
 	require.NoError(t, err)
 	return f.ID, b.ID
+}
+
+// endedBatch creates a batch, waits for the emulator to complete it and records its end, which queues its load job;
+// it returns the batch ID and the load job's ID.
+func (e *env) endedBatch(t *testing.T, prefix string, n int) (string, []string, int64) {
+	t.Helper()
+	ctx := context.Background()
+	body, ids := requestFile(prefix, "gpt-4o-mini", n)
+	batchID := e.submit(t, body)
+	require.Eventually(t, func() bool {
+		rec, _ := e.emu.Batch(batchID)
+		return rec.Status == openaitest.StatusCompleted
+	}, 30*time.Second, 5*time.Millisecond)
+	b, err := e.api.Batches.Get(ctx, batchID)
+	require.NoError(t, err)
+	_, err = e.store.UpsertBatch(ctx, batchapi.Row(b))
+	require.NoError(t, err)
+	var jobID int64
+	require.NoError(t, e.store.Pool().QueryRow(ctx, `select id from `+e.store.Schema()+`.river_job where kind = $1 and args->>'batch_id' = $2`,
+		store.LoadResultsArgs{}.Kind(), batchID).Scan(&jobID))
+	return batchID, ids, jobID
+}
+
+// markRunning makes a job look as if client is working it.
+func (e *env) markRunning(t *testing.T, jobID int64, client string) {
+	t.Helper()
+	_, err := e.store.Pool().Exec(context.Background(), `update `+e.store.Schema()+`.river_job set state = 'running',
+		attempt = attempt + 1, attempted_at = now(), attempted_by = array_append(attempted_by, $2) where id = $1`, jobID, client)
+	require.NoError(t, err)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -22,14 +23,27 @@ type loadWorker struct {
 	d *Daemon
 }
 
-func (w *loadWorker) Timeout(*river.Job[store.LoadResultsArgs]) time.Duration {
-	return w.d.cfg.LoadTimeout
-}
+// Timeout is unbounded at River's level: the worker keeps its own deadline, sized from the files it downloads
+// (loadDeadline). River's rescuer leaves such a job alone; the lifeline rescues it when its poller dies.
+func (w *loadWorker) Timeout(*river.Job[store.LoadResultsArgs]) time.Duration { return -1 }
 
 func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsArgs]) error {
+	log := w.d.log.With("batch_id", job.Args.BatchID)
+	dl := newLoadDeadline(ctx, w.d.cfg.LoadTimeout, w.d.cfg.MinLoadRate, log)
+	err := w.load(dl.ctx, job, dl, log)
+	if derr := dl.err(); derr != nil && ctx.Err() == nil {
+		// An error, not a snooze: the load is retried with backoff, and River shows why.
+		log.Warn("results load too slow; retrying", "error", derr)
+		err = fmt.Errorf("load batch %s: %w", job.Args.BatchID, derr)
+	}
+	dl.stop()
+	return err
+}
+
+// load does the work of Work within the load's deadline dl, whose context ctx is.
+func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsArgs], dl *loadDeadline, log *slog.Logger) error {
 	start := time.Now()
 	id := job.Args.BatchID
-	log := w.d.log.With("batch_id", id)
 	row, err := w.d.jobBatch(ctx, id)
 	if err != nil {
 		return err
@@ -41,6 +55,11 @@ func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsA
 		return river.JobCancel(fmt.Errorf("batch %s is %s, not ended: nothing to load", id, row.Status))
 	}
 	age := time.Since(row.CreatedAt)
+	if missingOutput(row) {
+		if row, err = w.awaitOutput(ctx, row, log); err != nil {
+			return err
+		}
+	}
 
 	// The input file gives each request its line, so consumers can restore input order without submitter state. A
 	// resubmission's requests take their line in the original (root) input, not in the child's own file.
@@ -54,7 +73,7 @@ func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsA
 	}
 	var idx *inputIndex
 	if inputFileID != "" {
-		if idx, err = w.inputIndex(ctx, inputFileID); err != nil {
+		if idx, err = w.inputIndex(ctx, inputFileID, dl); err != nil {
 			if batchapi.Classify(err) == batchapi.NotFound {
 				log.Warn("input file is gone; input_line stays null", "input_file_id", inputFileID)
 			} else {
@@ -79,7 +98,7 @@ func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsA
 		if fileID == "" {
 			continue
 		}
-		if err := w.copyFile(ctx, load, id, fileID, idx, outcomes, usage); err != nil {
+		if err := w.copyFile(ctx, dl, load, id, fileID, idx, outcomes, usage); err != nil {
 			if batchapi.Classify(err) != batchapi.Transient {
 				return w.d.apiFailure(ctx, "download", id, age, err)
 			}
@@ -108,25 +127,69 @@ func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsA
 	return nil
 }
 
+// missingOutput reports a batch that says it answered requests but names no output file to read them from.
+func missingOutput(row store.Batch) bool {
+	return row.Status == store.StatusCompleted && row.RequestCompleted > 0 && row.OutputFileID == ""
+}
+
+// awaitOutput handles a completed batch without its output file: the API sometimes reports completed before the
+// output_file_id, and a load then would record the batch as loaded without its answers, for good (and a resubmission
+// could pay for them again). It reads the batch again and stores what the API says (UpsertBatch keeps a file ID once
+// known); while the file is still missing, the load snoozes for the minimum poll interval, until OutputGrace after the
+// batch ended: then it loads what there is, loudly. It returns the row to load.
+func (w *loadWorker) awaitOutput(ctx context.Context, row store.Batch, log *slog.Logger) (store.Batch, error) {
+	id, age := row.BatchID, time.Since(row.CreatedAt)
+	w.d.m.PollCalls.WithLabelValues("get").Inc()
+	b, err := w.d.api.Batches.Get(ctx, id)
+	if err != nil {
+		return row, w.d.apiFailure(ctx, "get", id, age, err)
+	}
+	if _, err := w.d.store.UpsertBatch(ctx, batchapi.Row(b)); err != nil {
+		return row, shutdownAware(ctx, err)
+	}
+	if row, err = w.d.jobBatch(ctx, id); err != nil {
+		return row, err
+	}
+	if !missingOutput(row) {
+		log.Info("the output file of a completed batch has appeared", "output_file_id", row.OutputFileID)
+		return row, nil
+	}
+	ended := row.UpdatedAt
+	if row.EndedAt != nil {
+		ended = *row.EndedAt
+	}
+	if since := time.Since(ended); since < w.d.cfg.OutputGrace {
+		log.Info("batch completed without an output file yet; waiting for it", "completed", row.RequestCompleted,
+			"ended", since.Round(time.Second), "grace", w.d.cfg.OutputGrace)
+		return row, river.JobSnooze(w.d.cfg.Interval.Min)
+	}
+	w.d.m.LoadsWithoutOutput.Inc()
+	log.Error("batch completed with answered requests but still no output file; loading what there is (only the error file's lines)",
+		"completed", row.RequestCompleted, "ended", time.Since(ended).Round(time.Second), "grace", w.d.cfg.OutputGrace)
+	return row, nil
+}
+
 // inputIndex streams the batch's input file into a custom_id → line index.
-func (w *loadWorker) inputIndex(ctx context.Context, fileID string) (*inputIndex, error) {
+func (w *loadWorker) inputIndex(ctx context.Context, fileID string, dl *loadDeadline) (*inputIndex, error) {
 	w.d.m.PollCalls.WithLabelValues("download").Inc()
 	resp, err := w.d.api.Files.Content(ctx, fileID)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	dl.add(resp.ContentLength, fileID)
 	return buildInputIndexSize(resp.Body, fileID, resp.ContentLength)
 }
 
 // copyFile streams one output or error file into the load.
-func (w *loadWorker) copyFile(ctx context.Context, load *store.Load, batchID, fileID string, idx *inputIndex, outcomes map[string]int, usage *usageSum) error {
+func (w *loadWorker) copyFile(ctx context.Context, dl *loadDeadline, load *store.Load, batchID, fileID string, idx *inputIndex, outcomes map[string]int, usage *usageSum) error {
 	w.d.m.PollCalls.WithLabelValues("download").Inc()
 	resp, err := w.d.api.Files.Content(ctx, fileID)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	dl.add(resp.ContentLength, fileID)
 	src := &fileSource{dec: jsonl.NewOutputDecoder(resp.Body, fileID), batchID: batchID, idx: idx, outcomes: outcomes, usage: usage}
 	_, err = load.CopyResults(ctx, src)
 	return err

@@ -17,9 +17,11 @@ type Metrics struct {
 	PollErrors     *prometheus.CounterVec // failed API calls by kind and error class
 	RowsLoaded     prometheus.Counter
 	LoadDuration   prometheus.Histogram
-	Requests       *prometheus.CounterVec   // loaded requests by outcome: ok, http_<code>, error code
-	LoadMismatches prometheus.Counter       // loads whose row count differs from request_counts.total
-	BatchDuration  *prometheus.HistogramVec // creation to end, by final status, observed by the daemon that loaded it
+	Requests       *prometheus.CounterVec // loaded requests by outcome: ok, http_<code>, error code
+	LoadMismatches prometheus.Counter     // loads whose row count differs from request_counts.total
+	// LoadsWithoutOutput counts completed batches loaded without the output file they should have (OutputGrace).
+	LoadsWithoutOutput prometheus.Counter
+	BatchDuration      *prometheus.HistogramVec // creation to end, by final status, observed by the daemon that loaded it
 }
 
 // NewMetrics creates the metrics and registers them, and a collector reading s, with reg.
@@ -50,10 +52,14 @@ func NewMetrics(reg prometheus.Registerer, s *store.Store, logger *slog.Logger) 
 		LoadMismatches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "batchctl_load_count_mismatches_total", Help: "Loads whose row count differs from the batch's request total.",
 		}),
+		LoadsWithoutOutput: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "batchctl_loads_without_output_total",
+			Help: "Completed batches with answered requests loaded without an output file, after waiting the grace for it.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.PollCalls, m.PollErrors, m.RowsLoaded, m.LoadDuration, m.Requests, m.LoadMismatches,
-			m.BatchDuration, &dbCollector{store: s, logger: logger})
+			m.LoadsWithoutOutput, m.BatchDuration, &dbCollector{store: s, logger: logger})
 	}
 	return m
 }

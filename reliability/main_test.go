@@ -77,6 +77,7 @@ func TestReliability(t *testing.T) {
 	}{
 		{"SubmitKills", testSubmitKills},
 		{"PollKills", testPollKills},
+		{"Lifeline", testLifeline},
 		{"APIFaults", testAPIFaults},
 		{"PostgresRestart", testPostgresRestart},
 		{"BadInput", testBadInput},

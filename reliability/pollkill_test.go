@@ -15,10 +15,9 @@ import (
 )
 
 // pollFlags make a poller quick enough for tests: River looks for due jobs every 50 ms, batches are refreshed
-// every 50 ms to 500 ms, lost jobs swept every 200 ms, and a load left running by a killed poller is retried after
-// 3 s (River also waits for the dead leader's lease, about 15 s, before its rescuer runs).
-var pollFlags = []string{"poll", "--poll-interval", "50ms,500ms", "--fetch-interval", "50ms", "--sweep-interval", "200ms",
-	"--load-timeout", "3s", "--rescue-after", "3s"}
+// every 50 ms to 500 ms, lost jobs swept every 200 ms. The rescue of a killed poller's jobs keeps its defaults: a
+// restarted poller's lifeline finds the dead one as it starts, a poller already running within 10 s.
+var pollFlags = []string{"poll", "--poll-interval", "50ms,500ms", "--fetch-interval", "50ms", "--sweep-interval", "200ms"}
 
 // pollUntilDone runs `batchctl poll --exit-when-done` and requires it to finish with exit 0.
 func pollUntilDone(t *testing.T, tl *tally, e *env, extra ...string) time.Duration {
@@ -54,7 +53,7 @@ func testPollKills(t *testing.T, tl *tally) {
 		base = s
 	}
 	t.Logf("seed %d", base)
-	// Scenarios run at once: each spends most of its time waiting for a dead leader's lease to expire.
+	// Scenarios run at once: each spends much of its time waiting on slow downloads and the emulator's phases.
 	var wg sync.WaitGroup
 	for i := range scenarios {
 		wg.Go(func() {
@@ -89,7 +88,7 @@ func pollKillScenario(t *testing.T, tl *tally, seed uint64, kills int) {
 
 	// Short: a kill mid-load by the first poller (the leader from the start); a kill during the status updates of
 	// the second wave's new poll jobs, which a poller runs before it is leader; a kill at a random moment while
-	// the third poller waits for the dead leader's lease. Full: kinds at random, each waiting as long as it takes.
+	// the third poller takes over from the dead one. Full: kinds at random, each waiting as long as it takes.
 	kinds := []string{"load", "status", "random"}
 	if full {
 		kinds = kinds[:0]

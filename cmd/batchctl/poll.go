@@ -24,14 +24,16 @@ type pollOptions struct {
 	streams *IOStreams
 	api     *apiOptions
 
-	interval     string
-	workers      int
-	loadTimeout  time.Duration
-	rescueAfter  time.Duration
-	sweepEvery   time.Duration
-	exitWhenDone bool
-	metricsAddr  string
-	fetchEvery   time.Duration
+	interval      string
+	workers       int
+	loadTimeout   time.Duration
+	rescueAfter   time.Duration
+	lifelineEvery time.Duration
+	outputGrace   time.Duration
+	sweepEvery    time.Duration
+	exitWhenDone  bool
+	metricsAddr   string
+	fetchEvery    time.Duration
 
 	resubmit          bool
 	maxAttempts       int
@@ -51,8 +53,11 @@ for it only when no refresh did, at an interval that grows with the batch's age.
 failed, expired, cancelled), its output and error files are streamed into the results table, one row per request,
 in one transaction.
 
-Run as many pollers against one database as you like; River shares the work and a killed poller's jobs are picked
-up again (after --rescue-after for a job that was running). Run 'batchctl migrate' first.`,
+Run as many pollers against one database as you like; River shares the work. Each poller registers in the pollers
+table and holds a Postgres advisory lock on a session of its own for as long as it lives; every poller looks every
+--lifeline-interval for pollers whose lock is free (process killed, host gone, about 20 s for a vanished host) and
+makes their running jobs available again, so a dead poller's work resumes within about 30 s. A live poller's jobs
+are never taken, however long they run. Run 'batchctl migrate' first.`,
 		Example: `  batchctl poll
   batchctl poll --poll-interval 30s,15m --metrics-addr :9090
   batchctl poll --exit-when-done        # for cron and scripts: exit 0 once everything is loaded
@@ -67,8 +72,13 @@ up again (after --rescue-after for a job that was running). Run 'batchctl migrat
 	f.StringVar(&opts.interval, "poll-interval", poll.Interval{Min: poll.DefaultMinInterval, Max: poll.DefaultMaxInterval}.String(),
 		"MIN[,MAX]: bounds of the per-batch poll interval (a tenth of the batch's age); MIN is also the bulk refresh period")
 	f.IntVar(&opts.workers, "workers", poll.DefaultWorkers, "jobs this daemon works at once")
-	f.DurationVar(&opts.loadTimeout, "load-timeout", poll.DefaultLoadTimeout, "longest time one batch's results load may take; a load left running by a killed poller is retried after it")
-	f.DurationVar(&opts.rescueAfter, "rescue-after", 0, "retry a job left running by a dead poller after this long, and not before its own timeout (default load-timeout + 1m)")
+	f.DurationVar(&opts.loadTimeout, "load-timeout", poll.DefaultLoadTimeout,
+		fmt.Sprintf("longest time one batch's results load may take, extended for large files to their size at %d MiB/s", poll.MinLoadRate>>20))
+	f.DurationVar(&opts.lifelineEvery, "lifeline-interval", poll.DefaultLifelineInterval, "how often to look for dead pollers and make their running jobs available again")
+	f.DurationVar(&opts.rescueAfter, "rescue-after", poll.DefaultRescueAfter,
+		"backstop of the lifeline: retry a poll, refresh or sweep job still running after this long, or a job of a poller without a lifeline")
+	f.DurationVar(&opts.outputGrace, "output-grace", poll.DefaultOutputGrace,
+		"how long after its end a completed batch with answered requests but no output_file_id is read again before its load gives up waiting")
 	f.DurationVar(&opts.sweepEvery, "sweep-interval", poll.DefaultSweepInterval, "how often to look for batches that lost their jobs")
 	f.BoolVar(&opts.exitWhenDone, "exit-when-done", false, "exit 0 once no batch is in flight and every ended batch has its results loaded")
 	f.StringVar(&opts.metricsAddr, "metrics-addr", "", "serve Prometheus metrics (/metrics) and Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:9090")
@@ -83,6 +93,9 @@ up again (after --rescue-after for a job that was running). Run 'batchctl migrat
 func runPoll(ctx context.Context, opts *pollOptions) error {
 	interval, err := poll.ParseInterval(opts.interval)
 	if err != nil {
+		return usageError{err}
+	}
+	if err := opts.validate(); err != nil {
 		return usageError{err}
 	}
 	api, err := opts.api.client()
@@ -123,6 +136,7 @@ func runPoll(ctx context.Context, opts *pollOptions) error {
 	d, err := poll.New(poll.Config{
 		Store: s, API: api, Logger: log, Metrics: metrics,
 		Interval: interval, Workers: opts.workers, LoadTimeout: opts.loadTimeout, RescueAfter: opts.rescueAfter,
+		LifelineInterval: opts.lifelineEvery, OutputGrace: opts.outputGrace,
 		SweepInterval: opts.sweepEvery, ExitWhenDone: opts.exitWhenDone, FetchPollInterval: opts.fetchEvery,
 		Resubmit: opts.resubmit, MaxAttempts: opts.maxAttempts, TokenLimitBackoff: opts.tokenLimitBackoff,
 	})
@@ -130,4 +144,26 @@ func runPoll(ctx context.Context, opts *pollOptions) error {
 		return err
 	}
 	return d.Run(ctx)
+}
+
+// validate rejects negative durations and counts: zero takes the default, but a negative value is a typo, not a wish.
+func (opts *pollOptions) validate() error {
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"--load-timeout", opts.loadTimeout}, {"--rescue-after", opts.rescueAfter}, {"--lifeline-interval", opts.lifelineEvery}, {"--output-grace", opts.outputGrace},
+		{"--sweep-interval", opts.sweepEvery}, {"--fetch-interval", opts.fetchEvery}, {"--token-limit-backoff", opts.tokenLimitBackoff},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("%s %v: want a positive duration (0 for the default)", d.flag, d.v)
+		}
+	}
+	if opts.workers < 0 {
+		return fmt.Errorf("--workers %d: want a positive number (0 for the default)", opts.workers)
+	}
+	if opts.maxAttempts < 0 {
+		return fmt.Errorf("--max-attempts %d: want a positive number (0 for the default)", opts.maxAttempts)
+	}
+	return nil
 }

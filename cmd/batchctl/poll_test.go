@@ -124,6 +124,18 @@ func TestPollNeedsAnAPIKeyAndADatabase(t *testing.T) {
 	require.Contains(t, r.stderr, "invalid poll interval")
 }
 
+// TestPollRejectsNegativeDurations: a negative timeout or interval is a usage error, not a silent default (a negative
+// --load-timeout once meant loads that could never finish).
+func TestPollRejectsNegativeDurations(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"OPENAI_API_KEY": "k", "DATABASE_URL": "postgres://x@127.0.0.1:1/x"}
+	for _, flag := range []string{"--load-timeout", "--rescue-after", "--lifeline-interval", "--sweep-interval", "--token-limit-backoff", "--output-grace"} {
+		r := runCLI(t, "", env, "poll", flag, "-1s")
+		require.Equal(t, exitUsage, r.code, "%s -1s: %s", flag, r.stderr)
+		require.Contains(t, r.stderr, flag+" -1s: want a positive duration")
+	}
+}
+
 // buildBinary compiles batchctl once per test binary run.
 func buildBinary(t *testing.T) string {
 	t.Helper()
@@ -159,8 +171,7 @@ func TestPollKilledMidLoadRestarts(t *testing.T) {
 	// Slow downloads: the load is still streaming when the poller dies.
 	e.emu.SetFaults(openaitest.Faults{DownloadBytesPerSec: 40_000})
 	var logs bytes.Buffer
-	// River retries a job left running by a dead poller once the job's timeout has passed: --load-timeout.
-	first := exec.Command(bin, append(fastPoll[:1:1], "--poll-interval", "50ms,500ms", "--fetch-interval", "50ms", "--load-timeout", "3s")...)
+	first := exec.Command(bin, append(fastPoll[:1:1], "--poll-interval", "50ms,500ms", "--fetch-interval", "50ms")...)
 	first.Env = environ(e.env)
 	first.Stderr = &logs
 	require.NoError(t, first.Start())
@@ -176,7 +187,8 @@ func TestPollKilledMidLoadRestarts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
-	second := exec.CommandContext(ctx, bin, append(fastPoll, "--load-timeout", "3s", "--rescue-after", "3s")...)
+	// Default rescue settings: the second poller's lifeline finds the first one dead as it starts.
+	second := exec.CommandContext(ctx, bin, fastPoll...)
 	second.Env = environ(e.env)
 	out, err := second.CombinedOutput()
 	require.NoError(t, err, "first poller:\n%s\nsecond poller:\n%s", logs.String(), out)
