@@ -61,7 +61,7 @@ func Classify(err error) ErrorKind {
 			return Permanent
 		}
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrReconcileIncomplete) {
 		return Permanent
 	}
 	// The net package reports its failures as *net.OpError, never as *fs.PathError, so a path error in the chain

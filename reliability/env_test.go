@@ -36,13 +36,15 @@ const apiKey = "sk-reliability-test"
 // env is one emulator over real HTTP, optionally a migrated schema, and the environment of the batchctl processes
 // a test starts against them.
 type env struct {
-	emu    *openaitest.Server
-	trap   *trap
-	vars   map[string]string
-	dir    string // scratch directory: inputs, spool, rejects
-	stdin  string // file in dir that processes read as stdin; "" for none
-	schema string
-	pool   *pgxpool.Pool
+	emu   *openaitest.Server
+	trap  *trap
+	vars  map[string]string
+	dir   string // scratch directory: inputs, spool, rejects
+	stdin string // file in dir that processes read as stdin; "" for none
+	// stdinPipe, when set, is the read end of a pipe the next process started reads as stdin (stdin is ignored).
+	stdinPipe *os.File
+	schema    string
+	pool      *pgxpool.Pool
 
 	mu    sync.Mutex
 	procs []*proc // every process started, for the secrets check
@@ -73,6 +75,8 @@ func newEnv(t *testing.T, opts openaitest.Options) *env {
 		"OPENAI_API_KEY":     key,
 		"OPENAI_BASE_URL":    ts.URL + "/v1",
 		"BATCHCTL_SPOOL_DIR": filepath.Join(dir, "spool"),
+		// The emulator's batch list shows a batch at once.
+		"BATCHCTL_RECONCILE_SETTLE": "100ms",
 	}}
 }
 
@@ -156,7 +160,9 @@ func (e *env) start(t *testing.T, tl *tally, args ...string) *proc {
 	p := &proc{cmd: exec.Command(binary, args...), done: make(chan struct{})}
 	p.cmd.Env = environ(e.vars)
 	p.cmd.Dir = e.dir
-	if e.stdin != "" {
+	if e.stdinPipe != nil {
+		p.cmd.Stdin, e.stdinPipe = e.stdinPipe, nil
+	} else if e.stdin != "" {
 		f, err := os.Open(filepath.Join(e.dir, e.stdin))
 		require.NoError(t, err)
 		t.Cleanup(func() { f.Close() })

@@ -76,6 +76,7 @@ func TestReliability(t *testing.T) {
 		fn   func(*testing.T, *tally)
 	}{
 		{"SubmitKills", testSubmitKills},
+		{"StreamStops", testStreamStops},
 		{"PollKills", testPollKills},
 		{"Lifeline", testLifeline},
 		{"APIFaults", testAPIFaults},

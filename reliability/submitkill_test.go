@@ -51,17 +51,18 @@ const (
 var killMoments = []killMoment{momentSpooling, momentUploadInFlight, momentUploadAnswerLost, momentBeforeCreate,
 	momentCreateAnswerLost, momentAfterCreate, momentRandom}
 
-// testSubmitKills runs submissions that are killed with SIGKILL at one or more moments and then run again until they
+// testSubmitKills runs submissions of a file that are killed with SIGKILL at one or more moments and then run again until they
 // succeed; the emulator's batches must hold every record exactly once. The short form runs a fixed plan covering
 // every moment; the full form runs at least 20 submissions with 1 to 3 kills each, the first kill cycling through the
 // moments, the others random. Some runs have a database configured, so batches are also tracked as they are
-// created: a batch created by a killed run must be tracked by the next.
+// created: a batch created by a killed run must be tracked by the next. A stream is read once, so a rerun of it is
+// new input: streams have their own part, StreamStops.
 func testSubmitKills(t *testing.T, tl *tally) {
 	var plans []submitPlan
 	if !full {
 		plans = []submitPlan{
 			{seed: 1, moments: []killMoment{momentCreateAnswerLost, momentSpooling}},
-			{seed: 2, moments: []killMoment{momentBeforeCreate, momentUploadAnswerLost}, stdin: true},
+			{seed: 2, moments: []killMoment{momentBeforeCreate, momentUploadAnswerLost}, faults: true},
 			{seed: 3, moments: []killMoment{momentAfterCreate, momentUploadInFlight, momentRandom}, db: true},
 		}
 	} else {
@@ -73,7 +74,7 @@ func testSubmitKills(t *testing.T, tl *tally) {
 		for i := range 24 {
 			rng := rand.New(rand.NewPCG(base, uint64(i)))
 			p := submitPlan{seed: base + uint64(i), moments: []killMoment{killMoments[i%len(killMoments)]},
-				db: i%2 == 1, stdin: i%4 == 2, faults: i%3 == 0}
+				db: i%2 == 1, faults: i%3 == 0}
 			for range rng.IntN(3) {
 				p.moments = append(p.moments, killMoments[rng.IntN(len(killMoments))])
 			}
@@ -99,7 +100,6 @@ type submitPlan struct {
 	seed    uint64
 	moments []killMoment
 	db      bool // with DATABASE_URL: batches are also tracked as they are created
-	stdin   bool // the records come as a stream on stdin, whose batches go out as they fill
 	faults  bool // the API also answers 10 % of calls 500 and cuts 10 % after they took effect
 }
 
@@ -116,9 +116,6 @@ func submitKillRun(t *testing.T, tl *tally, p submitPlan) {
 	_, ids := writeRecords(t, e.dir, "records.jsonl", fmt.Sprintf("s%d", seed), submitRecords, submitRecordPad)
 	args := []string{"submit", "--model", "gpt-4o-mini", "--id-field", "id", "--max-requests", strconv.Itoa(submitPerBatch),
 		"--log-level", "debug", "records.jsonl"}
-	if p.stdin {
-		e.stdin, args[len(args)-1] = "records.jsonl", "-"
-	}
 	start := time.Now()
 	var hit []string
 	for _, m := range moments {
@@ -155,7 +152,7 @@ func submitKillRun(t *testing.T, tl *tally, p submitPlan) {
 			where kind = 'batchctl_poll_batch'`), "every batch has its poll job")
 	}
 	tl.faults.Add(injected(e.emu.Stats()))
-	t.Logf("%+v: kills at %s; %d records in %d batches, each once; %d uploads for %d batches; %s", struct{ DB, Stdin, Faults bool }{db, p.stdin, p.faults},
+	t.Logf("%+v: kills at %s; %d records in %d batches, each once; %d uploads for %d batches; %s", struct{ DB, Faults bool }{db, p.faults},
 		strings.Join(hit, ", "), len(ids), len(batches), e.emu.Stats().FileUploads, len(batches), time.Since(start).Round(time.Millisecond))
 }
 

@@ -34,6 +34,10 @@ const (
 	MetaIntent      = "batchctl_intent"
 	MetaSource      = batchapi.MetaSource
 	MetaPart        = "batchctl_part"
+	MetaRun         = batchapi.MetaRun
+
+	// batchctlPairs is how many metadata pairs batchctl adds to a batch: the five keys above.
+	batchctlPairs = 5
 )
 
 // Input formats.
@@ -206,6 +210,8 @@ func (o *Options) validate() error {
 		return bad("max tokens %d is negative", o.MaxTokens)
 	case o.FlushInterval < 0:
 		return bad("flush interval %s is negative", o.FlushInterval)
+	case o.ReconcileSettle < 0:
+		return bad("reconcile settle %s is negative", o.ReconcileSettle)
 	case o.ShutdownTimeout < 0:
 		return bad("shutdown timeout %s is negative", o.ShutdownTimeout)
 	case o.SpoolDir == "":
@@ -223,8 +229,8 @@ func (o *Options) validate() error {
 	case o.Format == FormatText && o.IDField != "":
 		return bad("text input has no fields: drop the id field")
 	}
-	if len(o.Metadata) > MaxMetadataPairs-4 {
-		return bad("%d metadata pairs: at most %d, since batchctl adds 4 of the API's %d", len(o.Metadata), MaxMetadataPairs-4, MaxMetadataPairs)
+	if len(o.Metadata) > MaxMetadataPairs-batchctlPairs {
+		return bad("%d metadata pairs: at most %d, since batchctl adds %d of the API's %d", len(o.Metadata), MaxMetadataPairs-batchctlPairs, batchctlPairs, MaxMetadataPairs)
 	}
 	for k, v := range o.Metadata {
 		switch {

@@ -27,6 +27,8 @@ type run struct {
 	enc     *json.Encoder
 	emitted map[string]bool
 	api     *batchapi.Client
+	// runID is this run's random ID, in every batch's metadata (MetaRun): consumers keep a run's batches together.
+	runID string
 }
 
 // Run submits the records of opts.Inputs, after finishing the unfinished intents found in opts.SpoolDir. It
@@ -37,7 +39,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := opts.validate(); err != nil {
 		return err
 	}
-	r := &run{opts: &opts, log: opts.Logger, enc: json.NewEncoder(opts.Out), emitted: map[string]bool{}}
+	r := &run{opts: &opts, log: opts.Logger, enc: json.NewEncoder(opts.Out), emitted: map[string]bool{}, runID: newIntent()}
 	r.api = r.apiClient()
 	if err := os.MkdirAll(opts.SpoolDir, 0o700); err != nil {
 		return fmt.Errorf("create spool dir: %w", err)
@@ -261,5 +263,6 @@ func (r *run) metadata(source string, part int, sha, intent string) map[string]s
 	m[MetaIntent] = intent
 	m[MetaSource] = source
 	m[MetaPart] = strconv.Itoa(part)
+	m[MetaRun] = r.runID
 	return m
 }

@@ -91,9 +91,11 @@ the existing batches, marked "existing") unless --force.`,
 	f.Int64Var(&s.MaxBytes, "max-bytes", submit.MaxBytesCeiling, "bytes per batch file, newlines included, at most 200000000")
 	f.Int64Var(&s.MaxTokens, "max-tokens", 0, "estimated prompt tokens per batch, to stay under the model's enqueued-token limit (0: no limit)")
 	f.DurationVar(&s.FlushInterval, "flush-interval", 0, "submit a partial batch of a stream that has waited this long (0: only when full or at the end)")
+	f.DurationVar(&s.ReconcileSettle, "reconcile-settle", envDuration(g.getenv, "BATCHCTL_RECONCILE_SETTLE", batchapi.DefaultReconcileSettle),
+		"after a create whose answer was lost, how long the batch list may take to show the batch: a search that finds nothing is trusted only then (env BATCHCTL_RECONCILE_SETTLE)")
 	f.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", submit.DefaultShutdownTimeout, "after SIGTERM or SIGINT, how long a stream's run goes on creating the batches of what it read before it leaves them for --resume")
 	f.StringVar(&s.SpoolDir, "spool-dir", envOr(g.getenv, "BATCHCTL_SPOOL_DIR", defaultSpoolDir()), "directory of spool files and intent journals (env BATCHCTL_SPOOL_DIR)")
-	f.StringArrayVar(&opts.metadata, "metadata", nil, "k=v metadata for every batch (repeatable; at most 12 pairs)")
+	f.StringArrayVar(&opts.metadata, "metadata", nil, "k=v metadata for every batch (repeatable; at most 11 pairs)")
 	f.BoolVar(&s.DryRun, "dry-run", false, "check and spool, upload nothing, print what would be submitted")
 	f.BoolVar(&s.Resume, "resume", false, "only finish the unfinished intents in --spool-dir; read no input")
 	f.BoolVar(&s.Force, "force", false, "create batches even for input an earlier run already submitted")
@@ -101,6 +103,15 @@ the existing batches, marked "existing") unless --force.`,
 	f.StringVar(&opts.rejectsFile, "rejects", "", "file for records skipped by --skip-invalid, one JSON line each with the reason")
 	f.StringVar(&opts.progress, "progress", "auto", "progress line on stderr: auto (when a terminal), always, never")
 	return cmd
+}
+
+// envDuration reads a duration from the environment, or def when it is unset or not a duration (the flag's own
+// parsing then reports nothing: an unparsable env value falls back rather than failing every command).
+func envDuration(getenv func(string) string, key string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(getenv(key)); err == nil {
+		return d
+	}
+	return def
 }
 
 func defaultSpoolDir() string {
