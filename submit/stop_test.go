@@ -140,7 +140,10 @@ func TestStreamPartsCountOnAcrossRuns(t *testing.T) {
 	cs := decodeCreated(t, out.String())
 	require.Len(t, cs, 2)
 	require.Equal(t, []int{1, 2}, []int{cs[0].Part, cs[1].Part})
-	require.Len(t, srv.Batches(), 2)
+	bs := srv.Batches()
+	require.Len(t, bs, 2)
+	require.NotEmpty(t, bs[0].Metadata[submit.MetaRun])
+	require.NotEqual(t, bs[0].Metadata[submit.MetaRun], bs[1].Metadata[submit.MetaRun], "each run has its own ID")
 }
 
 // A re-run of the same command leaves no spool file behind: the batch exists, and its journal is all it needs.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchctl/batchctl/internal/pgtest"
 	"github.com/batchctl/batchctl/openaitest"
 	"github.com/batchctl/batchctl/submit"
 )
@@ -155,4 +156,78 @@ func TestSubmitCommandUnreadableInput(t *testing.T) {
 	entries, err := os.ReadDir(env["BATCHCTL_SPOOL_DIR"])
 	require.NoError(t, err)
 	require.Empty(t, entries, "nothing spooled")
+}
+
+// --rejects without --skip-invalid is a usage error that leaves the file as it was, instead of truncating it.
+func TestSubmitRejectsNeedsSkipInvalid(t *testing.T) {
+	t.Parallel()
+	srv, env := submitEnv(t)
+	dir := t.TempDir()
+	rejects := filepath.Join(dir, "rejects.jsonl")
+	require.NoError(t, os.WriteFile(rejects, []byte("kept\n"), 0o600))
+	in := filepath.Join(dir, "in.jsonl")
+	require.NoError(t, os.WriteFile(in, []byte(`{"text":"a"}`+"\n"), 0o600))
+	res := runCLI(t, "", env, "submit", "--model", "m", "--rejects", rejects, in)
+	require.Equal(t, exitUsage, res.code, res.stderr)
+	require.Contains(t, res.stderr, "--skip-invalid")
+	b, err := os.ReadFile(rejects)
+	require.NoError(t, err)
+	require.Equal(t, "kept\n", string(b))
+	require.Zero(t, srv.Stats().FileUploads)
+}
+
+// A database whose schema is not migrated is refused before anything is uploaded, so it costs no batch.
+func TestSubmitChecksTheSchemaBeforeUploading(t *testing.T) {
+	t.Parallel()
+	srv, env := submitEnv(t)
+	url, schema := pgtest.NewSchema(t)
+	env["DATABASE_URL"], env["BATCHCTL_SCHEMA"] = url, schema
+	in := filepath.Join(t.TempDir(), "in.jsonl")
+	require.NoError(t, os.WriteFile(in, []byte(`{"text":"a"}`+"\n"), 0o600))
+	res := runCLI(t, "", env, "submit", "--model", "m", in)
+	require.NotEqual(t, exitOK, res.code)
+	require.Contains(t, res.stderr, "batchctl migrate")
+	require.Zero(t, srv.Stats().FileUploads)
+	require.Empty(t, srv.Batches())
+}
+
+// batchctl intents lists an intent a crash left unfinished, with the error that set it aside, and abandon gives it
+// up; --resume then has nothing left.
+func TestIntentsListAndAbandon(t *testing.T) {
+	t.Parallel()
+	srv, baseURL := openaitest.Start(t, openaitest.Options{APIKey: "sk-right"})
+	env := map[string]string{"OPENAI_API_KEY": "sk-wrong", "OPENAI_BASE_URL": baseURL, "BATCHCTL_SPOOL_DIR": t.TempDir()}
+	in := filepath.Join(t.TempDir(), "in.jsonl")
+	require.NoError(t, os.WriteFile(in, []byte(`{"text":"a"}`+"\n"), 0o600))
+	res := runCLI(t, "", env, "submit", "--model", "m", in)
+	require.Equal(t, exitAPI, res.code, res.stderr)
+
+	res = runCLI(t, "", env, "intents", "-o", "json")
+	require.Equal(t, exitOK, res.code, res.stderr)
+	var info submit.IntentInfo
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &info))
+	require.Equal(t, submit.StatePending, info.State)
+	require.Equal(t, 1, info.Requests)
+
+	// Still refused: --resume sets it aside, says so, and exits non-zero.
+	res = runCLI(t, "", env, "submit", "--resume", "--log-level", "error")
+	require.Equal(t, exitAPI, res.code, res.stderr)
+	require.Contains(t, res.stderr, "set aside")
+	res = runCLI(t, "", env, "intents")
+	require.Equal(t, exitOK, res.code, res.stderr)
+	require.Contains(t, res.stdout, info.Intent)
+	require.Contains(t, res.stdout, "401")
+
+	res = runCLI(t, "", env, "intents", "abandon", info.Intent)
+	require.Equal(t, exitOK, res.code, res.stderr)
+	res = runCLI(t, "", env, "intents", "-o", "json")
+	require.Equal(t, exitOK, res.code, res.stderr)
+	require.Empty(t, strings.TrimSpace(res.stdout))
+	env["OPENAI_API_KEY"] = "sk-right"
+	res = runCLI(t, "", env, "submit", "--resume")
+	require.Equal(t, exitOK, res.code, res.stderr)
+	require.Empty(t, srv.Batches(), "an abandoned intent is never finished")
+
+	res = runCLI(t, "", env, "intents", "abandon", "no-such-intent")
+	require.Equal(t, exitUsage, res.code)
 }
