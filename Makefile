@@ -8,9 +8,8 @@ WITHPG  := $(GO) run ./internal/tools/withpg --
 build: ## build bin/batchctl
 	$(GO) build -o $(BIN) ./cmd/batchctl
 
-test: ## a few seconds of each fuzz target, then the whole suite against a real Postgres (DATABASE_URL, or a throwaway cluster)
+test: ## the whole suite against a real Postgres (DATABASE_URL, or a throwaway cluster); fuzz seed corpora run as tests
 	./scripts/ensure-postgres.sh
-	./scripts/fuzz.sh
 	$(WITHPG) $(GO) test -race -count=1 -timeout 20m ./...
 
 fuzz: ## every fuzz target for FUZZTIME (default 3s) each
