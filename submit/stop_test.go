@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openai/openai-go/v3"
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchctl/batchctl/openaitest"
@@ -202,14 +203,13 @@ func TestIntentsBelongToTheirAccount(t *testing.T) {
 	require.True(t, decodeCreated(t, out.String())[0].Existing)
 }
 
-// An intent that cannot be finished (its file is gone and so is its spool file) is set aside with a warning; a new
-// input goes on. --resume reports it, and abandoning it clears it.
-func TestDeadIntentIsSetAside(t *testing.T) {
-	t.Parallel()
+// uploadedThenGone leaves an intent that a crash stopped after its upload, whose file the API then lost.
+func uploadedThenGone(t *testing.T) (*openaitest.Server, *openai.Client, submit.Options, *bytes.Buffer) {
+	t.Helper()
 	srv, client := newEmulator(t, openaitest.Options{})
-	var out bytes.Buffer
-	opts := baseOptions(t, client, &out)
-	opts.Inputs = []submit.Input{writeInput(t, "dead.jsonl", records(2)...)}
+	out := new(bytes.Buffer)
+	opts := baseOptions(t, client, out)
+	opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", records(2)...)}
 	crashed := opts
 	submit.SetAfterUploadHook(&crashed, func() error { return errors.New("crash") })
 	require.Error(t, submit.Run(t.Context(), crashed))
@@ -217,6 +217,14 @@ func TestDeadIntentIsSetAside(t *testing.T) {
 	require.Len(t, files, 1)
 	_, err := client.Files.Delete(t.Context(), files[0].ID)
 	require.NoError(t, err)
+	return srv, client, opts, out
+}
+
+// An intent that cannot be finished (its file is gone and so is its spool file) is set aside with a warning; a new
+// input goes on. --resume reports it, and abandoning it clears it.
+func TestDeadIntentIsSetAside(t *testing.T) {
+	t.Parallel()
+	srv, client, opts, out := uploadedThenGone(t)
 	spooled, err := filepath.Glob(filepath.Join(opts.SpoolDir, "*", "*.jsonl"))
 	require.NoError(t, err)
 	require.Len(t, spooled, 1)
@@ -227,7 +235,7 @@ func TestDeadIntentIsSetAside(t *testing.T) {
 	require.NoError(t, submit.Run(t.Context(), other), "one dead intent does not block other input")
 	require.Len(t, srv.Batches(), 1)
 
-	resume := baseOptions(t, client, &out)
+	resume := baseOptions(t, client, out)
 	resume.SpoolDir, resume.Resume = opts.SpoolDir, true
 	err = submit.Run(t.Context(), resume)
 	var aside *submit.SetAsideError
@@ -250,23 +258,14 @@ func TestDeadIntentIsSetAside(t *testing.T) {
 // An uploaded intent whose file the API no longer knows (expired, deleted) is uploaded again from its spool file.
 func TestGoneUploadIsUploadedAgain(t *testing.T) {
 	t.Parallel()
-	srv, client := newEmulator(t, openaitest.Options{})
-	var out bytes.Buffer
-	opts := baseOptions(t, client, &out)
-	opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", records(2)...)}
-	crashed := opts
-	submit.SetAfterUploadHook(&crashed, func() error { return errors.New("crash") })
-	require.Error(t, submit.Run(t.Context(), crashed))
-	files := srv.Files()
-	require.Len(t, files, 1)
-	_, err := client.Files.Delete(t.Context(), files[0].ID)
-	require.NoError(t, err)
+	srv, client, opts, out := uploadedThenGone(t)
+	gone := srv.Files()[0].ID
 
-	resume := baseOptions(t, client, &out)
+	resume := baseOptions(t, client, out)
 	resume.SpoolDir, resume.Resume = opts.SpoolDir, true
 	require.NoError(t, submit.Run(t.Context(), resume))
 	bs := srv.Batches()
 	require.Len(t, bs, 1)
-	require.NotEqual(t, files[0].ID, bs[0].InputFileID)
+	require.NotEqual(t, gone, bs[0].InputFileID)
 	require.Equal(t, 2, srv.Stats().FileUploads)
 }
