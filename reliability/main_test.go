@@ -77,6 +77,7 @@ func TestReliability(t *testing.T) {
 	}{
 		{"SubmitKills", testSubmitKills},
 		{"StreamStops", testStreamStops},
+		{"ManySubmitters", testManySubmitters},
 		{"PollKills", testPollKills},
 		{"Lifeline", testLifeline},
 		{"APIFaults", testAPIFaults},

@@ -225,3 +225,45 @@ func testConcurrentSubmits(t *testing.T, tl *tally) {
 	checkSubmitted(t, tl, e.emu, ids, submitBatches)
 	t.Logf("concurrent submitters exited %v; the last run finished the submission", codes)
 }
+
+// testManySubmitters runs 8 submitters on distinct inputs and 2 on one shared input at the same moment, against one
+// emulator and one database, then the shared input's command once more: every record of every input is in exactly
+// one batch, and every batch is tracked once. The shared input's two runs meet on its run directory's lock: one
+// works, the other stops without creating anything (or finds the work done).
+func testManySubmitters(t *testing.T, tl *tally) {
+	const distinct, perInput = 8, 500
+	e := newEnv(t, openaitest.Options{Seed: 12}).withDB(t)
+	var ids []string
+	var ps []*proc
+	argsFor := func(file string) []string {
+		return []string{"submit", "--model", "gpt-4o-mini", "--id-field", "id", "--max-requests", strconv.Itoa(submitPerBatch), file}
+	}
+	for i := range distinct {
+		name := fmt.Sprintf("in%d.jsonl", i)
+		_, more := writeRecords(t, e.dir, name, fmt.Sprintf("m%d", i), perInput, submitRecordPad)
+		ids = append(ids, more...)
+	}
+	_, shared := writeRecords(t, e.dir, "shared.jsonl", "shared", perInput, submitRecordPad)
+	ids = append(ids, shared...)
+	for i := range distinct {
+		ps = append(ps, e.start(t, tl, argsFor(fmt.Sprintf("in%d.jsonl", i))...))
+	}
+	ps = append(ps, e.start(t, tl, argsFor("shared.jsonl")...), e.start(t, tl, argsFor("shared.jsonl")...))
+	for i, p := range ps {
+		code := p.wait(t, commandTimeout)
+		if i < distinct {
+			require.Equal(t, exitOK, code, "submitter %d; stderr:\n%s", i, tail(p.stderr.String(), 4000))
+		}
+	}
+	final := e.run(t, tl, argsFor("shared.jsonl")...)
+	require.Equal(t, exitOK, final.code, final.stderr.String())
+	batches := checkSubmitted(t, tl, e.emu, ids, (distinct+1)*perInput/submitPerBatch)
+	var created []string
+	for _, b := range batches {
+		created = append(created, b.ID)
+	}
+	require.Equal(t, len(created), e.count(t, `select count(*) from $schema.batches where batch_id = any($1)`, created),
+		"every batch is tracked")
+	require.Equal(t, len(created), e.count(t, `select count(*) from $schema.batches`), "no other batch is tracked")
+	t.Logf("%d submitters at once: %d records in %d batches, each once", len(ps), len(ids), len(batches))
+}
