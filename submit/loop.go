@@ -213,15 +213,16 @@ loop:
 		}
 	}
 	close(stop)
+	// What was read is spooled and sealed whatever stopped the run: under the delivery's context, which a signal
+	// ends only after ShutdownTimeout.
 	if drain {
-		if err := s.drain(ctx, lines); err != nil {
+		if err := s.drain(dctx, lines); err != nil {
 			stopErr = errors.Join(stopErr, err)
 		}
 	}
-	// Seal what was read, so it is a pending intent whatever happens next.
 	p, err := s.sp.seal()
 	if err == nil {
-		err = s.sealedPart(ctx, p)
+		err = s.sealedPart(dctx, p)
 	}
 	s.dl.close()
 	<-s.dl.done
