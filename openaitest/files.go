@@ -213,15 +213,22 @@ func (s *Server) addFile(f *fileMeta) {
 	s.mu.Unlock()
 }
 
-// lookupFile returns a copy of a live file's metadata.
+// lookupFile returns a copy of a live file's metadata: not deleted, and not expired.
 func (s *Server) lookupFile(id string) (fileMeta, error) {
+	now := s.now().Unix()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f, ok := s.files[id]
-	if !ok || f.Deleted {
+	if !ok || !f.live(now) {
 		return fileMeta{}, errNotFound
 	}
 	return *f, nil
+}
+
+// live reports whether the file is there at unix time now: not deleted, and not past its expires_at (as the API,
+// which answers 404 for an expired file on retrieve and content, and lists it no more).
+func (f *fileMeta) live(now int64) bool {
+	return !f.Deleted && (f.ExpiresAt == 0 || now < f.ExpiresAt)
 }
 
 func writeFileNotFound(w http.ResponseWriter, id string) {
@@ -265,8 +272,9 @@ func (s *Server) handleFileList(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	live := make([]*fileMeta, 0, len(s.fileSeq))
+	now := s.now().Unix()
 	for _, f := range s.fileSeq {
-		if !f.Deleted && (purpose == "" || f.Purpose == purpose) {
+		if f.live(now) && (purpose == "" || f.Purpose == purpose) {
 			live = append(live, f)
 		}
 	}
@@ -333,9 +341,10 @@ type deleteResponse struct {
 
 func (s *Server) handleFileDelete(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	now := s.now().Unix()
 	s.mu.Lock()
 	f, ok := s.files[id]
-	if !ok || f.Deleted {
+	if !ok || !f.live(now) {
 		s.mu.Unlock()
 		writeFileNotFound(w, id)
 		return
@@ -366,18 +375,31 @@ func (s *Server) handleFileContent(w http.ResponseWriter, r *http.Request) {
 	}
 	defer f.Close()
 
+	// A Range of the form bytes=N- (what a download that was cut asks to resume with) is honoured with 206 and
+	// the rest of the body; any other Range, or one past the end, is answered whole, as a server may.
+	start, status := int64(0), http.StatusOK
+	if n, ok := rangeStart(r.Header.Get("Range")); ok && n < meta.Bytes {
+		if _, err := f.Seek(n, io.SeekStart); err == nil {
+			start, status = n, http.StatusPartialContent
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", n, meta.Bytes-1, meta.Bytes))
+			s.count(func(st *Stats) { st.RangeDownloads++ })
+		}
+	}
+	length := meta.Bytes - start
+
 	faults := s.Faults()
 	var body io.Reader = f
-	if faults.TruncateDownloadRate > 0 && meta.Bytes > 1 && s.chance(faults.TruncateDownloadRate) {
+	if faults.TruncateDownloadRate > 0 && length > 1 && s.chance(faults.TruncateDownloadRate) {
 		s.count(func(st *Stats) { st.TruncatedDownloads++ })
 		// Send between a tenth and nine tenths of the body; Content-Length still announces all of it.
-		cut := meta.Bytes/10 + s.int64n(meta.Bytes*8/10+1)
+		cut := length/10 + s.int64n(length*8/10+1)
 		body = io.LimitReader(f, max(cut, 1))
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.FormatInt(meta.Bytes, 10))
+	w.Header().Set("Accept-Ranges", "bytes")
+	w.Header().Set("Content-Length", strconv.FormatInt(length, 10))
 	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", meta.Filename))
-	w.WriteHeader(http.StatusOK)
+	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
 		return
 	}
@@ -390,4 +412,18 @@ func (s *Server) handleFileContent(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.log.Debug("download interrupted", "file", id, "err", err)
 	}
+}
+
+// rangeStart parses a Range header of the form "bytes=N-" (N ≥ 0).
+func rangeStart(h string) (int64, bool) {
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if !ok {
+		return 0, false
+	}
+	from, ok := strings.CutSuffix(spec, "-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(from, 10, 64)
+	return n, err == nil && n >= 0
 }

@@ -44,6 +44,7 @@ type Stats struct {
 	InjectedResets     int // connections cut by fault injection
 	TruncatedDownloads int // content downloads cut short by fault injection
 	ThrottledDownloads int // content downloads slowed by DownloadBytesPerSec
+	RangeDownloads     int // content downloads that resumed from a Range: bytes=N- header (206)
 	LateOutputFiles    int // completed batches whose output_file_id appeared only after LateOutputFile
 	FailedRequests     int // request lines answered with an injected failure
 	ExpiredBatches     int // batches that ended expired
