@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -77,6 +78,9 @@ type Client struct {
 	ReconcileSlack  time.Duration
 	ReconcileSettle time.Duration
 	ReconcilePages  int
+	// FileExpiresAfter, when positive, makes uploaded request files expire that long after their upload
+	// (expires_after, 1 h to 30 days); zero keeps the API's default (30 days for purpose batch).
+	FileExpiresAfter time.Duration
 	// Uploaded, when set, counts the bytes of request files sent (for progress displays).
 	Uploaded *atomic.Int64
 }
@@ -150,6 +154,14 @@ func (c *Client) uploadOnce(ctx context.Context, path string) (string, error) {
 	if err := mw.WriteField("purpose", "batch"); err != nil {
 		return "", err
 	}
+	if c.FileExpiresAfter > 0 {
+		if err := mw.WriteField("expires_after[anchor]", "created_at"); err != nil {
+			return "", err
+		}
+		if err := mw.WriteField("expires_after[seconds]", strconv.FormatInt(int64(c.FileExpiresAfter/time.Second), 10)); err != nil {
+			return "", err
+		}
+	}
 	if _, err := mw.CreateFormFile("file", filepath.Base(path)); err != nil {
 		return "", err
 	}
@@ -207,6 +219,9 @@ type Intent struct {
 	// LastAttempt, when set, is when an earlier run last sent this intent's create: a search that finds nothing is
 	// trusted only ReconcileSettle after it.
 	LastAttempt time.Time
+	// OutputExpiresAfter, when positive, makes the batch's output and error files expire that long after they are
+	// created (output_expires_after, 1 h to 30 days); zero keeps the API's default.
+	OutputExpiresAfter time.Duration
 	// BeforeCreate, when set, is called before each create call, so the caller can record the attempt durably.
 	BeforeCreate func(at time.Time) error
 }
@@ -235,12 +250,16 @@ func (c *Client) Create(ctx context.Context, in Intent, mayExist bool) (batch *o
 				return backoff.Permanent(err)
 			}
 		}
-		b, err := c.API.Batches.New(ctx, openai.BatchNewParams{
+		params := openai.BatchNewParams{
 			CompletionWindow: CompletionWindow,
 			Endpoint:         openai.BatchNewParamsEndpoint(in.Endpoint),
 			InputFileID:      in.InputFileID,
 			Metadata:         shared.Metadata(in.Metadata),
-		}, option.WithMaxRetries(0))
+		}
+		if in.OutputExpiresAfter > 0 {
+			params.OutputExpiresAfter = openai.BatchNewParamsOutputExpiresAfter{Seconds: int64(in.OutputExpiresAfter / time.Second)}
+		}
+		b, err := c.API.Batches.New(ctx, params, option.WithMaxRetries(0))
 		if err != nil {
 			// A 429 is refused before anything is created; any other transient failure may hide a create.
 			if Classify(err) == Transient && !isStatus(err, http.StatusTooManyRequests) {

@@ -16,7 +16,7 @@ func (r *run) apiClient() *batchapi.Client {
 		API: r.opts.Client, Logger: r.log,
 		RetryInitial: r.opts.RetryInitial, RetryMaxElapsed: r.opts.RetryMaxElapsed,
 		ReconcileSlack: r.opts.ReconcileSlack, ReconcileSettle: r.opts.ReconcileSettle, ReconcilePages: r.opts.ReconcilePages,
-		Uploaded: &r.opts.Progress.BytesUploaded,
+		Uploaded: &r.opts.Progress.BytesUploaded, FileExpiresAfter: r.opts.FileExpiresAfter,
 	}
 }
 
@@ -25,6 +25,7 @@ func (r *run) apiClient() *batchapi.Client {
 func (r *run) create(ctx context.Context, j *journal, mayExist bool) (*openai.Batch, bool, error) {
 	b, existing, err := r.api.Create(ctx, batchapi.Intent{
 		Endpoint: j.Endpoint, InputFileID: j.FileID, Metadata: j.Metadata, Since: j.UploadedAt, LastAttempt: j.CreateSentAt,
+		OutputExpiresAfter: time.Duration(j.OutputExpiresAfter) * time.Second,
 		BeforeCreate: func(at time.Time) error {
 			j.CreateSentAt = at.UTC()
 			return j.save()

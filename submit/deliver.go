@@ -80,6 +80,7 @@ func (r *run) newJournal(dir string, part int, intent, source, model string) *jo
 		Version: journalVersion, Intent: intent, Part: part, Model: model, Endpoint: r.opts.Endpoint,
 		Source: source, Metadata: r.metadata(source, part, "", intent), SpooledAt: r.opts.Now().UTC(),
 		APIBase: r.opts.APIBase, Account: r.opts.Account, path: journalPath(dir, part),
+		OutputExpiresAfter: int64(r.opts.OutputExpiresAfter / time.Second),
 	}
 }
 

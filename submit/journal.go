@@ -41,10 +41,12 @@ type journal struct {
 	Endpoint    string            `json:"endpoint"`
 	Source      string            `json:"source"`
 	Metadata    map[string]string `json:"metadata"`
-	FileID      string            `json:"file_id,omitempty"`
-	BatchID     string            `json:"batch_id,omitempty"`
-	SpooledAt   time.Time         `json:"spooled_at"`
-	UploadedAt  time.Time         `json:"uploaded_at,omitzero"`
+	// OutputExpiresAfter is the batch's output_expires_after in seconds (0: the API's default), fixed with the intent.
+	OutputExpiresAfter int64     `json:"output_expires_after,omitempty"`
+	FileID             string    `json:"file_id,omitempty"`
+	BatchID            string    `json:"batch_id,omitempty"`
+	SpooledAt          time.Time `json:"spooled_at"`
+	UploadedAt         time.Time `json:"uploaded_at,omitzero"`
 	// CreateSentAt is when a create call was last sent: a later run trusts a search that finds nothing only once
 	// the API's list has had time to show a batch created then.
 	CreateSentAt time.Time `json:"create_sent_at,omitzero"`

@@ -117,6 +117,10 @@ type Options struct {
 	MaxTokens int64
 	// FlushInterval, when positive, submits a non-empty partial batch of a stream that has waited that long.
 	FlushInterval time.Duration
+	// FileExpiresAfter and OutputExpiresAfter, when positive, set expires_after on the uploaded batch files and
+	// output_expires_after on the batches (from MinExpiresAfter to MaxExpiresAfter); zero keeps the API's default.
+	FileExpiresAfter   time.Duration
+	OutputExpiresAfter time.Duration
 	// ShutdownTimeout is how long a stream's run, once ctx is cancelled, goes on creating the batches of the records
 	// it read, before it leaves the rest for Resume (default DefaultShutdownTimeout).
 	ShutdownTimeout time.Duration
@@ -159,6 +163,12 @@ type Options struct {
 
 	afterUpload func() error // test hook, see export_test.go
 }
+
+// The range of expires_after and output_expires_after the API takes.
+const (
+	MinExpiresAfter = time.Hour
+	MaxExpiresAfter = 30 * 24 * time.Hour
+)
 
 // ErrInvalidOptions wraps every problem with Options found before any work starts.
 var ErrInvalidOptions = errors.New("invalid options")
@@ -212,6 +222,10 @@ func (o *Options) validate() error {
 		return bad("flush interval %s is negative", o.FlushInterval)
 	case o.ReconcileSettle < 0:
 		return bad("reconcile settle %s is negative", o.ReconcileSettle)
+	case !validExpiry(o.FileExpiresAfter):
+		return bad("file expiry %s: want %s to %s (0 for the API's default)", o.FileExpiresAfter, MinExpiresAfter, MaxExpiresAfter)
+	case !validExpiry(o.OutputExpiresAfter):
+		return bad("output expiry %s: want %s to %s (0 for the API's default)", o.OutputExpiresAfter, MinExpiresAfter, MaxExpiresAfter)
 	case o.ShutdownTimeout < 0:
 		return bad("shutdown timeout %s is negative", o.ShutdownTimeout)
 	case o.SpoolDir == "":
@@ -243,4 +257,9 @@ func (o *Options) validate() error {
 		}
 	}
 	return nil
+}
+
+// validExpiry reports whether d is 0 (the API's default) or a whole number of seconds the API takes.
+func validExpiry(d time.Duration) bool {
+	return d == 0 || d >= MinExpiresAfter && d <= MaxExpiresAfter && d%time.Second == 0
 }

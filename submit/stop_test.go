@@ -269,3 +269,33 @@ func TestGoneUploadIsUploadedAgain(t *testing.T) {
 	require.NotEqual(t, gone, bs[0].InputFileID)
 	require.Equal(t, 2, srv.Stats().FileUploads)
 }
+
+// --file-expires-after and --output-expires-after reach the API: the uploaded file expires then, and so do the
+// batch's output files; a value the API does not take is refused before anything is read.
+func TestExpiryOptions(t *testing.T) {
+	t.Parallel()
+	srv, client := newEmulator(t, openaitest.Options{})
+	var out bytes.Buffer
+	opts := baseOptions(t, client, &out)
+	opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", records(2)...)}
+	opts.FileExpiresAfter, opts.OutputExpiresAfter = 2*time.Hour, 3*time.Hour
+	require.NoError(t, submit.Run(t.Context(), opts))
+	c := decodeCreated(t, out.String())[0]
+	f, ok := srv.File(c.InputFileID)
+	require.True(t, ok)
+	require.Equal(t, f.CreatedAt+7200, f.ExpiresAt)
+	require.Eventually(t, func() bool {
+		b, _ := srv.Batch(c.BatchID)
+		return b.Status == openaitest.StatusCompleted
+	}, 5*time.Second, 10*time.Millisecond)
+	b, _ := srv.Batch(c.BatchID)
+	outFile, ok := srv.File(b.OutputFileID)
+	require.True(t, ok)
+	require.Equal(t, outFile.CreatedAt+3*3600, outFile.ExpiresAt)
+
+	for _, bad := range []time.Duration{30 * time.Minute, 31 * 24 * time.Hour, 90*time.Minute + time.Millisecond} {
+		o := opts
+		o.OutputExpiresAfter = bad
+		require.ErrorIs(t, submit.Run(t.Context(), o), submit.ErrInvalidOptions, "%s", bad)
+	}
+}

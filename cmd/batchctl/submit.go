@@ -93,6 +93,8 @@ the existing batches, marked "existing") unless --force.`,
 	f.DurationVar(&s.FlushInterval, "flush-interval", 0, "submit a partial batch of a stream that has waited this long (0: only when full or at the end)")
 	f.DurationVar(&s.ReconcileSettle, "reconcile-settle", envDuration(g.getenv, "BATCHCTL_RECONCILE_SETTLE", batchapi.DefaultReconcileSettle),
 		"after a create whose answer was lost, how long the batch list may take to show the batch: a search that finds nothing is trusted only then (env BATCHCTL_RECONCILE_SETTLE)")
+	f.DurationVar(&s.FileExpiresAfter, "file-expires-after", 0, "expires_after of the uploaded batch files, 1h to 720h (0: the API's default, 30 days)")
+	f.DurationVar(&s.OutputExpiresAfter, "output-expires-after", 0, "output_expires_after of the batches: their output and error files expire this long after they are written, 1h to 720h (0: the API's default, 30 days)")
 	f.DurationVar(&s.ShutdownTimeout, "shutdown-timeout", submit.DefaultShutdownTimeout, "after SIGTERM or SIGINT, how long a stream's run goes on creating the batches of what it read before it leaves them for --resume")
 	f.StringVar(&s.SpoolDir, "spool-dir", envOr(g.getenv, "BATCHCTL_SPOOL_DIR", defaultSpoolDir()), "directory of spool files and intent journals (env BATCHCTL_SPOOL_DIR)")
 	f.StringArrayVar(&opts.metadata, "metadata", nil, "k=v metadata for every batch (repeatable; at most 11 pairs)")
