@@ -171,26 +171,24 @@ func (w *loadWorker) awaitOutput(ctx context.Context, row store.Batch, log *slog
 
 // inputIndex streams the batch's input file into a custom_id → line index.
 func (w *loadWorker) inputIndex(ctx context.Context, fileID string, dl *loadDeadline) (*inputIndex, error) {
-	w.d.m.PollCalls.WithLabelValues("download").Inc()
-	resp, err := w.d.api.Files.Content(ctx, fileID)
+	body, size, err := w.d.download(ctx, fileID)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	dl.add(resp.ContentLength, fileID)
-	return buildInputIndexSize(resp.Body, fileID, resp.ContentLength)
+	defer body.Close()
+	dl.add(size, fileID)
+	return buildInputIndexSize(body, fileID, size)
 }
 
 // copyFile streams one output or error file into the load.
 func (w *loadWorker) copyFile(ctx context.Context, dl *loadDeadline, load *store.Load, batchID, fileID string, idx *inputIndex, outcomes map[string]int, usage *usageSum) error {
-	w.d.m.PollCalls.WithLabelValues("download").Inc()
-	resp, err := w.d.api.Files.Content(ctx, fileID)
+	body, size, err := w.d.download(ctx, fileID)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	dl.add(resp.ContentLength, fileID)
-	src := &fileSource{dec: jsonl.NewOutputDecoder(resp.Body, fileID), batchID: batchID, idx: idx, outcomes: outcomes, usage: usage}
+	defer body.Close()
+	dl.add(size, fileID)
+	src := &fileSource{dec: jsonl.NewOutputDecoder(body, fileID), batchID: batchID, idx: idx, outcomes: outcomes, usage: usage}
 	_, err = load.CopyResults(ctx, src)
 	return err
 }

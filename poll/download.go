@@ -1,0 +1,98 @@
+package poll
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/batchctl/batchctl/batchapi"
+)
+
+// maxStalledResumes bounds the resumes of one download in a row that bring no byte: a download that makes progress
+// may be cut and resumed any number of times.
+const maxStalledResumes = 3
+
+// download opens a file's content as a body that resumes where a cut left it (Range: bytes=N-), so a connection
+// reset or a body cut short half way through a large output file costs the rest of the file, not the whole load.
+// size is the body's Content-Length, or -1.
+func (d *Daemon) download(ctx context.Context, fileID string) (body io.ReadCloser, size int64, err error) {
+	d.m.PollCalls.WithLabelValues("download").Inc()
+	resp, err := d.api.Files.Content(ctx, fileID)
+	if err != nil {
+		return nil, 0, err
+	}
+	return &resumingBody{ctx: ctx, d: d, fileID: fileID, body: resp.Body, size: resp.ContentLength}, resp.ContentLength, nil
+}
+
+// resumingBody reads a file's content, and when the connection is cut asks for the rest from the byte it reached.
+// A server that answers a Range request with the whole body (200) has the bytes already read skipped.
+type resumingBody struct {
+	ctx     context.Context
+	d       *Daemon
+	fileID  string
+	body    io.ReadCloser
+	size    int64 // the whole body's length, -1 when unknown
+	off     int64 // bytes read so far
+	stalled int   // resumes in a row that brought nothing
+}
+
+func (b *resumingBody) Read(p []byte) (int, error) {
+	for {
+		n, err := b.body.Read(p)
+		b.off += int64(n)
+		if n > 0 {
+			b.stalled = 0
+		}
+		switch {
+		case err == nil:
+			return n, nil
+		case errors.Is(err, io.EOF) && (b.size < 0 || b.off >= b.size):
+			return n, io.EOF
+		case errors.Is(err, io.EOF):
+			err = io.ErrUnexpectedEOF // fewer bytes than announced
+		}
+		if b.ctx.Err() != nil || batchapi.Classify(err) != batchapi.Transient || b.stalled >= maxStalledResumes {
+			return n, err
+		}
+		if rerr := b.resume(); rerr != nil {
+			return n, fmt.Errorf("download of %s cut at byte %d (%w); resuming failed: %w", b.fileID, b.off, err, rerr)
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
+
+// resume replaces the cut body with the rest of the file.
+func (b *resumingBody) resume() error {
+	b.stalled++
+	_ = b.body.Close()
+	b.d.m.PollCalls.WithLabelValues("download").Inc()
+	resp, err := b.d.api.Files.Content(b.ctx, b.fileID, option.WithHeader("Range", "bytes="+strconv.FormatInt(b.off, 10)+"-"))
+	if err != nil {
+		b.body = io.NopCloser(strings.NewReader(""))
+		return err
+	}
+	b.body = resp.Body
+	switch {
+	case resp.StatusCode == http.StatusPartialContent &&
+		strings.HasPrefix(resp.Header.Get("Content-Range"), "bytes "+strconv.FormatInt(b.off, 10)+"-"):
+	case resp.StatusCode == http.StatusOK:
+		// The whole body again: skip what was read.
+		if _, err := io.CopyN(io.Discard, resp.Body, b.off); err != nil {
+			return fmt.Errorf("skip the %d bytes read: %w", b.off, err)
+		}
+	default:
+		return fmt.Errorf("unexpected answer to a Range request: %s, Content-Range %q", resp.Status, resp.Header.Get("Content-Range"))
+	}
+	b.d.log.Info("download resumed", "file_id", b.fileID, "at_byte", b.off, "status", resp.StatusCode)
+	return nil
+}
+
+func (b *resumingBody) Close() error { return b.body.Close() }
