@@ -226,12 +226,12 @@ func (d *Daemon) waitDone(ctx context.Context) {
 		if d.cfg.Resubmit {
 			maxAttempts = d.cfg.MaxAttempts
 		}
-		inFlight, unloaded, resubmits, err := d.store.Pending(ctx, maxAttempts)
+		inFlight, unloaded, resubmits, queued, err := d.store.Pending(ctx, maxAttempts)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			d.log.Warn("count pending batches", "error", err) // a database restart: keep waiting
-		case err == nil && inFlight == 0 && unloaded == 0 && resubmits == 0:
-			d.log.Info("every batch has ended and has its results loaded; exiting")
+		case err == nil && inFlight == 0 && unloaded == 0 && resubmits == 0 && queued == 0:
+			d.log.Info("every batch has been admitted, has ended and has its results loaded; exiting")
 			return
 		}
 		select {
