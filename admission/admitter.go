@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -76,12 +77,14 @@ func (a *Admitter) log() *slog.Logger {
 // estimate alone passes the quota can never be admitted: it keeps its place with an error, and the rows behind it
 // go on. It returns the rows it created (or found created), and the errors of the models whose pass failed.
 func (a *Admitter) Admit(ctx context.Context, model string) ([]store.QueuedBatch, error) {
-	models := []string{model}
-	if model == "" {
-		var err error
-		if models, err = a.Store.QueueModels(ctx); err != nil {
-			return nil, err
-		}
+	// Only models with rows to admit: a pass costs a connection of its own, and most calls (one after each load)
+	// find nothing to do. A row queued after this read is the next pass's.
+	models, err := a.Store.QueueModels(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if model != "" {
+		models = slices.DeleteFunc(models, func(m string) bool { return m != model })
 	}
 	var (
 		created []store.QueuedBatch

@@ -68,8 +68,9 @@ type Config struct {
 	ShutdownTimeout time.Duration // how long a stop waits for running jobs before cancelling them
 	// FetchPollInterval is how often River looks for due jobs (snoozed polls); River's default when zero.
 	FetchPollInterval time.Duration
-	// ExitWhenDone makes Run return once no batch is in flight and every ended batch has its results loaded (and,
-	// with Resubmit, resubmitted where it had to be).
+	// ExitWhenDone makes Run return once no batch is in flight, every ended batch has its results loaded (and, with
+	// Resubmit, resubmitted where it had to be), and no batch waits in the admission queue (queued within its
+	// quota, or being created).
 	ExitWhenDone bool
 
 	// Resubmit sends again, as child batches, the requests of ended batches that failed for a retryable cause; see
@@ -129,6 +130,7 @@ func New(cfg Config) (*Daemon, error) {
 	river.AddWorker(workers, &refreshWorker{d: d})
 	river.AddWorker(workers, &sweepWorker{d: d})
 	river.AddWorker(workers, &resubmitWorker{d: d})
+	river.AddWorker(workers, &admitWorker{d: d})
 	client, err := river.NewClient(riverpgxv5.New(cfg.Store.Pool()), &river.Config{
 		// The lifeline finds a dead daemon's jobs by this ID in river_job.attempted_by.
 		ID:      cfg.ClientID,
@@ -142,6 +144,9 @@ func New(cfg Config) (*Daemon, error) {
 			river.NewPeriodicJob(river.PeriodicInterval(cfg.SweepInterval),
 				func() (river.JobArgs, *river.InsertOpts) { return sweepArgs{}, nil },
 				&river.PeriodicJobOpts{ID: "batchctl_sweep", RunOnStart: true}),
+			river.NewPeriodicJob(river.PeriodicInterval(cfg.Interval.Min),
+				func() (river.JobArgs, *river.InsertOpts) { return admitArgs{}, nil },
+				&river.PeriodicJobOpts{ID: "batchctl_admit", RunOnStart: true}),
 		},
 		RetryPolicy:          retryPolicy{d},
 		RescueStuckJobsAfter: cfg.RescueAfter,
@@ -215,7 +220,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return nil
 }
 
-// waitDone returns once nothing is in flight and nothing waits to be loaded.
+// waitDone returns once nothing is in flight, nothing waits to be loaded, and nothing waits to be admitted.
 func (d *Daemon) waitDone(ctx context.Context) {
 	tick := time.NewTicker(min(d.cfg.Interval.Min, time.Second))
 	defer tick.Stop()

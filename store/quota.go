@@ -282,6 +282,14 @@ func (s *Store) AdmissionLock(ctx context.Context, model string) (unlock func(),
 	return func() { _ = conn.Close(context.Background()) }, nil
 }
 
+// AdmissionModel is the model whose quota batchID counts against: its queue row's, else the model the API reported.
+func (s *Store) AdmissionModel(ctx context.Context, batchID string) (string, error) {
+	var model *string
+	err := s.pool.QueryRow(ctx, `select `+s.queueModel()+` from `+s.table("batches")+` b where b.batch_id = $1`,
+		batchID).Scan(&model)
+	return deref(model), translate("read admission model of "+batchID, err)
+}
+
 // QuotaReport describes every model with a quota or with rows queued or being created.
 func (s *Store) QuotaReport(ctx context.Context) ([]QuotaRow, error) {
 	inflight := `(` + s.inflightSQL() + `)`
