@@ -195,6 +195,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if _, err := d.Refresh(ctx); err != nil && ctx.Err() == nil {
 		d.log.Warn("refresh at start", "error", err)
 	}
+	// Likewise one admission pass now, as a job (unique: a no-op when one is queued or running already), so batches
+	// queued while no poller ran are created without waiting for the leader's periodic pass.
+	if _, err := d.client.Insert(ctx, admitArgs{}, nil); err != nil && ctx.Err() == nil {
+		d.log.Warn("queue an admission pass at start", "error", err)
+	}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -32,7 +32,7 @@ type QueuedBatch struct {
 }
 
 // Calibration compares batchctl's prompt-token estimates with what the API reported, over a model's loaded batches
-// that have both.
+// that have both and completed with every request answered.
 type Calibration struct {
 	Batches         int
 	PromptTokens    int64 // Σ prompt_tokens reported by the API
@@ -84,11 +84,14 @@ func (s *Store) inflightSQL() string {
 	) x`
 }
 
-// calibrationSQL reads a Calibration of the model $1.
+// calibrationSQL reads a Calibration of the model $1. It learns only from batches that completed with every request
+// answered: the prompt_tokens of a batch that expired part way, or whose requests failed, count only the answered
+// requests, and would make the estimate look higher than it is, so admission would overshoot.
 func (s *Store) calibrationSQL() string {
 	return `select count(*)::int, coalesce(sum(b.prompt_tokens), 0)::bigint, coalesce(sum(b.estimated_tokens), 0)::bigint
 		from ` + s.table("batches") + ` b
 		where b.results_loaded_at is not null and b.prompt_tokens is not null and b.estimated_tokens > 0
+			and b.status = 'completed' and b.request_failed = 0 and b.request_completed = b.request_total
 			and ` + s.queueModel() + ` = $1`
 }
 

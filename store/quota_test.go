@@ -156,6 +156,14 @@ func TestMarkCreatedTracksAndCountsInFlight(t *testing.T) {
 	_, err = s.Pool().Exec(ctx, `update `+s.Schema()+`.batches set results_loaded_at = now(), prompt_tokens = $1
 		where batch_id = 'batch_a'`, prompt)
 	require.NoError(t, err)
+	// A batch that expired part way reports the prompt tokens of its answered requests only: not learnt from.
+	partial := int64(100)
+	_, err = s.TrackBatch(ctx, store.Batch{BatchID: "batch_partial", Status: store.StatusExpired, Model: "m",
+		RequestTotal: 10, RequestCompleted: 4, EstimatedTokens: &partial})
+	require.NoError(t, err)
+	_, err = s.Pool().Exec(ctx, `update `+s.Schema()+`.batches set results_loaded_at = now(), prompt_tokens = 10
+		where batch_id = 'batch_partial'`)
+	require.NoError(t, err)
 	c, err := s.Calibration(ctx, "m")
 	require.NoError(t, err)
 	require.Equal(t, store.Calibration{Batches: 1, PromptTokens: 60, EstimatedTokens: 100}, c)
