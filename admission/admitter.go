@@ -116,12 +116,12 @@ func (a *Admitter) admitModel(ctx context.Context, model string) (created []stor
 		return nil, err
 	}
 	for _, q := range creating {
-		ok, err := a.create(ctx, q, true, log)
+		got, ok, err := a.create(ctx, q, true, log)
 		if err != nil {
 			return created, err
 		}
 		if ok {
-			created = append(created, q)
+			created = append(created, got)
 		}
 	}
 
@@ -163,22 +163,23 @@ func (a *Admitter) admitModel(ctx context.Context, model string) (created []stor
 				"factor", f)
 			break
 		}
-		ok, err := a.create(ctx, q, q.CreateSentAt != nil, log)
+		got, ok, err := a.create(ctx, q, q.CreateSentAt != nil, log)
 		if err != nil {
 			return created, err
 		}
 		if ok {
-			created = append(created, q)
+			created = append(created, got)
 			inflight += cost
 		}
 	}
 	return created, nil
 }
 
-// create creates (or, with mayExist, first looks for) the batch of row q and records it. It reports false without
-// error for a row it set aside: file_gone, or refused by the API (back in the queue with the error). Any other error
-// leaves the row as it is (creating, once the create may have been sent) and ends the pass.
-func (a *Admitter) create(ctx context.Context, q store.QueuedBatch, mayExist bool, log *slog.Logger) (bool, error) {
+// create creates (or, with mayExist, first looks for) the batch of row q and records it; it returns the row as
+// created. It reports false without error for a row it set aside: file_gone, or refused by the API (back in the
+// queue with the error). Any other error leaves the row as it is (creating, once the create may have been sent) and
+// ends the pass.
+func (a *Admitter) create(ctx context.Context, q store.QueuedBatch, mayExist bool, log *slog.Logger) (store.QueuedBatch, bool, error) {
 	log = log.With("intent", q.Intent, "input_file_id", q.InputFileID)
 	meta := maps.Clone(q.Metadata)
 	if meta == nil {
@@ -203,25 +204,27 @@ func (a *Admitter) create(ctx context.Context, q store.QueuedBatch, mayExist boo
 	}
 	b, existing, err := a.API.Create(ctx, in, mayExist)
 	if err != nil {
-		return a.createFailed(ctx, q, err, log)
+		return q, false, a.createFailed(ctx, q, err, log)
 	}
 	row := batchapi.Row(b)
 	row.Model = cmp.Or(row.Model, q.Model) // the API names no model before validation
 	row.Source, row.SpoolSHA256, row.EstimatedTokens = q.Source, q.SpoolSHA256, &q.EstimatedTokens
 	if err := a.Store.MarkCreated(ctx, q.QueueID, row); err != nil {
-		return false, err
+		return q, false, err
 	}
 	log.Info("batch admitted", "batch_id", b.ID, "found_existing", existing, "estimated_tokens", q.EstimatedTokens)
-	return true, nil
+	q.State, q.BatchID, q.Error = store.QueueCreated, b.ID, ""
+	return q, true, nil
 }
 
-// createFailed sorts a failed create: a lost input file, a refusal, or an error that ends the pass.
-func (a *Admitter) createFailed(ctx context.Context, q store.QueuedBatch, err error, log *slog.Logger) (bool, error) {
+// createFailed sorts a failed create: a lost input file or a refusal (the row is set aside: nil), or an error that
+// ends the pass.
+func (a *Admitter) createFailed(ctx context.Context, q store.QueuedBatch, err error, log *slog.Logger) error {
 	apiErr, isAPI := errors.AsType[*openai.Error](err)
 	if !isAPI || ctx.Err() != nil {
 		// Transient errors past their retries, an unfinished search (ErrReconcileIncomplete), a stop: the batch may
 		// exist, so the row keeps its state, and its tokens stay counted.
-		return false, err
+		return err
 	}
 	kind := batchapi.Classify(err)
 	if kind == batchapi.NotFound || (kind == batchapi.Permanent && strings.Contains(apiErr.Message, "No such File")) {
@@ -229,14 +232,14 @@ func (a *Admitter) createFailed(ctx context.Context, q store.QueuedBatch, err er
 		if ferr == nil && !exists {
 			log.Error("the API no longer knows this queued batch's input file; its batch cannot be created until a submit uploads it again",
 				"error", batchapi.Message(err))
-			return false, a.Store.MarkFileGone(ctx, q.QueueID, batchapi.Message(err))
+			return a.Store.MarkFileGone(ctx, q.QueueID, batchapi.Message(err))
 		}
 	}
 	if kind == batchapi.Permanent || kind == batchapi.NotFound {
 		// Refused: nothing was created by this attempt, and a search came first when an earlier one may have.
 		log.Error("the API refused to create this queued batch; it stays queued with the error, and the queue goes on",
 			"error", batchapi.Message(err))
-		return false, a.Store.MarkQueued(ctx, q.QueueID, batchapi.Message(err))
+		return a.Store.MarkQueued(ctx, q.QueueID, batchapi.Message(err))
 	}
-	return false, err
+	return err
 }

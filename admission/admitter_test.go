@@ -331,6 +331,9 @@ func TestAdmitReconcilesAnInterruptedCreate(t *testing.T) {
 	require.Len(t, created, 2)
 	require.Equal(t, 2, e.emu.Stats().BatchCreates, "the created batch is found, the lost one created once")
 
+	require.Equal(t, made.Intent, created[0].Intent, "reconciled in queue order")
+	require.Equal(t, b.ID, created[0].BatchID)
+	require.Equal(t, store.QueueCreated, created[0].State)
 	q, err := e.store.QueuedBatch(ctx, made.Intent)
 	require.NoError(t, err)
 	require.Equal(t, store.QueueCreated, q.State)
