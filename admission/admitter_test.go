@@ -294,7 +294,7 @@ func TestConcurrentAdmittersNeverPassTheLimit(t *testing.T) {
 	require.Empty(t, failures)
 
 	t.Logf("%d admission passes; most estimated in flight: %d in the database, %d in the emulator", passes.Load(), maxDB.Load(), maxEmu.Load())
-	require.Greater(t, passes.Load(), int64(10))
+	require.Greater(t, passes.Load(), int64(3), "passes ran over and over")
 	require.LessOrEqual(t, maxDB.Load(), int64(limit))
 	require.LessOrEqual(t, maxEmu.Load(), int64(limit))
 	require.Positive(t, maxEmu.Load(), "the sampler saw batches in flight")
