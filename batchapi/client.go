@@ -45,6 +45,10 @@ const (
 	MetaSource      = "batchctl_source"       // where the records came from
 )
 
+// MetaIntent is the metadata key of the submit intent a batch was cut for (submit.MetaIntent): with
+// MetaSpoolSHA256, what recognises an intent's batch in the batch list, whoever creates it (a submit, the admitter).
+const MetaIntent = "batchctl_intent"
+
 // MetaRun is the metadata key of the run a submitted batch belongs to: one random ID for all the batches one
 // `batchctl submit` process cuts from its inputs (kept in each intent's journal, so a resumed intent keeps its run).
 // Two runs may share a source name ("stdin") and part numbers; the run keeps their results apart in input order.

@@ -68,8 +68,9 @@ type Config struct {
 	ShutdownTimeout time.Duration // how long a stop waits for running jobs before cancelling them
 	// FetchPollInterval is how often River looks for due jobs (snoozed polls); River's default when zero.
 	FetchPollInterval time.Duration
-	// ExitWhenDone makes Run return once no batch is in flight and every ended batch has its results loaded (and,
-	// with Resubmit, resubmitted where it had to be).
+	// ExitWhenDone makes Run return once no batch is in flight, every ended batch has its results loaded (and, with
+	// Resubmit, resubmitted where it had to be), and no batch waits in the admission queue (queued within its
+	// quota, or being created).
 	ExitWhenDone bool
 
 	// Resubmit sends again, as child batches, the requests of ended batches that failed for a retryable cause; see
@@ -129,6 +130,7 @@ func New(cfg Config) (*Daemon, error) {
 	river.AddWorker(workers, &refreshWorker{d: d})
 	river.AddWorker(workers, &sweepWorker{d: d})
 	river.AddWorker(workers, &resubmitWorker{d: d})
+	river.AddWorker(workers, &admitWorker{d: d})
 	client, err := river.NewClient(riverpgxv5.New(cfg.Store.Pool()), &river.Config{
 		// The lifeline finds a dead daemon's jobs by this ID in river_job.attempted_by.
 		ID:      cfg.ClientID,
@@ -142,6 +144,9 @@ func New(cfg Config) (*Daemon, error) {
 			river.NewPeriodicJob(river.PeriodicInterval(cfg.SweepInterval),
 				func() (river.JobArgs, *river.InsertOpts) { return sweepArgs{}, nil },
 				&river.PeriodicJobOpts{ID: "batchctl_sweep", RunOnStart: true}),
+			river.NewPeriodicJob(river.PeriodicInterval(cfg.Interval.Min),
+				func() (river.JobArgs, *river.InsertOpts) { return admitArgs{}, nil },
+				&river.PeriodicJobOpts{ID: "batchctl_admit", RunOnStart: true}),
 		},
 		RetryPolicy:          retryPolicy{d},
 		RescueStuckJobsAfter: cfg.RescueAfter,
@@ -190,6 +195,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if _, err := d.Refresh(ctx); err != nil && ctx.Err() == nil {
 		d.log.Warn("refresh at start", "error", err)
 	}
+	// Likewise one admission pass now, as a job (unique: a no-op when one is queued or running already), so batches
+	// queued while no poller ran are created without waiting for the leader's periodic pass.
+	if _, err := d.client.Insert(ctx, admitArgs{}, nil); err != nil && ctx.Err() == nil {
+		d.log.Warn("queue an admission pass at start", "error", err)
+	}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -215,7 +225,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return nil
 }
 
-// waitDone returns once nothing is in flight and nothing waits to be loaded.
+// waitDone returns once nothing is in flight, nothing waits to be loaded, and nothing waits to be admitted.
 func (d *Daemon) waitDone(ctx context.Context) {
 	tick := time.NewTicker(min(d.cfg.Interval.Min, time.Second))
 	defer tick.Stop()
@@ -226,12 +236,12 @@ func (d *Daemon) waitDone(ctx context.Context) {
 		if d.cfg.Resubmit {
 			maxAttempts = d.cfg.MaxAttempts
 		}
-		inFlight, unloaded, resubmits, err := d.store.Pending(ctx, maxAttempts)
+		inFlight, unloaded, resubmits, queued, err := d.store.Pending(ctx, maxAttempts)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			d.log.Warn("count pending batches", "error", err) // a database restart: keep waiting
-		case err == nil && inFlight == 0 && unloaded == 0 && resubmits == 0:
-			d.log.Info("every batch has ended and has its results loaded; exiting")
+		case err == nil && inFlight == 0 && unloaded == 0 && resubmits == 0 && queued == 0:
+			d.log.Info("every batch has been admitted, has ended and has its results loaded; exiting")
 			return
 		}
 		select {

@@ -12,6 +12,9 @@
 //   - refresh (periodic, leader only): reads GET /v1/batches pages to update every batch in flight, about N/100
 //     calls for N batches.
 //   - sweep (periodic, leader only): re-enqueues poll and load jobs for batches that lost theirs.
+//   - admit (periodic, leader only, and once at start): an admission pass (admission.Admitter) over every model
+//     with batches in the admission queue. A load runs one for its batch's model as soon as it commits, so the
+//     room the batch leaves in its model's quota is used at once.
 //
 // Several daemons may share a database: River hands each job to one of them, and a daemon killed at any point
 // leaves work that another (or its restart) finishes. The lifeline decides when: each daemon registers in the

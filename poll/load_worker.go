@@ -30,34 +30,39 @@ func (w *loadWorker) Timeout(*river.Job[store.LoadResultsArgs]) time.Duration { 
 func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsArgs]) error {
 	log := w.d.log.With("batch_id", job.Args.BatchID)
 	dl := newLoadDeadline(ctx, w.d.cfg.LoadTimeout, w.d.cfg.MinLoadRate, log)
-	err := w.load(dl.ctx, job, dl, log)
+	loaded, err := w.load(dl.ctx, job, dl, log)
 	if derr := dl.err(); derr != nil && ctx.Err() == nil {
 		// An error, not a snooze: the load is retried with backoff, and River shows why.
 		log.Warn("results load too slow; retrying", "error", derr)
 		err = fmt.Errorf("load batch %s: %w", job.Args.BatchID, derr)
 	}
 	dl.stop()
+	if err == nil && loaded != nil {
+		// Outside the load's deadline: the results are committed, and the pass is not part of the load.
+		w.d.afterLoad(ctx, *loaded)
+	}
 	return err
 }
 
-// load does the work of Work within the load's deadline dl, whose context ctx is.
-func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsArgs], dl *loadDeadline, log *slog.Logger) error {
+// load does the work of Work within the load's deadline dl, whose context ctx is. It returns the batch it loaded,
+// nil when there was nothing to load.
+func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsArgs], dl *loadDeadline, log *slog.Logger) (*store.Batch, error) {
 	start := time.Now()
 	id := job.Args.BatchID
 	row, err := w.d.jobBatch(ctx, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if row.ResultsLoadedAt != nil {
-		return nil
+		return nil, nil
 	}
 	if !store.IsTerminal(row.Status) {
-		return river.JobCancel(fmt.Errorf("batch %s is %s, not ended: nothing to load", id, row.Status))
+		return nil, river.JobCancel(fmt.Errorf("batch %s is %s, not ended: nothing to load", id, row.Status))
 	}
 	age := time.Since(row.CreatedAt)
 	if missingOutput(row) {
 		if row, err = w.awaitOutput(ctx, row, log); err != nil {
-			return err
+			return nil, err
 		}
 	}
 
@@ -67,7 +72,7 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 	if row.RootBatchID != row.BatchID {
 		root, err := w.d.store.GetBatch(ctx, row.RootBatchID)
 		if err != nil {
-			return shutdownAware(ctx, err)
+			return nil, shutdownAware(ctx, err)
 		}
 		inputFileID = root.InputFileID
 	}
@@ -77,7 +82,7 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 			if batchapi.Classify(err) == batchapi.NotFound {
 				log.Warn("input file is gone; input_line stays null", "input_file_id", inputFileID)
 			} else {
-				return w.d.apiFailure(ctx, "download", id, age, err)
+				return nil, w.d.apiFailure(ctx, "download", id, age, err)
 			}
 		}
 		log.Debug("input index built", "input_file_id", inputFileID, "took", time.Since(start).Round(time.Millisecond))
@@ -85,10 +90,10 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 
 	load, err := w.d.store.BeginLoad(ctx, id, false)
 	if errors.Is(err, store.ErrAlreadyLoaded) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return shutdownAware(ctx, err)
+		return nil, shutdownAware(ctx, err)
 	}
 	defer load.Rollback(context.Background())
 
@@ -100,14 +105,14 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 		}
 		if err := w.copyFile(ctx, dl, load, id, fileID, idx, outcomes, usage); err != nil {
 			if batchapi.Classify(err) != batchapi.Transient {
-				return w.d.apiFailure(ctx, "download", id, age, err)
+				return nil, w.d.apiFailure(ctx, "download", id, age, err)
 			}
-			return shutdownAware(ctx, fmt.Errorf("load file %s of batch %s: %w", fileID, id, err))
+			return nil, shutdownAware(ctx, fmt.Errorf("load file %s of batch %s: %w", fileID, id, err))
 		}
 	}
 	rows := load.Rows()
 	if err := load.MarkLoaded(ctx, usage.row()); err != nil {
-		return shutdownAware(ctx, err)
+		return nil, shutdownAware(ctx, err)
 	}
 
 	w.d.m.RowsLoaded.Add(float64(rows))
@@ -124,7 +129,7 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 			"completed", row.RequestCompleted, "failed", row.RequestFailed)
 	}
 	log.Info("results loaded", "status", row.Status, "rows", rows, "took", time.Since(start).Round(time.Millisecond))
-	return nil
+	return &row, nil
 }
 
 // missingOutput reports a batch that says it answered requests but names no output file to read them from.

@@ -64,7 +64,7 @@ func NewMetrics(reg prometheus.Registerer, s *store.Store, logger *slog.Logger) 
 	return m
 }
 
-// dbCollector reports the batch-ID table at scrape time.
+// dbCollector reports the batch-ID table, the quotas and the admission queue at scrape time.
 type dbCollector struct {
 	store  *store.Store
 	logger *slog.Logger
@@ -77,6 +77,16 @@ var (
 	oldestDesc = prometheus.NewDesc("batchctl_oldest_in_flight_seconds",
 		"Age of the oldest batch not yet ended; the API expires batches at 86400 (24 h).", nil, nil)
 	windowDesc = prometheus.NewDesc("batchctl_completion_window_seconds", "The Batch API's completion window.", nil, nil)
+
+	// Quota admission, per model with a quota or with queued batches.
+	queuedBatchesDesc = prometheus.NewDesc("batchctl_queued_batches",
+		"Batches waiting in the admission queue for their model's quota.", []string{"model"}, nil)
+	queuedTokensDesc = prometheus.NewDesc("batchctl_queued_tokens",
+		"Estimated prompt tokens of the batches waiting in the admission queue.", []string{"model"}, nil)
+	inflightTokensDesc = prometheus.NewDesc("batchctl_inflight_estimated_tokens",
+		"Estimated prompt tokens (uncalibrated) of the model's batches not yet ended and of those being created.", []string{"model"}, nil)
+	quotaTokensDesc = prometheus.NewDesc("batchctl_quota_tokens",
+		"The model's enqueued-token quota (batchctl quota set); absent for a model without one.", []string{"model"}, nil)
 )
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -84,6 +94,10 @@ func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- requestsDesc
 	ch <- oldestDesc
 	ch <- windowDesc
+	ch <- queuedBatchesDesc
+	ch <- queuedTokensDesc
+	ch <- inflightTokensDesc
+	ch <- quotaTokensDesc
 }
 
 func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
@@ -105,4 +119,18 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, age)
 	ch <- prometheus.MustNewConstMetric(windowDesc, prometheus.GaugeValue, (24 * time.Hour).Seconds())
+
+	quotas, err := c.store.QuotaReport(ctx)
+	if err != nil {
+		c.logger.Warn("metrics: read quotas", "error", err)
+		return
+	}
+	for _, q := range quotas {
+		ch <- prometheus.MustNewConstMetric(queuedBatchesDesc, prometheus.GaugeValue, float64(q.QueuedBatches), q.Model)
+		ch <- prometheus.MustNewConstMetric(queuedTokensDesc, prometheus.GaugeValue, float64(q.QueuedTokens), q.Model)
+		ch <- prometheus.MustNewConstMetric(inflightTokensDesc, prometheus.GaugeValue, float64(q.InflightTokens), q.Model)
+		if q.TokenLimit > 0 {
+			ch <- prometheus.MustNewConstMetric(quotaTokensDesc, prometheus.GaugeValue, float64(q.TokenLimit), q.Model)
+		}
+	}
 }

@@ -237,6 +237,10 @@ func (r *Resubmitter) record(ctx context.Context, res Resubmission, p store.Batc
 	row := batchapi.Row(child)
 	row.Source, row.RootBatchID, row.ParentBatchIDs, row.Attempt = p.Source, p.RootBatchID, []string{p.BatchID}, p.Attempt+1
 	row.SpoolSHA256 = child.Metadata[batchapi.MetaSpoolSHA256]
+	// The child counts against its model's quota while in flight, as its share of the parent's estimate; the API
+	// names no model before validation.
+	row.Model = cmp.Or(row.Model, p.Model)
+	row.EstimatedTokens = childEstimate(p, n)
 	if err := r.Store.RecordResubmission(ctx, p.BatchID, &row, n); err != nil {
 		return res, err
 	}
@@ -267,4 +271,17 @@ func (w *resubmitWorker) Work(ctx context.Context, job *river.Job[store.Resubmit
 	}
 	w.d.log.Warn("resubmission failed; retrying", "batch_id", job.Args.BatchID, "error", err)
 	return shutdownAware(ctx, err)
+}
+
+// childEstimate is a child's share of its parent's estimated tokens for n of its requests, rounded up: all of it
+// when the parent's request total is unknown (a batch failed before it ran). Nil when the parent has no estimate.
+func childEstimate(p store.Batch, n int) *int64 {
+	if p.EstimatedTokens == nil {
+		return nil
+	}
+	est := *p.EstimatedTokens
+	if p.RequestTotal > 0 && n < p.RequestTotal {
+		est = (est*int64(n) + int64(p.RequestTotal) - 1) / int64(p.RequestTotal)
+	}
+	return &est
 }

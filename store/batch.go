@@ -49,6 +49,9 @@ type Batch struct {
 	ResultsLoadedAt  *time.Time
 	ResultsCount     *int // rows written by the last load; compare with RequestTotal
 	Usage            Usage
+	// EstimatedTokens is batchctl's conservative estimate of the batch's prompt tokens, which quota admission
+	// counts while the batch is in flight; nil when unknown (a batch created outside admission).
+	EstimatedTokens *int64
 
 	// Lineage of resubmissions. An original batch is its own root, attempt 1, with no parents.
 	RootBatchID      string

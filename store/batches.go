@@ -17,18 +17,18 @@ const NotifyChannel = "batchctl_batches"
 // insertColumns are written by TrackBatch and UpsertBatch, in the order of batchArgs (updated_at is now()).
 const insertColumns = `batch_id, status, endpoint, model, input_file_id, output_file_id, error_file_id,
 	request_total, request_completed, request_failed, metadata, source, spool_sha256, errors,
-	created_at, updated_at, ended_at, root_batch_id, parent_batch_ids, attempt`
+	created_at, updated_at, ended_at, root_batch_id, parent_batch_ids, attempt, estimated_tokens`
 
 // insertValues match insertColumns: an original batch is its own root, attempt 1.
 const insertValues = `$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, coalesce($15, now()), now(), $16,
-	coalesce($17, $1), $18, coalesce($19, 1)`
+	coalesce($17, $1), $18, coalesce($19, 1), $20`
 
 // batchColumns are read into a Batch by scanBatch.
 const batchColumns = `batch_id, status, endpoint, model, input_file_id, output_file_id, error_file_id,
 	request_total, request_completed, request_failed, metadata, source, spool_sha256, errors,
 	created_at, updated_at, ended_at, results_loaded_at, results_count,
 	prompt_tokens, completion_tokens, total_tokens,
-	root_batch_id, parent_batch_ids, attempt, resubmitted_as, resubmitted_at, resubmit_requests`
+	root_batch_id, parent_batch_ids, attempt, resubmitted_as, resubmitted_at, resubmit_requests, estimated_tokens`
 
 // terminalSQL lists the terminal statuses for SQL predicates.
 const terminalSQL = `('completed', 'failed', 'expired', 'cancelled')`
@@ -68,9 +68,10 @@ func (s *Store) insertTracked(ctx context.Context, tx pgx.Tx, b Batch) (inserted
 }
 
 // UpsertBatch writes what the API says of a batch. A terminal status is never replaced by a non-terminal one (a
-// stale list page must not resurrect a finished batch); ended_at is set once, when the batch first ends; source and
-// spool_sha256 keep their earlier values when b leaves them empty. When the status changes, a notification goes to
-// NotifyChannel in the same transaction. It returns the previous status ("" for a new row).
+// stale list page must not resurrect a finished batch); ended_at is set once, when the batch first ends; source,
+// spool_sha256 and estimated_tokens keep their earlier values when b leaves them empty (a poll knows none of them).
+// When the status changes, a notification goes to NotifyChannel in the same transaction. It returns the previous
+// status ("" for a new row).
 func (s *Store) UpsertBatch(ctx context.Context, b Batch) (previous string, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `select status from `+s.table("batches")+` where batch_id = $1 for update`, b.BatchID).Scan(&previous)
@@ -97,7 +98,8 @@ func (s *Store) UpsertBatch(ctx context.Context, b Batch) (previous string, err 
 				errors            = coalesce(excluded.errors, t.errors),
 				created_at        = least(t.created_at, excluded.created_at), -- the API's, once known, not a guess of now()
 				updated_at        = now(),
-				ended_at          = coalesce(t.ended_at, excluded.ended_at)`, batchArgs(b)...)
+				ended_at          = coalesce(t.ended_at, excluded.ended_at),
+				estimated_tokens  = coalesce(excluded.estimated_tokens, t.estimated_tokens)`, batchArgs(b)...)
 		if err != nil {
 			return translate("upsert batch "+b.BatchID, err)
 		}
@@ -192,7 +194,7 @@ func batchArgs(b Batch) []any {
 		b.BatchID, b.Status, nullable(b.Endpoint), nullable(b.Model), nullable(b.InputFileID),
 		nullable(b.OutputFileID), nullable(b.ErrorFileID), b.RequestTotal, b.RequestCompleted, b.RequestFailed,
 		meta, nullable(b.Source), nullable(b.SpoolSHA256), errs, createdAt, endedAt(b),
-		nullable(b.RootBatchID), b.ParentBatchIDs, attempt,
+		nullable(b.RootBatchID), b.ParentBatchIDs, attempt, b.EstimatedTokens,
 	}
 }
 
@@ -225,7 +227,7 @@ func scanBatch(row pgx.CollectableRow) (Batch, error) {
 		&b.RequestTotal, &b.RequestCompleted, &b.RequestFailed, &b.Metadata, &source, &sha, &errorsJSON,
 		&b.CreatedAt, &b.UpdatedAt, &b.EndedAt, &b.ResultsLoadedAt, &b.ResultsCount,
 		&b.Usage.PromptTokens, &b.Usage.CompletionTokens, &b.Usage.TotalTokens,
-		&root, &b.ParentBatchIDs, &b.Attempt, &resubmitAs, &b.ResubmittedAt, &b.ResubmitRequests)
+		&root, &b.ParentBatchIDs, &b.Attempt, &resubmitAs, &b.ResubmittedAt, &b.ResubmitRequests, &b.EstimatedTokens)
 	if err != nil {
 		return Batch{}, err
 	}

@@ -232,13 +232,13 @@ func TestPendingCountsEachStage(t *testing.T) {
 		require.NoError(t, l.MarkLoaded(ctx, store.Usage{}))
 	}
 
-	inFlight, unloaded, resubmits, err := s.Pending(ctx, 3)
+	inFlight, unloaded, resubmits, _, err := s.Pending(ctx, 3)
 	require.NoError(t, err)
 	require.Equal(t, []int{1, 1, 1}, []int{inFlight, unloaded, resubmits})
-	_, _, resubmits, err = s.Pending(ctx, 0)
+	_, _, resubmits, _, err = s.Pending(ctx, 0)
 	require.NoError(t, err)
 	require.Zero(t, resubmits, "no resubmission: no candidates")
-	_, _, resubmits, err = s.Pending(ctx, 1)
+	_, _, resubmits, _, err = s.Pending(ctx, 1)
 	require.NoError(t, err)
 	require.Zero(t, resubmits, "attempt 1 of at most 1: nothing more to try")
 }

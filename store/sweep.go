@@ -73,17 +73,21 @@ func (s *Store) enqueueMissing(ctx context.Context, kind string, job func(string
 	return ids, err
 }
 
-// Pending counts the batches still in flight, the ended batches whose results are not loaded yet, and (for
-// maxAttempts > 0) the loaded batches not yet looked at for resubmission (ResubmitCandidates). One statement reads
-// one snapshot, so a batch moving from one count to the next in a transaction (a load's commit, a resubmission's)
-// is never missed by all three.
-func (s *Store) Pending(ctx context.Context, maxAttempts int) (inFlight, unloaded, resubmits int, err error) {
+// Pending counts the batches still in flight, the ended batches whose results are not loaded yet, (for
+// maxAttempts > 0) the loaded batches not yet looked at for resubmission (ResubmitCandidates), and the admission
+// queue's rows still to be created: those being created, and those queued that their model's quota can hold (a
+// batch whose estimate alone passes its quota waits for a larger quota, not for the poller). One statement reads
+// one snapshot, so a batch moving from one count to the next in a transaction (an admission's, a load's commit, a
+// resubmission's) is never missed by all of them.
+func (s *Store) Pending(ctx context.Context, maxAttempts int) (inFlight, unloaded, resubmits, queued int, err error) {
 	err = s.pool.QueryRow(ctx, `select
 			count(*) filter (where b.status not in `+terminalSQL+`),
 			count(*) filter (where `+unloadedSQL+`),
-			count(*) filter (where `+candidateSQL+`)
-		from `+s.table("batches")+` b`, maxAttempts).Scan(&inFlight, &unloaded, &resubmits)
-	return inFlight, unloaded, resubmits, translate("count pending batches", err)
+			count(*) filter (where `+candidateSQL+`),
+			(select count(*) from `+s.table("batch_queue")+` q where q.state = 'creating' or (q.state = 'queued'
+				and not exists (select 1 from `+s.table("quotas")+` l where l.model = q.model and l.token_limit < q.estimated_tokens)))
+		from `+s.table("batches")+` b`, maxAttempts).Scan(&inFlight, &unloaded, &resubmits, &queued)
+	return inFlight, unloaded, resubmits, queued, translate("count pending batches", err)
 }
 
 // StatusCounts returns, for each status, the number of batches and the sum of their request totals, and the creation
