@@ -280,6 +280,12 @@ func (c *Client) Create(ctx context.Context, in Intent, mayExist bool) (batch *o
 	return batch, existing, nil
 }
 
+// FindIntent looks for the batch of an intent whose create may have happened (its LastAttempt): Find, trusted
+// only once ReconcileSettle has passed since that attempt. nil when there is none.
+func (c *Client) FindIntent(ctx context.Context, in Intent) (*openai.Batch, error) {
+	return c.findSettled(ctx, in, in.LastAttempt)
+}
+
 // findSettled is Find, repeated until ReconcileSettle has passed since lostAt while it finds nothing: the list may
 // not show a batch created a moment ago.
 func (c *Client) findSettled(ctx context.Context, in Intent, lostAt time.Time) (*openai.Batch, error) {

@@ -149,6 +149,10 @@ func (s *Server) startBatch(b *batch, v validation) startOutcome {
 	}
 	s.enqueued[v.Model] += v.PromptTokens
 	b.enqueuedTokens = v.PromptTokens
+	if s.stats.PeakEnqueuedTokens == nil {
+		s.stats.PeakEnqueuedTokens = map[string]int64{}
+	}
+	s.stats.PeakEnqueuedTokens[v.Model] = max(s.stats.PeakEnqueuedTokens[v.Model], s.enqueued[v.Model])
 	b.Status, b.InProgressAt, b.Total = StatusInProgress, now, v.Total
 	return startRunning
 }

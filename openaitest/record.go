@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -49,6 +50,8 @@ type Stats struct {
 	FailedRequests     int // request lines answered with an injected failure
 	ExpiredBatches     int // batches that ended expired
 	TokenLimitFailures int // batches failed with token_limit_exceeded
+	// PeakEnqueuedTokens is, per model, the most prompt tokens enqueued at once (batches in_progress or finalizing).
+	PeakEnqueuedTokens map[string]int64
 	CreatesLimited     int // batch creations refused by the hourly cap (MaxBatchCreatesPerHour)
 }
 
@@ -79,7 +82,9 @@ func (st *Stats) addCall(rt route) {
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.stats
+	st := s.stats
+	st.PeakEnqueuedTokens = maps.Clone(s.stats.PeakEnqueuedTokens)
+	return st
 }
 
 // FileRecord is what the emulator knows of a file, including deleted ones, for test assertions.

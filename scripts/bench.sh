@@ -10,7 +10,7 @@
 #   BENCH_DIR=/mnt/fast scripts/bench.sh   # where the temporary files go (default /tmp; about 6 GB at scale 1)
 #   BENCH_RUNS=5                           # runs of the spool timings, median reported (default 5)
 #   BENCH_LOAD_RUNS=3                      # runs of each side of the load figure, medians compared (default 3)
-#   BENCH_ONLY=load scripts/bench.sh       # only these stages (comma-separated: spool, load, round, e2e, submit);
+#   BENCH_ONLY=load scripts/bench.sh       # only these stages (comma-separated: spool, load, round, e2e, submit, quota);
 #                                          # prints their raw figures instead of the table
 #
 # The figures:
@@ -20,6 +20,8 @@
 #   4. peak RSS of the 1 000 000-line load of figure 2
 #   5. API calls of one poll round with 1 000 batches in flight (BenchmarkRefreshRound) vs one GET per batch
 #   6. end to end: 1 000 000 records from input file to result rows (submit, then poll) vs cp + psql \copy of them
+#   7. quota admission: 20 batches whose tokens pass the model's enqueued-token limit 4× (internal/tools/quotabench),
+#      with `batchctl quota` vs without (fail, back off, resubmit): failures, makespan vs the ideal packing, peak
 # Everything it creates (schemas bench_<pid>*, emulator processes, the work directory) is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -309,6 +311,14 @@ stop_emulator "$big_emulator"
 rm -rf "$work/emu-big" "$work/spool-big" "$work/big.jsonl"
 fi
 
+# --- 7. quota admission -----------------------------------------------------------------------------------------
+
+if want quota; then
+log "[quota] 20 batches at 4x the enqueued-token limit: with batchctl quota, then without (resubmit after token_limit_exceeded)"
+"$go" run ./internal/tools/quotabench -batchctl "$batchctl" >"$work/quota.kv"
+kv() { awk -v m="$1" -v k="$2" '$1 == "mode=" m { for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == k) print a[2] } }' "$work/quota.kv"; }
+fi
+
 # --- the table --------------------------------------------------------------------------------------------------
 
 elapsed=$(( $(date +%s) - started ))
@@ -319,6 +329,7 @@ if [ -n "$only" ]; then # raw figures of the stages run; the table needs them al
   want round && echo "round: $bulk_lists list + $bulk_gets get calls, $bulk_ns ns; naive $naive_gets calls"
   want e2e && echo "e2e: $e2e_s s, floor $e2e_floor_s s, peak RSS submit $(rss_kib e2e_submit) KiB, poll $(rss_kib e2e_poll) KiB"
   want submit && echo "submit: $big_mb MB, $big_batches batches, peak RSS $(rss_kib big_submit) KiB"
+  want quota && cat "$work/quota.kv"
   exit 0
 fi
 pass() { if awk "BEGIN { exit !($1) }"; then echo pass; else echo MISS; fi; }
@@ -344,6 +355,7 @@ cat <<EOF
 | peak RSS of a real \`submit\`: $big_mb MB of records, $big_batches batches | $(mib "$(rss_kib big_submit)") MiB | $rss_limit_mib MiB | $submit_rss_ratio | ≤ 1 | $(pass "$submit_rss_ratio <= 1") |
 | peak RSS of the $(fmt_n "$n")-line load | $(mib "$load_rss") MiB | $rss_limit_mib MiB | $load_rss_ratio | ≤ 1 | $(pass "$load_rss_ratio <= 1") |
 | API calls of one poll round, $(fmt_n "$bench_batches") batches in flight | $bulk_lists list + $bulk_gets get calls, $(calc '%.0f' "$bulk_ns / 1e6") ms | one GET per batch: $naive_gets calls, $(calc '%.0f' "$naive_ns / 1e6") ms | $calls_ratio × the calls | ≤ $target_calls calls | $(pass "$bulk_lists + $bulk_gets <= $target_calls") |
+| quota admission: $(kv quota batches) batches, $(kv quota tokens) prompt tokens = 4× the limit of $(kv quota limit), emulator at 2 s a phase | $(kv quota failures) token_limit_exceeded; makespan $(kv quota makespan) s; peak in flight $(kv quota peak_ratio) of the limit | ideal packing by the API's own counts: $(kv quota ideal) s; without a quota: $(kv retry failures) token_limit_exceeded, $(kv retry makespan) s | $(kv quota ratio) × the ideal | 0 failures, ≤ 1.5 × | $(pass "$(kv quota failures) == 0 && $(kv quota ratio) <= 1.5 && $(kv quota peak_ratio) <= 1") |
 | end to end: $(fmt_n "$n") records ($records_mb MB) to result rows, $e2e_batches batches, emulator at 100 ms a phase | $(calc '%.1f' "$e2e_s") s, $(fmt_n "$(rate "$n" "$e2e_s")") records/s | \`cp\` of the input + \`psql \\copy\` of the rows: $(calc '%.1f' "$e2e_floor_s") s | $e2e_ratio × the floor | report | |
 
 Scale $scale; timings of row 1 are the median of $runs runs, of row 2 the medians of $load_runs runs of each side

@@ -19,7 +19,7 @@ type request struct {
 	customID string
 	model    string
 	inputs   int   // embedding inputs; 0 for other endpoints
-	tokens   int64 // EstimateTokens of the body; 0 unless Options.MaxTokens is set
+	tokens   int64 // EstimateTokens of the body; 0 unless Options.MaxTokens or EstimateTokens is set
 }
 
 // builder turns input lines into request lines: request lines pass through (checked), data records go through the
@@ -133,7 +133,7 @@ func (b *builder) describe(body []byte, req *request) error {
 			return err
 		}
 	}
-	if b.opts.MaxTokens > 0 {
+	if b.opts.MaxTokens > 0 || b.opts.EstimateTokens {
 		req.tokens = EstimateTokens(body)
 	}
 	return nil

@@ -66,6 +66,7 @@ func (r *run) intend(ctx context.Context, p *spooledPart, in *intents) (j *journ
 	intent := newIntent()
 	j = r.newJournal(filepath.Dir(p.Path), p.Part, intent, p.Source, p.Model)
 	j.State, j.SpoolFile, j.SpoolSHA256, j.Requests, j.Bytes = StatePending, filepath.Base(p.Path), p.SHA256, p.Requests, p.Bytes
+	j.Tokens = p.Tokens
 	j.Metadata[MetaSpoolSHA256] = p.SHA256
 	if err := j.save(); err != nil {
 		return nil, false, err
@@ -88,7 +89,7 @@ func (r *run) newJournal(dir string, part int, intent, source, model string) *jo
 func (r *run) dryRunLine(p *spooledPart) error {
 	r.opts.Progress.Batches.Add(1)
 	return r.encode(Created{Requests: p.Requests, Bytes: p.Bytes, SpoolSHA256: p.SHA256, Source: p.Source,
-		Endpoint: r.opts.Endpoint, Model: p.Model, Part: p.Part, DryRun: true, SpoolFile: p.Path})
+		Endpoint: r.opts.Endpoint, Model: p.Model, Part: p.Part, EstimatedTokens: p.Tokens, DryRun: true, SpoolFile: p.Path})
 }
 
 // finish takes an intent from whatever state it is in to a created batch, saving the journal before each next
@@ -134,8 +135,17 @@ func (r *run) finishOnce(ctx context.Context, j *journal) error {
 		}
 	case StateUploaded:
 		mayExist = true // the last run may have created the batch and lost the answer
+	case StateQueued:
+		if r.opts.Admit == nil {
+			return fmt.Errorf("journal %s: queued for admission, which needs the database (DATABASE_URL)", j.path)
+		}
 	default:
 		return fmt.Errorf("journal %s: unknown state %q", j.path, j.State)
+	}
+	if r.opts.Admit != nil {
+		if done, err := r.admit(ctx, j, mayExist); done {
+			return err
+		}
 	}
 	b, existing, err := r.create(ctx, j, mayExist)
 	if err != nil {
@@ -146,15 +156,32 @@ func (r *run) finishOnce(ctx context.Context, j *journal) error {
 		}
 		return err
 	}
-	j.State, j.BatchID, j.CreatedAt, j.LastError = StateCreated, b.ID, r.opts.Now().UTC(), ""
+	return r.created(ctx, j, b.ID, existing)
+}
+
+// created records that an intent's batch exists, and emits it.
+func (r *run) created(ctx context.Context, j *journal, batchID string, existing bool) error {
+	j.State, j.BatchID, j.CreatedAt, j.LastError = StateCreated, batchID, r.opts.Now().UTC(), ""
 	if err := j.save(); err != nil {
 		return err
 	}
 	// The batch holds the file now; the journal keeps the sha256 that recognises the content.
 	_ = os.Remove(j.spoolPath())
 	r.opts.Progress.Batches.Add(1)
-	r.log.Info("created batch", "batch_id", b.ID, "spool_file", j.SpoolFile, "requests", j.Requests)
+	r.log.Info("created batch", "batch_id", batchID, "spool_file", j.SpoolFile, "requests", j.Requests)
 	return r.emit(ctx, j, existing)
+}
+
+// emitQueued writes the JSON line of a queued batch, once per run.
+func (r *run) emitQueued(j *journal) error {
+	key := "queued:" + j.Intent
+	if r.emitted[key] {
+		return nil
+	}
+	r.emitted[key] = true
+	c := j.created()
+	c.Queued = true
+	return r.encode(c)
 }
 
 // emit writes a batch's JSON line, once per batch and run, and calls OnCreated.

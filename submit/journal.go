@@ -22,6 +22,9 @@ const (
 	StatePending  = "pending"  // spooled and validated; not uploaded yet (or the upload's answer was lost)
 	StateUploaded = "uploaded" // the file is stored under FileID; the batch may or may not exist
 	StateCreated  = "created"  // the batch BatchID exists
+	// StateQueued: handed to the database's admission queue (Options.Admit), which creates the batch when its
+	// model's token quota has room; the spool file stays until the batch exists.
+	StateQueued = "queued"
 )
 
 const journalSuffix = ".journal.json"
@@ -36,6 +39,7 @@ type journal struct {
 	SpoolFile   string            `json:"spool_file"` // base name, beside the journal
 	SpoolSHA256 string            `json:"spool_sha256"`
 	Requests    int               `json:"requests"`
+	Tokens      int64             `json:"estimated_tokens,omitempty"`
 	Bytes       int64             `json:"bytes"`
 	Model       string            `json:"model"`
 	Endpoint    string            `json:"endpoint"`
@@ -75,7 +79,7 @@ func (j *journal) spoolPath() string { return filepath.Join(filepath.Dir(j.path)
 func (j *journal) created() Created {
 	return Created{
 		BatchID: j.BatchID, InputFileID: j.FileID, Requests: j.Requests, Bytes: j.Bytes, SpoolSHA256: j.SpoolSHA256,
-		Source: j.Source, Endpoint: j.Endpoint, Model: j.Model, Part: j.Part,
+		Source: j.Source, Endpoint: j.Endpoint, Model: j.Model, Part: j.Part, EstimatedTokens: j.Tokens,
 	}
 }
 

@@ -327,6 +327,7 @@ func (s *spoolRun) sealedPart(ctx context.Context, p *spooledPart) error {
 		}
 	}
 	j.State, j.SpoolFile, j.SpoolSHA256, j.Requests, j.Bytes, j.Source = StatePending, filepath.Base(p.Path), p.SHA256, p.Requests, p.Bytes, p.Source
+	j.Tokens = p.Tokens
 	j.Metadata[MetaSpoolSHA256], j.Metadata[MetaSource] = p.SHA256, p.Source
 	if err := j.save(); err != nil {
 		return err

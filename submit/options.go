@@ -67,12 +67,35 @@ type Created struct {
 	Endpoint    string `json:"endpoint"`
 	Model       string `json:"model"`
 	Part        int    `json:"part"`
+	// EstimatedTokens is the batch's estimated prompt tokens (EstimateTokens summed), when estimated.
+	EstimatedTokens int64 `json:"estimated_tokens,omitempty"`
+	// Queued is true for a batch handed to the admission queue and not created yet: it has no batch_id, and the
+	// poller creates it when its model's token quota has room (batchctl quota).
+	Queued bool `json:"queued,omitempty"`
 	// Existing is true when an earlier run created the batch; this run found it in its journal or by reconciling.
 	Existing bool `json:"existing,omitempty"`
 	// DryRun is true for the lines of a dry run, which has no batch_id; SpoolFile then names the file it wrote.
 	DryRun    bool   `json:"dry_run,omitempty"`
 	SpoolFile string `json:"spool_file,omitempty"`
 }
+
+// Queued is an uploaded batch file offered to Options.Admit.
+type Queued struct {
+	Intent          string
+	Model           string
+	Endpoint        string
+	InputFileID     string
+	Source          string
+	SpoolSHA256     string
+	Part            int
+	Requests        int
+	Bytes           int64
+	EstimatedTokens int64
+	Metadata        map[string]string
+}
+
+// ErrFileGone is what Options.Admit returns when the API no longer knows a queued batch's input file.
+var ErrFileGone = errors.New("the uploaded batch file is gone")
 
 // Progress counts what a run did so far. Its fields are updated atomically while Run works, so another goroutine
 // may read them to draw a progress line.
@@ -115,6 +138,8 @@ type Options struct {
 	// MaxTokens, when positive, caps the estimated prompt tokens of a batch (EstimateTokens of each request body),
 	// so that one batch fits the organisation's enqueued-token limit for its model.
 	MaxTokens int64
+	// EstimateTokens estimates every batch's prompt tokens even without MaxTokens, for Created and Admit.
+	EstimateTokens bool
 	// FlushInterval, when positive, submits a non-empty partial batch of a stream that has waited that long.
 	FlushInterval time.Duration
 	// FileExpiresAfter and OutputExpiresAfter, when positive, set expires_after on the uploaded batch files and
@@ -146,6 +171,11 @@ type Options struct {
 	// OnCreated, when set, is called after each batch's JSON line is written (also for batches an earlier run
 	// created, with Existing set; it must be idempotent). An error stops the run.
 	OnCreated func(ctx context.Context, c Created) error
+	// Admit, when set, is offered each uploaded batch file before it is created: it returns the batch's ID when
+	// it created the batch (or found it created), queued true when it took the batch into a queue that creates it
+	// later, and neither when the batch is not its to handle (then Run creates it). ErrFileGone makes Run upload
+	// the file again and offer it anew. It must be idempotent per Queued.Intent.
+	Admit func(ctx context.Context, q Queued) (batchID string, queued bool, err error)
 	// Progress, when set, is updated as the run goes.
 	Progress *Progress
 

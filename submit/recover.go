@@ -91,6 +91,7 @@ func sealLeftover(j *journal, all []*journal) (ok bool, err error) {
 		return false, err
 	}
 	j.State, j.SpoolFile, j.SpoolSHA256, j.Requests, j.Bytes = StatePending, filepath.Base(sealed), sum, lines.n, size
+	j.Tokens = lines.tokens() // of whole lines, above the bodies' own estimate: on the safe side
 	j.Metadata[MetaSpoolSHA256] = sum
 	return true, j.save()
 }
@@ -132,12 +133,27 @@ func wholeLines(f *os.File) (int64, error) {
 	return 0, nil
 }
 
-type lineCounter struct{ n int }
+// lineCounter counts the lines written to it, and the bytes EstimateTokens counts.
+type lineCounter struct {
+	n            int
+	ascii, other int64
+}
 
 func (c *lineCounter) Write(p []byte) (int, error) {
 	c.n += bytes.Count(p, []byte{'\n'})
+	for _, b := range p {
+		switch {
+		case b < 0x80:
+			c.ascii++
+		case b >= 0xC0:
+			c.other++
+		}
+	}
 	return len(p), nil
 }
+
+// tokens is EstimateTokens of everything written.
+func (c *lineCounter) tokens() int64 { return (c.ascii+3)/4 + c.other }
 
 func removeJournal(j *journal) error {
 	if err := os.Remove(j.path); err != nil && !errors.Is(err, os.ErrNotExist) {

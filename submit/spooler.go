@@ -17,6 +17,7 @@ import (
 
 // spooledPart is a sealed batch file on disk.
 type spooledPart struct {
+	Tokens   int64 // estimated prompt tokens, when estimated
 	Part     int
 	Path     string
 	SHA256   string
@@ -190,7 +191,7 @@ func (s *spooler) seal() (*spooledPart, error) {
 	}
 	sum := hex.EncodeToString(s.h.Sum(nil))
 	p := &spooledPart{
-		Part: s.next, SHA256: sum, Requests: s.requests, Bytes: s.bytes, Model: s.model,
+		Part: s.next, SHA256: sum, Requests: s.requests, Bytes: s.bytes, Model: s.model, Tokens: s.tokens,
 		Source: batchapi.Truncate(strings.Join(s.sources, ","), MaxMetadataValueLen),
 		Path:   filepath.Join(s.dir, sealedName(s.next, sum)),
 	}

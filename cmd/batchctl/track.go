@@ -118,14 +118,15 @@ func (t *tracker) trackLines(ctx context.Context, r io.Reader, source string) er
 }
 
 // parseTrackLine reads one non-empty line of track's input: a batchctl submit JSON line or a bare batch ID. skip is
-// set for a dry run's line, which names no batch.
+// set for a dry run's line and a queued batch's, which name no batch (the poller tracks a queued batch as it
+// creates it).
 func parseTrackLine(text string) (b store.Batch, skip bool, err error) {
 	if strings.HasPrefix(text, "{") {
 		var c submit.Created
 		if err := json.Unmarshal([]byte(text), &c); err != nil {
 			return b, false, fmt.Errorf("not a batchctl submit line: %v", err)
 		}
-		if c.DryRun {
+		if c.DryRun || c.Queued {
 			return b, true, nil
 		}
 		b = batchFromCreated(c)
