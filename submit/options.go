@@ -31,7 +31,7 @@ const (
 	MaxMetadataValueLen = batchapi.MaxMetadataValueLen
 
 	MetaSpoolSHA256 = batchapi.MetaSpoolSHA256
-	MetaIntent      = "batchctl_intent"
+	MetaIntent      = batchapi.MetaIntent
 	MetaSource      = batchapi.MetaSource
 	MetaPart        = "batchctl_part"
 	MetaRun         = batchapi.MetaRun

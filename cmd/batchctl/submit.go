@@ -193,6 +193,9 @@ func runSubmit(ctx context.Context, opts *submitOptions) error {
 			_, err := st.TrackBatch(ctx, batchFromCreated(c))
 			return err
 		}
+		if err := quotaAdmission(ctx, &s, st, opts.global.Logger()); err != nil {
+			return err
+		}
 	}
 	s.Progress = new(submit.Progress)
 	stop := startProgress(opts.streams.ErrOut, opts.progress, s.Progress)
