@@ -180,9 +180,10 @@ func runMode(c config, mode, records string, tokens []int64, limit int64) error 
 	return nil
 }
 
-// idealMakespan packs the batches in order, each created at the first moment its tokens fit beside those the
-// emulator holds (from the end of validating to the end of finalizing: phases 2 and 3 of 3), knowing every batch's
-// exact token count and paying no overhead.
+// idealMakespan packs the batches in order, each created at the first moment its tokens fit beside those of the
+// batches in flight (created and not completed: validating, in progress, finalizing, one phase each — what
+// admission counts, since a batch still validating will hold its tokens a moment later), knowing every batch's exact
+// token count as the emulator counts it, and paying no overhead at all: no polling delay, no load, no upload.
 func idealMakespan(tokens []int64, limit int64, phase time.Duration) time.Duration {
 	type hold struct {
 		from, to time.Duration
@@ -197,19 +198,19 @@ func idealMakespan(tokens []int64, limit int64, phase time.Duration) time.Durati
 		}
 		return n
 	}
-	var startAt, end time.Duration = phase, 0 // the first batch is created at 0 and enqueued after validating
+	var at, end time.Duration
 	for _, t := range tokens {
-		for held(startAt)+t > limit {
+		for held(at)+t > limit {
 			next := time.Duration(-1)
 			for _, h := range holds {
-				if h.to > startAt && (next < 0 || h.to < next) {
+				if h.to > at && (next < 0 || h.to < next) {
 					next = h.to
 				}
 			}
-			startAt = next
+			at = next
 		}
-		holds = append(holds, hold{from: startAt, to: startAt + 2*phase, tokens: t})
-		end = max(end, startAt+2*phase)
+		holds = append(holds, hold{from: at, to: at + 3*phase, tokens: t})
+		end = max(end, at+3*phase)
 	}
 	return end
 }
