@@ -163,6 +163,7 @@ type results struct {
 	stopped         bool // expired before answering everything
 	inTok, outTok   int64
 	completed, fail int64
+	cache           *promptCache // the batch's prompt prefixes, for cached_tokens
 }
 
 func (r *results) cleanup() {
@@ -377,7 +378,10 @@ func (s *Server) answerLine(b *batch, faults Faults, seed, seq, key string, req 
 		line, _ := json.Marshal(l)
 		return line, toError
 	}
-	a := makeAnswer(b.Endpoint, req.Body, s.now().Unix(), key)
+	if res.cache == nil {
+		res.cache = newPromptCache()
+	}
+	a := makeAnswer(b.Endpoint, req.Body, s.now().Unix(), key, res.cache)
 	res.completed++
 	res.inTok += a.InputTokens
 	res.outTok += a.OutputTokens
