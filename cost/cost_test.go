@@ -136,6 +136,7 @@ func TestLoadErrors(t *testing.T) {
 		{"string price", `{"m": {"input": "1", "output": 2}}`, "model m"},
 		{"negative", `{"m": {"input": -1, "output": 2}}`, "negative"},
 		{"too precise", `{"m": {"input": 0.0000001, "output": 2}}`, "more than 6 decimals"},
+		{"exponent", `{"m": {"input": 7.5e-2, "output": 2}}`, "plain decimal"},
 		{"bad date", `{"_date": 5}`, "_date"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

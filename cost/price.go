@@ -13,6 +13,7 @@ import (
 	"math"
 	"math/big"
 	"math/bits"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -110,10 +111,17 @@ func ParseUSD(s string) (Pico, error) {
 	return Pico(v), nil
 }
 
-// parseScaled reads a decimal and returns it times 10^scale, failing when it has more decimals
-// than scale or does not fit in an int64.
+// plainDecimal is the only number form accepted: no exponent, which could ask big.Rat for 10^1000000000.
+var plainDecimal = regexp.MustCompile(`^-?[0-9]{1,20}(\.[0-9]{1,30})?$`)
+
+// parseScaled reads a plain decimal ("0.0375", no exponent) and returns it times 10^scale, failing when it has more
+// decimals than scale or does not fit in an int64.
 func parseScaled(s string, scale int) (int64, error) {
-	r, ok := new(big.Rat).SetString(strings.TrimSpace(s))
+	s = strings.TrimSpace(s)
+	if !plainDecimal.MatchString(s) {
+		return 0, errors.New("not a plain decimal number")
+	}
+	r, ok := new(big.Rat).SetString(s)
 	if !ok {
 		return 0, errors.New("not a number")
 	}
