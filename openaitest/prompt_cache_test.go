@@ -70,6 +70,7 @@ func TestPromptCache(t *testing.T) {
 			require.Equal(t, map[string]int64{"req-0": 0, "req-1": want, "req-2": want, "req-3": want,
 				"req-4": 0, "req-5": 0, "req-6": want}, got)
 			require.Zero(t, want%openaitest.PromptCacheStep)
+			require.Equal(t, int64(4*want), b.Usage.InputTokensDetails.CachedTokens, "the batch's usage sums them")
 		})
 	}
 }
