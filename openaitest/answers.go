@@ -141,20 +141,26 @@ func inputTokens(endpoint string, raw json.RawMessage) int64 {
 type answer struct {
 	Body         any
 	InputTokens  int64
+	CachedTokens int64 // part of InputTokens: the prompt prefix an earlier request of the batch shared
 	OutputTokens int64
 }
 
-// makeAnswer builds the deterministic answer of one request. key makes the ids unique per batch and request.
-func makeAnswer(endpoint string, raw json.RawMessage, created int64, key string) answer {
+// makeAnswer builds the deterministic answer of one request. key makes the ids unique per batch and request; cache
+// is the batch's prompt cache (nil: nothing cached), consulted for chat completions and responses.
+func makeAnswer(endpoint string, raw json.RawMessage, created int64, key string, cache *promptCache) answer {
 	var body requestBody
 	_ = json.Unmarshal(raw, &body)
 	all, answered := promptOf(endpoint, body)
 	in := max(EstimateTokens(all), 1)
+	var cached int64
+	if endpoint == "/v1/chat/completions" || endpoint == "/v1/responses" {
+		cached = cache.cachedTokens(all)
+	}
 	switch endpoint {
 	case "/v1/chat/completions":
 		text := AnswerText(answered)
 		out := max(EstimateTokens(text), 1)
-		return answer{InputTokens: in, OutputTokens: out, Body: map[string]any{
+		return answer{InputTokens: in, CachedTokens: cached, OutputTokens: out, Body: map[string]any{
 			"id": fakeID("chatcmpl-", key), "object": "chat.completion", "created": created, "model": body.Model,
 			"choices": []any{map[string]any{
 				"index":         0,
@@ -164,7 +170,7 @@ func makeAnswer(endpoint string, raw json.RawMessage, created int64, key string)
 			}},
 			"usage": map[string]any{
 				"prompt_tokens": in, "completion_tokens": out, "total_tokens": in + out,
-				"prompt_tokens_details": map[string]any{"cached_tokens": 0, "audio_tokens": 0},
+				"prompt_tokens_details": map[string]any{"cached_tokens": cached, "audio_tokens": 0},
 				"completion_tokens_details": map[string]any{
 					"reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0,
 				},
@@ -182,7 +188,7 @@ func makeAnswer(endpoint string, raw json.RawMessage, created int64, key string)
 	case "/v1/responses":
 		text := AnswerText(answered)
 		out := max(EstimateTokens(text), 1)
-		return answer{InputTokens: in, OutputTokens: out, Body: map[string]any{
+		return answer{InputTokens: in, CachedTokens: cached, OutputTokens: out, Body: map[string]any{
 			"id": fakeID("resp_", key), "object": "response", "created_at": created, "status": "completed",
 			"model": body.Model, "error": nil, "incomplete_details": nil, "instructions": nil,
 			"output": []any{map[string]any{
@@ -191,7 +197,7 @@ func makeAnswer(endpoint string, raw json.RawMessage, created int64, key string)
 			}},
 			"parallel_tool_calls": true, "tool_choice": "auto", "tools": []any{},
 			"usage": map[string]any{
-				"input_tokens": in, "input_tokens_details": map[string]any{"cached_tokens": 0},
+				"input_tokens": in, "input_tokens_details": map[string]any{"cached_tokens": cached},
 				"output_tokens": out, "output_tokens_details": map[string]any{"reasoning_tokens": 0},
 				"total_tokens": in + out,
 			},

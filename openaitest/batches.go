@@ -59,6 +59,7 @@ type batch struct {
 	FailedAt, ExpiredAt, CancellingAt, CancelledAt int64
 	Total, Completed, Failed  int64
 	InputTokens, OutputTokens int64
+	CachedTokens              int64 // part of InputTokens
 	enqueuedTokens            int64
 	outputHiddenUntil         time.Time // LateOutputFile: output_file_id reads null before this
 
@@ -160,6 +161,7 @@ func (b *batch) object(now time.Time) batchObject {
 	}
 	o.Usage.InputTokens, o.Usage.OutputTokens = b.InputTokens, b.OutputTokens
 	o.Usage.TotalTokens = b.InputTokens + b.OutputTokens
+	o.Usage.InputTokensDetails.CachedTokens = b.CachedTokens
 	return o
 }
 

@@ -167,6 +167,8 @@ type results struct {
 	stopped         bool // expired before answering everything
 	inTok, outTok   int64
 	completed, fail int64
+	cache           *promptCache // the batch's prompt prefixes, for cached_tokens
+	cachedTok       int64
 }
 
 func (r *results) cleanup() {
@@ -381,9 +383,13 @@ func (s *Server) answerLine(b *batch, faults Faults, seed, seq, key string, req 
 		line, _ := json.Marshal(l)
 		return line, toError
 	}
-	a := makeAnswer(b.Endpoint, req.Body, s.now().Unix(), key)
+	if res.cache == nil {
+		res.cache = newPromptCache()
+	}
+	a := makeAnswer(b.Endpoint, req.Body, s.now().Unix(), key, res.cache)
 	res.completed++
 	res.inTok += a.InputTokens
+	res.cachedTok += a.CachedTokens
 	res.outTok += a.OutputTokens
 	line, _ := json.Marshal(outputLine{ID: id, CustomID: req.CustomID,
 		Response: &lineResponse{StatusCode: 200, RequestID: requestID, Body: a.Body}})
@@ -394,6 +400,7 @@ func (s *Server) publish(b *batch, res *results) {
 	s.mu.Lock()
 	b.Completed, b.Failed = res.completed, res.fail
 	b.InputTokens, b.OutputTokens = res.inTok, res.outTok
+	b.CachedTokens = res.cachedTok
 	s.mu.Unlock()
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/batchctl/batchctl/batchapi"
+	"github.com/batchctl/batchctl/cost"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -79,6 +80,9 @@ type Config struct {
 	MaxAttempts       int
 	TokenLimitBackoff time.Duration
 	ResubmitDir       string
+
+	// Prices is the price table that gives each loaded batch its cost_usd (default cost.Default()).
+	Prices *cost.Table
 }
 
 // Daemon runs the poller's River workers.
@@ -91,6 +95,8 @@ type Daemon struct {
 	client *river.Client[pgx.Tx]
 	// lifeline is this daemon's registration in the pollers table, set by Run.
 	lifeline *store.Lifeline
+	// unknownPrices warns once per model loaded without a price.
+	unknownPrices cost.UnknownWarner
 }
 
 // New builds a Daemon; it starts nothing.
@@ -119,10 +125,14 @@ func New(cfg Config) (*Daemon, error) {
 	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, DefaultShutdownTimeout)
 	cfg.MaxAttempts = cmp.Or(cfg.MaxAttempts, DefaultMaxAttempts)
 	cfg.TokenLimitBackoff = cmp.Or(cfg.TokenLimitBackoff, DefaultTokenLimitBackoff)
+	if cfg.Prices == nil {
+		cfg.Prices = cost.Default()
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil, cfg.Store, cfg.Logger)
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, store: cfg.Store, api: cfg.API, m: cfg.Metrics}
+	d.unknownPrices.Logger = cfg.Logger
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &pollWorker{d: d})

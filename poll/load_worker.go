@@ -98,7 +98,7 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 	defer load.Rollback(context.Background())
 
 	outcomes := map[string]int{}
-	usage := &usageSum{}
+	usage := w.d.newUsageSum(row.Model, log)
 	for _, fileID := range []string{row.OutputFileID, row.ErrorFileID} {
 		if fileID == "" {
 			continue
@@ -116,6 +116,7 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 	}
 
 	w.d.m.RowsLoaded.Add(float64(rows))
+	usage.count(w.d.m)
 	w.d.m.LoadDuration.Observe(time.Since(start).Seconds())
 	if row.EndedAt != nil { // a batch's results are loaded once, so its duration is observed once
 		w.d.m.BatchDuration.WithLabelValues(row.Status).Observe(row.EndedAt.Sub(row.CreatedAt).Seconds())
@@ -255,10 +256,15 @@ func (s *fileSource) Result() store.Result { return s.cur }
 func (s *fileSource) Err() error           { return s.err }
 
 // usageSum adds up the token usage of response bodies: chat and completions report prompt_tokens and
-// completion_tokens, responses input_tokens and output_tokens, embeddings prompt_tokens only.
+// completion_tokens, responses input_tokens and output_tokens, embeddings prompt_tokens only. Cached tokens
+// (prompt_tokens_details / input_tokens_details) are part of the prompt tokens, reasoning tokens
+// (completion_tokens_details / output_tokens_details) part of the completion tokens, as the API counts them. The
+// price of the sum is in cost.go.
 type usageSum struct {
 	prompt, completion, total int64
+	cached, reasoning         int64
 	seen                      bool
+	pricing                   // the batch's model and prices; see cost.go
 }
 
 func (u *usageSum) add(body []byte) {
@@ -278,17 +284,23 @@ func (u *usageSum) add(body []byte) {
 	p, c := get("prompt_tokens", "input_tokens"), get("completion_tokens", "output_tokens")
 	u.prompt += p
 	u.completion += c
+	u.cached += get("prompt_tokens_details.cached_tokens", "input_tokens_details.cached_tokens")
+	u.reasoning += get("completion_tokens_details.reasoning_tokens", "output_tokens_details.reasoning_tokens")
 	if t := usage.Get("total_tokens"); t.Exists() {
 		u.total += t.Int()
 	} else {
 		u.total += p + c
 	}
+	if u.bodyModel == "" {
+		u.bodyModel = jsonl.Peek(body, "model").String()
+	}
 }
 
-// row is the sum for the batch row; nil columns when no response reported usage.
+// row is the sum for the batch row, priced; nil columns when no response reported usage.
 func (u *usageSum) row() store.Usage {
 	if !u.seen {
 		return store.Usage{}
 	}
-	return store.Usage{PromptTokens: &u.prompt, CompletionTokens: &u.completion, TotalTokens: &u.total}
+	return store.Usage{PromptTokens: &u.prompt, CompletionTokens: &u.completion, TotalTokens: &u.total,
+		CachedTokens: &u.cached, ReasoningTokens: &u.reasoning, CostUSD: u.price(u.prompt, u.cached, u.completion)}
 }

@@ -22,6 +22,9 @@ type Metrics struct {
 	// LoadsWithoutOutput counts completed batches loaded without the output file they should have (OutputGrace).
 	LoadsWithoutOutput prometheus.Counter
 	BatchDuration      *prometheus.HistogramVec // creation to end, by final status, observed by the daemon that loaded it
+	// CostUSD is what loaded batches cost at the price table's Batch API prices, by priced model (the table's entry,
+	// a snapshot counted under its base model), added once per batch by the poller that commits its load.
+	CostUSD *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them, and a collector reading s, with reg.
@@ -56,8 +59,13 @@ func NewMetrics(reg prometheus.Registerer, s *store.Store, logger *slog.Logger) 
 			Name: "batchctl_loads_without_output_total",
 			Help: "Completed batches with answered requests loaded without an output file, after waiting the grace for it.",
 		}),
+		CostUSD: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "batchctl_cost_usd_total",
+			Help: "USD that loaded batches cost at Batch API prices, by model; batches of a model without a price are not counted.",
+		}, []string{"model"}),
 	}
 	if reg != nil {
+		reg.MustRegister(m.CostUSD)
 		reg.MustRegister(m.PollCalls, m.PollErrors, m.RowsLoaded, m.LoadDuration, m.Requests, m.LoadMismatches,
 			m.LoadsWithoutOutput, m.BatchDuration, &dbCollector{store: s, logger: logger})
 	}

@@ -67,6 +67,11 @@ type Usage struct {
 	PromptTokens     *int64
 	CompletionTokens *int64
 	TotalTokens      *int64
+	CachedTokens     *int64 // part of PromptTokens: served from the prompt cache
+	ReasoningTokens  *int64 // part of CompletionTokens
+	// CostUSD is what the batch cost, in USD as exact decimal text (numeric in Postgres); nil when unknown (no
+	// price for the model, or no usage loaded).
+	CostUSD *string
 }
 
 // Result is one row of <schema>.results: the answer (or error) to one request of one batch.

@@ -28,7 +28,8 @@ const batchColumns = `batch_id, status, endpoint, model, input_file_id, output_f
 	request_total, request_completed, request_failed, metadata, source, spool_sha256, errors,
 	created_at, updated_at, ended_at, results_loaded_at, results_count,
 	prompt_tokens, completion_tokens, total_tokens,
-	root_batch_id, parent_batch_ids, attempt, resubmitted_as, resubmitted_at, resubmit_requests, estimated_tokens`
+	root_batch_id, parent_batch_ids, attempt, resubmitted_as, resubmitted_at, resubmit_requests, estimated_tokens,
+	cached_tokens, reasoning_tokens, cost_usd::text`
 
 // terminalSQL lists the terminal statuses for SQL predicates.
 const terminalSQL = `('completed', 'failed', 'expired', 'cancelled')`
@@ -227,7 +228,8 @@ func scanBatch(row pgx.CollectableRow) (Batch, error) {
 		&b.RequestTotal, &b.RequestCompleted, &b.RequestFailed, &b.Metadata, &source, &sha, &errorsJSON,
 		&b.CreatedAt, &b.UpdatedAt, &b.EndedAt, &b.ResultsLoadedAt, &b.ResultsCount,
 		&b.Usage.PromptTokens, &b.Usage.CompletionTokens, &b.Usage.TotalTokens,
-		&root, &b.ParentBatchIDs, &b.Attempt, &resubmitAs, &b.ResubmittedAt, &b.ResubmitRequests, &b.EstimatedTokens)
+		&root, &b.ParentBatchIDs, &b.Attempt, &resubmitAs, &b.ResubmittedAt, &b.ResubmitRequests, &b.EstimatedTokens,
+		&b.Usage.CachedTokens, &b.Usage.ReasoningTokens, &b.Usage.CostUSD)
 	if err != nil {
 		return Batch{}, err
 	}

@@ -66,13 +66,15 @@ func (l *Load) CopyResults(ctx context.Context, src ResultSource) (int64, error)
 	return n, nil
 }
 
-// MarkLoaded sets results_loaded_at, results_count (the rows copied) and the batch's token usage, summed over the
-// rows by the caller, and commits the load. The usage is set, not added, in the transaction of the rows it sums, so a
-// reload never counts it twice.
+// MarkLoaded sets results_loaded_at, results_count (the rows copied) and the batch's token usage and cost, summed
+// over the rows by the caller, and commits the load. The usage and cost are set, not added, in the transaction of the
+// rows they sum, so a reload never counts them twice.
 func (l *Load) MarkLoaded(ctx context.Context, usage Usage) error {
 	if _, err := l.tx.Exec(ctx, `update `+l.s.table("batches")+` set results_loaded_at = now(), results_count = $2,
-		prompt_tokens = $3, completion_tokens = $4, total_tokens = $5, updated_at = now()
-		where batch_id = $1`, l.batchID, l.rows, usage.PromptTokens, usage.CompletionTokens, usage.TotalTokens); err != nil {
+		prompt_tokens = $3, completion_tokens = $4, total_tokens = $5, updated_at = now(),
+		cached_tokens = $6, reasoning_tokens = $7, cost_usd = $8::numeric
+		where batch_id = $1`, l.batchID, l.rows, usage.PromptTokens, usage.CompletionTokens, usage.TotalTokens,
+		usage.CachedTokens, usage.ReasoningTokens, usage.CostUSD); err != nil {
 		_ = l.tx.Rollback(ctx)
 		return translate("mark results loaded for "+l.batchID, err)
 	}

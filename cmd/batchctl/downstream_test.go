@@ -71,21 +71,23 @@ func TestStatusShowsBatchesAndTotals(t *testing.T) {
 	require.Equal(t, exitOK, r.code, r.stderr)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	require.Len(t, lines, 5, r.stdout)
-	require.Regexp(t, `^BATCH\s+STATUS\s+AGE\s+REQUESTS \(TOTAL/DONE/FAILED\)\s+LOADED\s+TOKENS\s+ATTEMPT$`, lines[0])
+	require.Regexp(t, `^BATCH\s+STATUS\s+AGE\s+REQUESTS \(TOTAL/DONE/FAILED\)\s+LOADED\s+TOKENS\s+COST \(USD\)\s+ATTEMPT$`, lines[0])
 	for _, line := range lines[1:4] {
-		require.Regexp(t, `^batch_\S+\s+completed\s+\d+s\s+(10/10/0|5/5/0)\s+(10|5)\s+\d+\s+1$`, line)
+		require.Regexp(t, `^batch_\S+\s+completed\s+\d+s\s+(10/10/0|5/5/0)\s+(10|5)\s+\d+\s+0\.\d{6}\s+1$`, line)
 	}
-	require.Regexp(t, `^TOTAL \(3 batches\)\s+25/25/0\s+25\s+\d+$`, strings.TrimSpace(lines[4]))
+	require.Regexp(t, `^TOTAL \(3 batches\)\s+25/25/0\s+25\s+\d+\s+0\.\d{6}$`, strings.TrimSpace(lines[4]))
 
 	r = runCLI(t, "", e.env, "status", "--output", "json", batchIDs[0])
 	require.Equal(t, exitOK, r.code, r.stderr)
 	var st struct {
 		BatchID, Status string
-		TotalTokens     *int64 `json:"total_tokens"`
-		ResultsCount    *int   `json:"results_count"`
+		TotalTokens     *int64       `json:"total_tokens"`
+		ResultsCount    *int         `json:"results_count"`
+		CostUSD         *json.Number `json:"cost_usd"`
 		Attempt         int
 	}
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &st))
+	require.NotNil(t, st.CostUSD, "gpt-4o-mini has a price")
 	require.Equal(t, "completed", st.Status)
 	require.Equal(t, 10, *st.ResultsCount)
 	require.Positive(t, *st.TotalTokens)

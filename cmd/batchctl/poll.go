@@ -38,6 +38,8 @@ type pollOptions struct {
 	resubmit          bool
 	maxAttempts       int
 	tokenLimitBackoff time.Duration
+
+	prices *pricesOptions
 }
 
 func newPollCmd(g *globalOptions, streams *IOStreams) *cobra.Command {
@@ -57,7 +59,10 @@ Run as many pollers against one database as you like; River shares the work. Eac
 table and holds a Postgres advisory lock on a session of its own for as long as it lives; every poller looks every
 --lifeline-interval for pollers whose lock is free (process killed, host gone, about 20 s for a vanished host) and
 makes their running jobs available again, so a dead poller's work resumes within about 30 s. A live poller's jobs
-are never taken, however long they run. Run 'batchctl migrate' first.`,
+are never taken, however long they run. Run 'batchctl migrate' first.
+
+Each loaded batch's cost is stored with its results (batches.cost_usd), at the Batch API prices of the built-in
+price table or of --prices; a model without a price gets a null cost and a warning.`,
 		Example: `  batchctl poll
   batchctl poll --poll-interval 30s,15m --metrics-addr :9090
   batchctl poll --exit-when-done        # for cron and scripts: exit 0 once everything is loaded
@@ -68,6 +73,7 @@ are never taken, however long they run. Run 'batchctl migrate' first.`,
 		},
 	}
 	opts.api = addAPIFlags(cmd, g)
+	opts.prices = addPricesFlag(cmd, g)
 	f := cmd.Flags()
 	f.StringVar(&opts.interval, "poll-interval", poll.Interval{Min: poll.DefaultMinInterval, Max: poll.DefaultMaxInterval}.String(),
 		"MIN[,MAX]: bounds of the per-batch poll interval (a tenth of the batch's age); MIN is also the bulk refresh period")
@@ -99,6 +105,10 @@ func runPoll(ctx context.Context, opts *pollOptions) error {
 		return usageError{err}
 	}
 	api, err := opts.api.client()
+	if err != nil {
+		return err
+	}
+	prices, err := opts.prices.table()
 	if err != nil {
 		return err
 	}
@@ -139,6 +149,7 @@ func runPoll(ctx context.Context, opts *pollOptions) error {
 		LifelineInterval: opts.lifelineEvery, OutputGrace: opts.outputGrace,
 		SweepInterval: opts.sweepEvery, ExitWhenDone: opts.exitWhenDone, FetchPollInterval: opts.fetchEvery,
 		Resubmit: opts.resubmit, MaxAttempts: opts.maxAttempts, TokenLimitBackoff: opts.tokenLimitBackoff,
+		Prices: prices,
 	})
 	if err != nil {
 		return err

@@ -35,7 +35,9 @@ func newStatusCmd(g *globalOptions, streams *IOStreams) *cobra.Command {
 		Long: `Show batches from the batch-ID table: the named ones, or the most recent (--limit), with totals.
 
 Columns: batch, status, age, requests (total/completed/failed), results loaded (rows, or - until loaded),
-tokens (summed from the loaded results), attempt (resubmissions count up from 1).`,
+tokens (summed from the loaded results), cost (USD at Batch API prices, stored when the results were loaded; - until
+then, or when the model has no price), attempt (resubmissions count up from 1). The total cost adds the known costs
+and ends in "+?" when a loaded batch's cost is unknown. --output json gives cost_usd exactly (null when unknown).`,
 		Example: `  batchctl status
   batchctl status batch_abc123 --output json
   batchctl status --watch --interval 5s`,
@@ -105,6 +107,9 @@ type statusJSON struct {
 	PromptTokens     *int64            `json:"prompt_tokens"`
 	CompletionTokens *int64            `json:"completion_tokens"`
 	TotalTokens      *int64            `json:"total_tokens"`
+	CachedTokens     *int64            `json:"cached_tokens"`
+	ReasoningTokens  *int64            `json:"reasoning_tokens"`
+	CostUSD          *json.Number      `json:"cost_usd"`
 	RootBatchID      string            `json:"root_batch_id"`
 	ParentBatchIDs   []string          `json:"parent_batch_ids,omitempty"`
 	Attempt          int               `json:"attempt"`
@@ -121,6 +126,7 @@ func writeStatusJSON(w io.Writer, batches []store.Batch) error {
 			CreatedAt: b.CreatedAt, EndedAt: b.EndedAt, RequestTotal: b.RequestTotal, RequestCompleted: b.RequestCompleted,
 			RequestFailed: b.RequestFailed, ResultsLoadedAt: b.ResultsLoadedAt, ResultsCount: b.ResultsCount,
 			PromptTokens: b.Usage.PromptTokens, CompletionTokens: b.Usage.CompletionTokens, TotalTokens: b.Usage.TotalTokens,
+			CachedTokens: b.Usage.CachedTokens, ReasoningTokens: b.Usage.ReasoningTokens, CostUSD: usdNumber(b.Usage.CostUSD),
 			RootBatchID: b.RootBatchID, ParentBatchIDs: b.ParentBatchIDs, Attempt: b.Attempt, ResubmittedAs: b.ResubmittedAs,
 			Metadata: b.Metadata, Errors: b.Errors,
 		}); err != nil {
@@ -132,12 +138,17 @@ func writeStatusJSON(w io.Writer, batches []store.Batch) error {
 
 func writeStatusTable(w io.Writer, batches []store.Batch, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "BATCH\tSTATUS\tAGE\tREQUESTS (TOTAL/DONE/FAILED)\tLOADED\tTOKENS\tATTEMPT")
+	fmt.Fprintln(tw, "BATCH\tSTATUS\tAGE\tREQUESTS (TOTAL/DONE/FAILED)\tLOADED\tTOKENS\tCOST (USD)\tATTEMPT")
 	var total, done, failed, loaded int
 	var tokens int64
+	var spent costTotal
 	for _, b := range batches {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d/%d\t%s\t%s\t%d\n", b.BatchID, b.Status, age(now.Sub(b.CreatedAt)),
-			b.RequestTotal, b.RequestCompleted, b.RequestFailed, loadedCell(b), int64Cell(b.Usage.TotalTokens), b.Attempt)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d/%d\t%s\t%s\t%s\t%d\n", b.BatchID, b.Status, age(now.Sub(b.CreatedAt)),
+			b.RequestTotal, b.RequestCompleted, b.RequestFailed, loadedCell(b), int64Cell(b.Usage.TotalTokens),
+			usdCell(b.Usage.CostUSD), b.Attempt)
+		if b.ResultsLoadedAt != nil {
+			spent.add(b.Usage)
+		}
 		total, done, failed = total+b.RequestTotal, done+b.RequestCompleted, failed+b.RequestFailed
 		if b.ResultsCount != nil {
 			loaded += *b.ResultsCount
@@ -146,7 +157,7 @@ func writeStatusTable(w io.Writer, batches []store.Batch, now time.Time) error {
 			tokens += *b.Usage.TotalTokens
 		}
 	}
-	fmt.Fprintf(tw, "TOTAL (%d batches)\t\t\t%d/%d/%d\t%d\t%d\t\n", len(batches), total, done, failed, loaded, tokens)
+	fmt.Fprintf(tw, "TOTAL (%d batches)\t\t\t%d/%d/%d\t%d\t%d\t%s\t\n", len(batches), total, done, failed, loaded, tokens, spent.cell())
 	return tw.Flush()
 }
 
