@@ -124,6 +124,9 @@ else
     order by (b.metadata->>'batchctl_part')::int, r.input_line limit 10"
 fi
 
+say "7. batchctl cost --by model   (what the run cost at Batch API prices, and at synchronous prices)"
+"$batchctl" cost --by model
+
 rows=$(psql "$DATABASE_URL" -qtAX -c "select count(*) from $schema.results" 2>/dev/null || echo "?")
 elapsed=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 say "done: $rows result rows for $records reviews in ${elapsed}s"

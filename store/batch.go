@@ -52,6 +52,9 @@ type Batch struct {
 	// EstimatedTokens is batchctl's conservative estimate of the batch's prompt tokens, which quota admission
 	// counts while the batch is in flight; nil when unknown (a batch created outside admission).
 	EstimatedTokens *int64
+	// EstimatedCostUSD is the cost submit estimated before sending the batch, in dollars as exact decimal text;
+	// nil when unknown. Written by TrackBatch, kept by later upserts.
+	EstimatedCostUSD *string
 
 	// Lineage of resubmissions. An original batch is its own root, attempt 1, with no parents.
 	RootBatchID      string

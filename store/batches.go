@@ -17,11 +17,11 @@ const NotifyChannel = "batchctl_batches"
 // insertColumns are written by TrackBatch and UpsertBatch, in the order of batchArgs (updated_at is now()).
 const insertColumns = `batch_id, status, endpoint, model, input_file_id, output_file_id, error_file_id,
 	request_total, request_completed, request_failed, metadata, source, spool_sha256, errors,
-	created_at, updated_at, ended_at, root_batch_id, parent_batch_ids, attempt, estimated_tokens`
+	created_at, updated_at, ended_at, root_batch_id, parent_batch_ids, attempt, estimated_tokens, estimated_cost_usd`
 
 // insertValues match insertColumns: an original batch is its own root, attempt 1.
 const insertValues = `$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, coalesce($15, now()), now(), $16,
-	coalesce($17, $1), $18, coalesce($19, 1), $20`
+	coalesce($17, $1), $18, coalesce($19, 1), $20, $21::numeric`
 
 // batchColumns are read into a Batch by scanBatch.
 const batchColumns = `batch_id, status, endpoint, model, input_file_id, output_file_id, error_file_id,
@@ -100,7 +100,8 @@ func (s *Store) UpsertBatch(ctx context.Context, b Batch) (previous string, err 
 				created_at        = least(t.created_at, excluded.created_at), -- the API's, once known, not a guess of now()
 				updated_at        = now(),
 				ended_at          = coalesce(t.ended_at, excluded.ended_at),
-				estimated_tokens  = coalesce(excluded.estimated_tokens, t.estimated_tokens)`, batchArgs(b)...)
+				estimated_tokens  = coalesce(excluded.estimated_tokens, t.estimated_tokens),
+				estimated_cost_usd = coalesce(excluded.estimated_cost_usd, t.estimated_cost_usd)`, batchArgs(b)...)
 		if err != nil {
 			return translate("upsert batch "+b.BatchID, err)
 		}
@@ -195,7 +196,7 @@ func batchArgs(b Batch) []any {
 		b.BatchID, b.Status, nullable(b.Endpoint), nullable(b.Model), nullable(b.InputFileID),
 		nullable(b.OutputFileID), nullable(b.ErrorFileID), b.RequestTotal, b.RequestCompleted, b.RequestFailed,
 		meta, nullable(b.Source), nullable(b.SpoolSHA256), errs, createdAt, endedAt(b),
-		nullable(b.RootBatchID), b.ParentBatchIDs, attempt, b.EstimatedTokens,
+		nullable(b.RootBatchID), b.ParentBatchIDs, attempt, b.EstimatedTokens, b.EstimatedCostUSD,
 	}
 }
 

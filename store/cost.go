@@ -40,6 +40,9 @@ type CostGroup struct {
 	CostUSD *string
 	// Unpriced counts the group's batches with usage and no cost.
 	Unpriced int64
+	// EstimateRatio is the real cost over submit's estimate, over the group's batches that have both; nil when none
+	// has. Below 1 the estimate ran high (as it should: it bounds the output by max_tokens).
+	EstimateRatio *float64
 }
 
 // CostReport sums the cost of the batches created since since (zero: all) whose results are loaded, grouped by by,
@@ -57,7 +60,9 @@ func (s *Store) CostReport(ctx context.Context, by CostBy, since time.Time) ([]C
 			coalesce(sum(results_count), 0), coalesce(sum(prompt_tokens), 0), coalesce(sum(cached_tokens), 0),
 			coalesce(sum(completion_tokens), 0),
 			count(*) filter (where prompt_tokens is not null and cost_usd is null) as unpriced,
-			coalesce(sum(cost_usd), 0)::text
+			coalesce(sum(cost_usd), 0)::text,
+			(sum(cost_usd) filter (where estimated_cost_usd > 0) /
+				nullif(sum(estimated_cost_usd) filter (where cost_usd is not null), 0))::float8
 		from `+s.table("batches")+`
 		where results_loaded_at is not null and ($1::timestamptz is null or created_at >= $1)
 		group by k order by k`, sinceArg)
@@ -67,7 +72,8 @@ func (s *Store) CostReport(ctx context.Context, by CostBy, since time.Time) ([]C
 	groups, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (CostGroup, error) {
 		var g CostGroup
 		var sum string
-		err := row.Scan(&g.Key, &g.Batches, &g.Requests, &g.InputTokens, &g.CachedTokens, &g.OutputTokens, &g.Unpriced, &sum)
+		err := row.Scan(&g.Key, &g.Batches, &g.Requests, &g.InputTokens, &g.CachedTokens, &g.OutputTokens, &g.Unpriced, &sum,
+			&g.EstimateRatio)
 		if g.Unpriced == 0 {
 			g.CostUSD = &sum
 		}

@@ -20,6 +20,9 @@ type request struct {
 	model    string
 	inputs   int   // embedding inputs; 0 for other endpoints
 	tokens   int64 // EstimateTokens of the body; 0 unless Options.MaxTokens or EstimateTokens is set
+	// outTokens bounds the request's output tokens, for the cost estimate (Options.Prices): its max_tokens,
+	// max_completion_tokens or max_output_tokens, else DefaultOutputTokens; 0 for endpoints that answer no tokens.
+	outTokens int64
 }
 
 // builder turns input lines into request lines: request lines pass through (checked), data records go through the
@@ -133,8 +136,11 @@ func (b *builder) describe(body []byte, req *request) error {
 			return err
 		}
 	}
-	if b.opts.MaxTokens > 0 || b.opts.EstimateTokens {
+	if b.opts.MaxTokens > 0 || b.opts.EstimateTokens || b.opts.Prices != nil {
 		req.tokens = EstimateTokens(body)
+	}
+	if b.opts.Prices != nil {
+		req.outTokens = outputBound(b.opts.Endpoint, body)
 	}
 	return nil
 }
@@ -280,4 +286,24 @@ func CompactBody(rendered []byte) ([]byte, error) {
 		return nil, fmt.Errorf("template rendered %.40q, want a JSON object", out.String())
 	}
 	return out.Bytes(), nil
+}
+
+// DefaultOutputTokens bounds the output of a request that sets no max_tokens, max_completion_tokens or
+// max_output_tokens, in the cost estimate before sending: a generous answer for classification and extraction
+// prompts. Set a limit in the body for an exact bound.
+const DefaultOutputTokens = 1024
+
+// outputBound is the most output tokens a request may be billed for: the limit its body sets, else
+// DefaultOutputTokens; embeddings and moderations answer no tokens.
+func outputBound(endpoint string, body []byte) int64 {
+	switch endpoint {
+	case jsonl.EndpointEmbeddings, jsonl.EndpointModerations:
+		return 0
+	}
+	for _, key := range []string{"max_completion_tokens", "max_tokens", "max_output_tokens"} {
+		if v := jsonl.Peek(body, key); v.Exists() && v.Int() > 0 {
+			return v.Int()
+		}
+	}
+	return DefaultOutputTokens
 }

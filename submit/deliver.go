@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/batchctl/batchctl/batchapi"
+	"github.com/batchctl/batchctl/cost"
 )
 
 // intents finds the journal of a batch file's content among a run directory's journals: the one this account can
@@ -66,7 +67,7 @@ func (r *run) intend(ctx context.Context, p *spooledPart, in *intents) (j *journ
 	intent := newIntent()
 	j = r.newJournal(filepath.Dir(p.Path), p.Part, intent, p.Source, p.Model)
 	j.State, j.SpoolFile, j.SpoolSHA256, j.Requests, j.Bytes = StatePending, filepath.Base(p.Path), p.SHA256, p.Requests, p.Bytes
-	j.Tokens = p.Tokens
+	j.Tokens, j.OutTokens = p.Tokens, p.OutTokens
 	j.Metadata[MetaSpoolSHA256] = p.SHA256
 	if err := j.save(); err != nil {
 		return nil, false, err
@@ -89,7 +90,8 @@ func (r *run) newJournal(dir string, part int, intent, source, model string) *jo
 func (r *run) dryRunLine(p *spooledPart) error {
 	r.opts.Progress.Batches.Add(1)
 	return r.encode(Created{Requests: p.Requests, Bytes: p.Bytes, SpoolSHA256: p.SHA256, Source: p.Source,
-		Endpoint: r.opts.Endpoint, Model: p.Model, Part: p.Part, EstimatedTokens: p.Tokens, DryRun: true, SpoolFile: p.Path})
+		Endpoint: r.opts.Endpoint, Model: p.Model, Part: p.Part, EstimatedTokens: p.Tokens, DryRun: true, SpoolFile: p.Path,
+		EstimatedCostUSD: r.estimate(p.Model, p.Tokens, p.OutTokens)})
 }
 
 // finish takes an intent from whatever state it is in to a created batch, saving the journal before each next
@@ -180,6 +182,7 @@ func (r *run) emitQueued(j *journal) error {
 	}
 	r.emitted[key] = true
 	c := j.created()
+	c.EstimatedCostUSD = r.estimate(j.Model, j.Tokens, j.OutTokens)
 	c.Queued = true
 	return r.encode(c)
 }
@@ -191,6 +194,7 @@ func (r *run) emit(ctx context.Context, j *journal, existing bool) error {
 	}
 	r.emitted[j.BatchID] = true
 	c := j.created()
+	c.EstimatedCostUSD = r.estimate(j.Model, j.Tokens, j.OutTokens)
 	c.Existing = existing
 	if err := r.encode(c); err != nil {
 		return err
@@ -291,4 +295,34 @@ func (d *deliverer) run(ctx context.Context) {
 		d.mu.Unlock()
 		d.backlog.done()
 	}
+}
+
+// estimate prices a batch's estimated tokens; nil without a price table.
+func (r *run) estimate(model string, in, out int64) *Estimate {
+	if r.opts.Prices == nil {
+		return nil
+	}
+	c, ok, err := r.opts.Prices.Cost(model, cost.Usage{Input: in, Output: out})
+	if !ok || err != nil {
+		return &Estimate{}
+	}
+	return &Estimate{Pico: c, Known: true}
+}
+
+// spend adds a batch's estimate to the run's total, and refuses it (ErrOverBudget) when the total would pass
+// MaxCost or the model has no price to check it against.
+func (r *run) spend(model string, in, out int64) error {
+	if r.opts.MaxCost <= 0 {
+		return nil
+	}
+	e := r.estimate(model, in, out)
+	if !e.Known {
+		return fmt.Errorf("%w: model %s has no price to check it against (add one with --prices)", ErrOverBudget, model)
+	}
+	total, err := r.spent.Add(e.Pico)
+	if err != nil || total > r.opts.MaxCost {
+		return fmt.Errorf("%w: the estimate reaches $%s, over $%s", ErrOverBudget, total.USD(), r.opts.MaxCost.USD())
+	}
+	r.spent = total
+	return nil
 }

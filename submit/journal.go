@@ -40,6 +40,7 @@ type journal struct {
 	SpoolSHA256 string            `json:"spool_sha256"`
 	Requests    int               `json:"requests"`
 	Tokens      int64             `json:"estimated_tokens,omitempty"`
+	OutTokens   int64             `json:"estimated_output_tokens,omitempty"`
 	Bytes       int64             `json:"bytes"`
 	Model       string            `json:"model"`
 	Endpoint    string            `json:"endpoint"`

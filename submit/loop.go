@@ -139,6 +139,9 @@ func (s *spoolRun) finishBounded(ctx context.Context) error {
 	if err := s.sealedPart(ctx, p); err != nil {
 		return err
 	}
+	if err := s.checkBudget(ctx); err != nil {
+		s.badErrs = append(s.badErrs, err)
+	}
 	if len(s.badErrs) > 0 {
 		for _, p := range s.sealed {
 			_ = os.Remove(p.Path)
@@ -304,7 +307,10 @@ func (s *spoolRun) sealedPart(ctx context.Context, p *spooledPart) error {
 	s.timerC = nil
 	switch {
 	case s.r.opts.DryRun:
-		return s.r.dryRunLine(p)
+		if err := s.r.dryRunLine(p); err != nil {
+			return err
+		}
+		return s.r.spend(p.Model, p.Tokens, p.OutTokens)
 	case s.bounded:
 		s.sealed = append(s.sealed, p)
 		return nil
@@ -327,13 +333,39 @@ func (s *spoolRun) sealedPart(ctx context.Context, p *spooledPart) error {
 		}
 	}
 	j.State, j.SpoolFile, j.SpoolSHA256, j.Requests, j.Bytes, j.Source = StatePending, filepath.Base(p.Path), p.SHA256, p.Requests, p.Bytes, p.Source
-	j.Tokens = p.Tokens
+	j.Tokens, j.OutTokens = p.Tokens, p.OutTokens
 	j.Metadata[MetaSpoolSHA256], j.Metadata[MetaSource] = p.SHA256, p.Source
 	if err := j.save(); err != nil {
 		return err
 	}
 	s.in.add(j)
+	if err := s.r.spend(j.Model, j.Tokens, j.OutTokens); err != nil {
+		return fmt.Errorf("%w; batch file %s stays in the spool for `batchctl submit --resume`", err, j.SpoolFile)
+	}
 	s.dl.push(j)
+	return nil
+}
+
+// checkBudget adds up the estimates of a bounded input's new batch files (not those an earlier run submitted)
+// against MaxCost, before anything is uploaded.
+func (s *spoolRun) checkBudget(ctx context.Context) error {
+	if s.r.opts.MaxCost <= 0 || s.r.opts.DryRun {
+		return nil
+	}
+	for _, p := range s.sealed {
+		if !s.r.opts.Force {
+			prior, err := s.in.lookup(ctx, p.SHA256)
+			if err != nil {
+				return err
+			}
+			if prior != nil {
+				continue
+			}
+		}
+		if err := s.r.spend(p.Model, p.Tokens, p.OutTokens); err != nil {
+			return fmt.Errorf("%w; nothing was uploaded", err)
+		}
+	}
 	return nil
 }
 
@@ -348,7 +380,7 @@ func (s *spoolRun) take(ctx context.Context, c *chunk) error {
 			}
 			continue
 		}
-		s.req = request{line: line, customID: l.customID, model: l.model, inputs: l.inputs, tokens: l.tokens}
+		s.req = request{line: line, customID: l.customID, model: l.model, inputs: l.inputs, tokens: l.tokens, outTokens: l.outTokens}
 		wasEmpty := s.sp.pending() == 0
 		p, err := s.sp.add(l.name, l.num, &s.req)
 		if derr := s.sealedPart(ctx, p); derr != nil {

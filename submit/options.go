@@ -13,6 +13,7 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/batchctl/batchctl/batchapi"
+	"github.com/batchctl/batchctl/cost"
 	"github.com/batchctl/batchctl/jsonl"
 )
 
@@ -69,6 +70,9 @@ type Created struct {
 	Part        int    `json:"part"`
 	// EstimatedTokens is the batch's estimated prompt tokens (EstimateTokens summed), when estimated.
 	EstimatedTokens int64 `json:"estimated_tokens,omitempty"`
+	// EstimatedCostUSD is the batch's estimated cost at Batch API prices (Options.Prices): its estimated prompt tokens
+	// and the bound of its output tokens; null when the model has no price, absent without a price table.
+	EstimatedCostUSD *Estimate `json:"estimated_cost_usd,omitempty"`
 	// Queued is true for a batch handed to the admission queue and not created yet: it has no batch_id, and the
 	// poller creates it when its model's token quota has room (batchctl quota).
 	Queued bool `json:"queued,omitempty"`
@@ -93,6 +97,37 @@ type Queued struct {
 	EstimatedTokens int64
 	Metadata        map[string]string
 }
+
+// Estimate is an estimated amount of money, or unknown (JSON null) when the model has no price.
+type Estimate struct {
+	Pico  cost.Pico
+	Known bool
+}
+
+// MarshalJSON writes the amount in dollars as a JSON number, exactly, or null.
+func (e Estimate) MarshalJSON() ([]byte, error) {
+	if !e.Known {
+		return []byte("null"), nil
+	}
+	return []byte(e.Pico.USD()), nil
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (e *Estimate) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*e = Estimate{}
+		return nil
+	}
+	p, err := cost.ParseUSD(string(b))
+	if err != nil {
+		return err
+	}
+	*e = Estimate{Pico: p, Known: true}
+	return nil
+}
+
+// ErrOverBudget is a run refused because its estimated cost passes Options.MaxCost.
+var ErrOverBudget = errors.New("estimated cost over --max-cost")
 
 // ErrFileGone is what Options.Admit returns when the API no longer knows a queued batch's input file.
 var ErrFileGone = errors.New("the uploaded batch file is gone")
@@ -140,6 +175,11 @@ type Options struct {
 	MaxTokens int64
 	// EstimateTokens estimates every batch's prompt tokens even without MaxTokens, for Created and Admit.
 	EstimateTokens bool
+	// Prices, when set, prices every batch before it is sent (Created.EstimatedCostUSD). MaxCost, when positive,
+	// refuses a run whose estimate passes it: a bounded input before anything is uploaded, a stream at the batch
+	// that would pass it (ErrOverBudget).
+	Prices  *cost.Table
+	MaxCost cost.Pico
 	// FlushInterval, when positive, submits a non-empty partial batch of a stream that has waited that long.
 	FlushInterval time.Duration
 	// FileExpiresAfter and OutputExpiresAfter, when positive, set expires_after on the uploaded batch files and
@@ -256,6 +296,10 @@ func (o *Options) validate() error {
 		return bad("file expiry %s: want %s to %s (0 for the API's default)", o.FileExpiresAfter, MinExpiresAfter, MaxExpiresAfter)
 	case !validExpiry(o.OutputExpiresAfter):
 		return bad("output expiry %s: want %s to %s (0 for the API's default)", o.OutputExpiresAfter, MinExpiresAfter, MaxExpiresAfter)
+	case o.MaxCost < 0:
+		return bad("max cost is negative")
+	case o.MaxCost > 0 && o.Prices == nil:
+		return bad("a cost cap needs a price table")
 	case o.ShutdownTimeout < 0:
 		return bad("shutdown timeout %s is negative", o.ShutdownTimeout)
 	case o.SpoolDir == "":

@@ -24,6 +24,7 @@ type inLine struct {
 	model            string
 	inputs           int
 	tokens           int64
+	outTokens        int64
 	err              error // a *jsonl.RecordError for a bad line
 }
 
@@ -135,6 +136,7 @@ func (r *run) readInput(in Input, b *builder, req *request, rdr *reader) bool {
 				l.err = &jsonl.RecordError{Source: in.Name, Line: l.num, Reason: berr.Error()}
 			} else {
 				line, l.customID, l.model, l.inputs, l.tokens = req.line, req.customID, req.model, req.inputs, req.tokens
+				l.outTokens = req.outTokens
 			}
 		}
 		keepRaw := r.opts.SkipInvalid && l.err == nil

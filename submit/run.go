@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/batchctl/batchctl/batchapi"
+	"github.com/batchctl/batchctl/cost"
 	"github.com/batchctl/batchctl/jsonl"
 )
 
@@ -29,6 +30,7 @@ type run struct {
 	api     *batchapi.Client
 	// runID is this run's random ID, in every batch's metadata (MetaRun): consumers keep a run's batches together.
 	runID string
+	spent cost.Pico // the estimates of the batches this run sent, against MaxCost
 }
 
 // Run submits the records of opts.Inputs, after finishing the unfinished intents found in opts.SpoolDir. It

@@ -17,14 +17,15 @@ import (
 
 // spooledPart is a sealed batch file on disk.
 type spooledPart struct {
-	Tokens   int64 // estimated prompt tokens, when estimated
-	Part     int
-	Path     string
-	SHA256   string
-	Requests int
-	Bytes    int64
-	Model    string
-	Source   string
+	Tokens    int64 // estimated prompt tokens, when estimated
+	OutTokens int64 // the bound of the output tokens, when estimated
+	Part      int
+	Path      string
+	SHA256    string
+	Requests  int
+	Bytes     int64
+	Model     string
+	Source    string
 }
 
 // spooler writes request lines into batch files, cutting a new one before a line would pass a limit, and checks
@@ -51,6 +52,7 @@ type spooler struct {
 	bytes     int64
 	inputs    int
 	tokens    int64
+	outTokens int64
 	model     string
 	modelLine string // where the batch's model first appeared
 	ids       map[string]int
@@ -106,6 +108,7 @@ func (s *spooler) add(name string, num int, req *request) (sealed *spooledPart, 
 	s.bytes += size
 	s.inputs += req.inputs
 	s.tokens += req.tokens
+	s.outTokens += req.outTokens
 	if _, err := s.w.Write(req.line); err != nil {
 		return sealed, fmt.Errorf("write spool file %s: %w", s.tmp, err)
 	}
@@ -191,7 +194,7 @@ func (s *spooler) seal() (*spooledPart, error) {
 	}
 	sum := hex.EncodeToString(s.h.Sum(nil))
 	p := &spooledPart{
-		Part: s.next, SHA256: sum, Requests: s.requests, Bytes: s.bytes, Model: s.model, Tokens: s.tokens,
+		Part: s.next, SHA256: sum, Requests: s.requests, Bytes: s.bytes, Model: s.model, Tokens: s.tokens, OutTokens: s.outTokens,
 		Source: batchapi.Truncate(strings.Join(s.sources, ","), MaxMetadataValueLen),
 		Path:   filepath.Join(s.dir, sealedName(s.next, sum)),
 	}
@@ -204,7 +207,7 @@ func (s *spooler) seal() (*spooledPart, error) {
 		}
 	}
 	s.next++
-	s.requests, s.bytes, s.inputs, s.tokens, s.model, s.sources = 0, 0, 0, 0, "", s.sources[:0]
+	s.requests, s.bytes, s.inputs, s.tokens, s.outTokens, s.model, s.sources = 0, 0, 0, 0, 0, "", s.sources[:0]
 	clear(s.ids)
 	return p, nil
 }

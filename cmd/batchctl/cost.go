@@ -109,6 +109,8 @@ type costLine struct {
 	CostUSD         *json.Number `json:"cost_usd"`
 	SyncCostUSD     *json.Number `json:"sync_cost_usd"`
 	UnpricedBatches int64        `json:"unpriced_batches"`
+	// EstimateRatio is the real cost over submit's estimate (estimated_cost_usd), over the batches that have both.
+	EstimateRatio *float64 `json:"estimate_ratio"`
 }
 
 // MarshalJSON puts the group's key first, under its name: model, source, day or batch_id.
@@ -137,7 +139,7 @@ func costLines(by store.CostBy, groups []store.CostGroup) ([]costLine, error) {
 	out := make([]costLine, 0, len(groups))
 	for _, g := range groups {
 		l := costLine{key: g.Key, keyName: keyName, Batches: g.Batches, Requests: g.Requests, InputTokens: g.InputTokens,
-			CachedTokens: g.CachedTokens, OutputTokens: g.OutputTokens, UnpricedBatches: g.Unpriced}
+			CachedTokens: g.CachedTokens, OutputTokens: g.OutputTokens, UnpricedBatches: g.Unpriced, EstimateRatio: g.EstimateRatio}
 		if g.CostUSD != nil {
 			p, err := cost.ParseUSD(*g.CostUSD)
 			if err != nil {
@@ -157,7 +159,7 @@ func costLines(by store.CostBy, groups []store.CostGroup) ([]costLine, error) {
 
 func writeCostTable(w io.Writer, by store.CostBy, lines []costLine) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "%s\tBATCHES\tREQUESTS\tINPUT\tCACHED\tOUTPUT\tCOST (USD)\tSYNC COST (USD)\t\n", map[store.CostBy]string{
+	fmt.Fprintf(tw, "%s\tBATCHES\tREQUESTS\tINPUT\tCACHED\tOUTPUT\tCOST (USD)\tSYNC COST (USD)\tCOST/ESTIMATE\t\n", map[store.CostBy]string{
 		store.CostByModel: "MODEL", store.CostBySource: "SOURCE", store.CostByDay: "DAY", store.CostByBatch: "BATCH"}[by])
 	var total costLine
 	var spent, spentSync costTotal
@@ -166,8 +168,12 @@ func writeCostTable(w io.Writer, by store.CostBy, lines []costLine) error {
 		if key == "" {
 			key = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", key, l.Batches, l.Requests, l.InputTokens, l.CachedTokens,
-			l.OutputTokens, numberCell(l.CostUSD), numberCell(l.SyncCostUSD))
+		ratio := "-"
+		if l.EstimateRatio != nil {
+			ratio = fmt.Sprintf("%.2f", *l.EstimateRatio)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t\n", key, l.Batches, l.Requests, l.InputTokens, l.CachedTokens,
+			l.OutputTokens, numberCell(l.CostUSD), numberCell(l.SyncCostUSD), ratio)
 		total.Batches += l.Batches
 		total.Requests += l.Requests
 		total.InputTokens += l.InputTokens
@@ -176,7 +182,7 @@ func writeCostTable(w io.Writer, by store.CostBy, lines []costLine) error {
 		spent.addNumber(l.CostUSD)
 		spentSync.addNumber(l.SyncCostUSD)
 	}
-	fmt.Fprintf(tw, "TOTAL\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", total.Batches, total.Requests, total.InputTokens,
+	fmt.Fprintf(tw, "TOTAL\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\t\n", total.Batches, total.Requests, total.InputTokens,
 		total.CachedTokens, total.OutputTokens, spent.cell(), spentSync.cell())
 	return tw.Flush()
 }

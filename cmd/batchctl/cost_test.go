@@ -67,6 +67,12 @@ func TestCostByModel(t *testing.T) {
 	require.Equal(t, want.USD(), got[0].CostUSD.String())
 	require.Equal(t, (2 * want).USD(), got[0].SyncCostUSD.String())
 	require.Zero(t, got[0].UnpricedBatches)
+	// submit estimated each batch before sending it (output bounded by max_tokens or 1 024 a request): the ratio of
+	// the real cost to the estimate is reported, below 1 since the estimate bounds the output.
+	ratio, ok := raw[0]["estimate_ratio"].(float64)
+	require.True(t, ok, "estimate_ratio: %v", raw[0]["estimate_ratio"])
+	require.Greater(t, ratio, 0.0)
+	require.Less(t, ratio, 1.0)
 
 	require.Equal(t, "mystery-model", raw[1]["model"])
 	require.Nil(t, raw[1]["cost_usd"], "no price: null, never 0")
@@ -78,9 +84,9 @@ func TestCostByModel(t *testing.T) {
 	require.Equal(t, exitOK, r.code, r.stderr)
 	table := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	require.Len(t, table, 4, r.stdout)
-	require.Regexp(t, `MODEL\s+BATCHES\s+REQUESTS\s+INPUT\s+CACHED\s+OUTPUT\s+COST \(USD\)\s+SYNC COST \(USD\)`, table[0])
-	require.Regexp(t, `^\s*gpt-4o-mini\s+2\s+15\s.*\s0\.\d{6}\s+0\.\d{6}$`, table[1])
-	require.Regexp(t, `^\s*mystery-model\s+1\s+4\s.*\s-\s+-$`, table[2])
+	require.Regexp(t, `MODEL\s+BATCHES\s+REQUESTS\s+INPUT\s+CACHED\s+OUTPUT\s+COST \(USD\)\s+SYNC COST \(USD\)\s+COST/ESTIMATE`, table[0])
+	require.Regexp(t, `^\s*gpt-4o-mini\s+2\s+15\s.*\s0\.\d{6}\s+0\.\d{6}\s+0\.\d\d$`, table[1])
+	require.Regexp(t, `^\s*mystery-model\s+1\s+4\s.*\s-\s+-\s+-$`, table[2])
 	require.Regexp(t, `^\s*TOTAL\s+3\s+19\s.*\s0\.\d{6}\+\?\s+0\.\d{6}\+\?$`, table[3])
 
 	r = runCLI(t, "", e.env, "status")

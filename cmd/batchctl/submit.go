@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/batchctl/batchctl/batchapi"
+	"github.com/batchctl/batchctl/cost"
 	"github.com/batchctl/batchctl/jsonl"
 	"github.com/batchctl/batchctl/submit"
 )
@@ -27,6 +28,8 @@ type submitOptions struct {
 	global  *globalOptions
 	streams *IOStreams
 	api     *apiOptions
+	prices  *pricesOptions
+	maxCost string
 
 	files        []string
 	templateFile string
@@ -78,6 +81,8 @@ the existing batches, marked "existing") unless --force.`,
 		},
 	}
 	opts.api = addAPIFlags(cmd, g)
+	opts.prices = addPricesFlag(cmd, g)
+	cmd.Flags().StringVar(&opts.maxCost, "max-cost", "", "refuse a run whose estimated cost in USD passes this (a file: before anything is uploaded; a stream: at the batch that would pass it)")
 	s := &opts.sub
 	f := cmd.Flags()
 	f.StringVar(&s.Format, "format", submit.FormatJSONL, "input format: jsonl (one JSON object a line) or text (one user message a line)")
@@ -159,6 +164,16 @@ func runSubmit(ctx context.Context, opts *submitOptions) error {
 		}
 		s.Template, s.TemplateName = string(b), filepath.Base(opts.templateFile)
 	}
+	prices, err := opts.prices.table()
+	if err != nil {
+		return err
+	}
+	s.Prices = prices
+	if opts.maxCost != "" {
+		if s.MaxCost, err = cost.ParseUSD(opts.maxCost); err != nil || s.MaxCost <= 0 {
+			return usageError{fmt.Errorf("--max-cost %q: want a positive amount in USD, such as 25 or 0.50", opts.maxCost)}
+		}
+	}
 	if opts.rejectsFile != "" && !s.SkipInvalid {
 		return usageError{errors.New("--rejects takes the records --skip-invalid skips: add --skip-invalid, or drop --rejects")}
 	}
@@ -199,7 +214,7 @@ func runSubmit(ctx context.Context, opts *submitOptions) error {
 	}
 	s.Progress = new(submit.Progress)
 	stop := startProgress(opts.streams.ErrOut, opts.progress, s.Progress)
-	err := submit.Run(ctx, s)
+	err = submit.Run(ctx, s)
 	stop()
 	switch {
 	case err == nil:
@@ -207,7 +222,7 @@ func runSubmit(ctx context.Context, opts *submitOptions) error {
 	case errors.Is(err, submit.ErrInvalidOptions):
 		return usageError{err}
 	default:
-		if _, ok := jsonl.AsRecordError(err); ok {
+		if _, ok := jsonl.AsRecordError(err); ok || errors.Is(err, submit.ErrOverBudget) {
 			return inputError{err}
 		}
 		return err

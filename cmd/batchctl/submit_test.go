@@ -231,3 +231,26 @@ func TestIntentsListAndAbandon(t *testing.T) {
 	res = runCLI(t, "", env, "intents", "abandon", "no-such-intent")
 	require.Equal(t, exitUsage, res.code)
 }
+
+// Each submit line carries the estimated cost; --max-cost refuses a file whose estimate passes it, with exit 3 and
+// nothing uploaded.
+func TestSubmitEstimatesCostAndCapsIt(t *testing.T) {
+	t.Parallel()
+	srv, env := submitEnv(t)
+	in := filepath.Join(t.TempDir(), "in.jsonl")
+	require.NoError(t, os.WriteFile(in, []byte(`{"text":"a"}`+"\n"+`{"text":"b"}`+"\n"), 0o600))
+	res := runCLI(t, "", env, "submit", "--model", "gpt-4o-mini", "--max-cost", "0.000000001", in)
+	require.Equal(t, exitInput, res.code, res.stderr)
+	require.Contains(t, res.stderr, "--max-cost")
+	require.Zero(t, srv.Stats().FileUploads)
+
+	res = runCLI(t, "", env, "submit", "--model", "gpt-4o-mini", "--max-cost", "1", "--dry-run", in)
+	require.Equal(t, exitOK, res.code, res.stderr)
+	var c submit.Created
+	require.NoError(t, json.Unmarshal([]byte(res.stdout), &c))
+	require.NotNil(t, c.EstimatedCostUSD)
+	require.Positive(t, c.EstimatedCostUSD.Pico)
+
+	res = runCLI(t, "", env, "submit", "--model", "gpt-4o-mini", "--max-cost", "lots", in)
+	require.Equal(t, exitUsage, res.code)
+}

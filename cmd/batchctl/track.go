@@ -172,5 +172,9 @@ func batchFromCreated(c submit.Created) store.Batch {
 	if c.EstimatedTokens > 0 {
 		b.EstimatedTokens = &c.EstimatedTokens
 	}
+	if c.EstimatedCostUSD != nil && c.EstimatedCostUSD.Known {
+		usd := c.EstimatedCostUSD.Pico.USD()
+		b.EstimatedCostUSD = &usd
+	}
 	return b
 }

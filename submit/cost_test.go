@@ -1,0 +1,92 @@
+package submit_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/batchctl/batchctl/cost"
+	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/submit"
+)
+
+// Every line carries estimated_cost_usd: the estimated prompt tokens at the input price plus the bound of the output
+// tokens (max_tokens, else DefaultOutputTokens) at the output price; null for a model without a price.
+func TestEstimatedCost(t *testing.T) {
+	t.Parallel()
+	_, client := newEmulator(t, openaitest.Options{})
+	table := cost.Default()
+	price, ok := table.Lookup("gpt-4o-mini")
+	require.True(t, ok)
+	line := func(id, model string, maxTokens string) string {
+		return fmt.Sprintf(`{"custom_id":%q,"method":"POST","url":"/v1/chat/completions","body":{"model":%q,"messages":[{"role":"user","content":"hello there"}]%s}}`, id, model, maxTokens)
+	}
+	body := func(l string) []byte { return []byte(l[strings.Index(l, `"body":`)+7 : len(l)-1]) }
+
+	for _, dry := range []bool{true, false} {
+		var out bytes.Buffer
+		opts := baseOptions(t, client, &out)
+		opts.Prices, opts.DryRun = table, dry
+		if dry {
+			opts.Client = nil
+		}
+		a, b := line("a", "gpt-4o-mini", `,"max_tokens":5`), line("b", "gpt-4o-mini", "")
+		opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", a, b)}
+		require.NoError(t, submit.Run(t.Context(), opts))
+		cs := decodeCreated(t, out.String())
+		require.Len(t, cs, 1)
+		in := submit.EstimateTokens(body(a)) + submit.EstimateTokens(body(b))
+		want, err := price.Cost(cost.Usage{Input: in, Output: 5 + submit.DefaultOutputTokens})
+		require.NoError(t, err)
+		require.NotNil(t, cs[0].EstimatedCostUSD)
+		require.True(t, cs[0].EstimatedCostUSD.Known)
+		require.Equal(t, want, cs[0].EstimatedCostUSD.Pico, "dry run %v", dry)
+		require.Contains(t, out.String(), `"estimated_cost_usd":`+want.USD())
+	}
+
+	var out bytes.Buffer
+	opts := baseOptions(t, client, &out)
+	opts.Prices = table
+	opts.Inputs = []submit.Input{writeInput(t, "unknown.jsonl", line("c", "no-such-model", ""))}
+	require.NoError(t, submit.Run(t.Context(), opts))
+	require.Contains(t, out.String(), `"estimated_cost_usd":null`)
+	var c submit.Created
+	require.NoError(t, json.Unmarshal(out.Bytes(), &c))
+	require.Nil(t, c.EstimatedCostUSD, "null reads back as no estimate")
+}
+
+// --max-cost refuses a file whose estimate passes it before anything is uploaded; a cap above it lets it through;
+// a stream sends batches until the one that would pass it.
+func TestMaxCost(t *testing.T) {
+	t.Parallel()
+	srv, client := newEmulator(t, openaitest.Options{})
+	var out bytes.Buffer
+	opts := baseOptions(t, client, &out)
+	opts.Prices = cost.Default()
+	opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", records(10)...)}
+	opts.MaxRequests = 5
+	opts.MaxCost = 1 // a pico-dollar
+	err := submit.Run(t.Context(), opts)
+	require.ErrorIs(t, err, submit.ErrOverBudget)
+	require.Contains(t, err.Error(), "nothing was uploaded")
+	require.Zero(t, srv.Stats().FileUploads)
+
+	opts.MaxCost = 1_000_000_000_000 // a dollar
+	require.NoError(t, submit.Run(t.Context(), opts))
+	require.Len(t, srv.Batches(), 2)
+
+	// A stream: the first batch fits, the second would pass the cap.
+	stream := baseOptions(t, client, &out)
+	stream.Prices, stream.MaxRequests = cost.Default(), 5
+	one := decodeCreated(t, out.String())[0].EstimatedCostUSD.Pico
+	stream.MaxCost = one + one/2
+	stream.Inputs = []submit.Input{{Name: "stdin", Reader: strings.NewReader(strings.Join(records(10), "\n") + "\n")}}
+	err = submit.Run(t.Context(), stream)
+	require.ErrorIs(t, err, submit.ErrOverBudget)
+	require.Contains(t, err.Error(), "--resume")
+	require.Len(t, srv.Batches(), 3)
+}
