@@ -1,6 +1,7 @@
 package openaitest
 
 import (
+	"cmp"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -97,6 +98,27 @@ type requestBody struct {
 	Prompt       json.RawMessage `json:"prompt"`
 	Input        json.RawMessage `json:"input"`
 	Instructions json.RawMessage `json:"instructions"`
+	// The output limits: max_completion_tokens or max_tokens (chat), max_tokens (completions), max_output_tokens
+	// (responses). An answer never passes its limit: it is cut, as the API cuts it ("length", "incomplete").
+	MaxTokens           int64 `json:"max_tokens"`
+	MaxCompletionTokens int64 `json:"max_completion_tokens"`
+	MaxOutputTokens     int64 `json:"max_output_tokens"`
+}
+
+// limit is the request's output limit, 0 for none.
+func (b requestBody) limit() int64 {
+	return max(0, cmp.Or(b.MaxCompletionTokens, b.MaxTokens, b.MaxOutputTokens))
+}
+
+// limitText cuts an answer to the output limit (in the emulator's count, ⌈bytes/4⌉ tokens): the text, its tokens,
+// and whether it was cut.
+func limitText(text string, limit int64) (string, int64, bool) {
+	out := max(EstimateTokens(text), 1)
+	if limit <= 0 || out <= limit {
+		return text, out, false
+	}
+	cut := strings.ToValidUTF8(text[:min(int64(len(text)), limit*4)], "")
+	return cut, max(EstimateTokens(cut), 1), true
 }
 
 type chatMessage struct {
@@ -158,15 +180,18 @@ func makeAnswer(endpoint string, raw json.RawMessage, created int64, key string,
 	}
 	switch endpoint {
 	case "/v1/chat/completions":
-		text := AnswerText(answered)
-		out := max(EstimateTokens(text), 1)
+		text, out, cut := limitText(AnswerText(answered), body.limit())
+		finish := "stop"
+		if cut {
+			finish = "length"
+		}
 		return answer{InputTokens: in, CachedTokens: cached, OutputTokens: out, Body: map[string]any{
 			"id": fakeID("chatcmpl-", key), "object": "chat.completion", "created": created, "model": body.Model,
 			"choices": []any{map[string]any{
 				"index":         0,
 				"message":       map[string]any{"role": "assistant", "content": text, "refusal": nil, "annotations": []any{}},
 				"logprobs":      nil,
-				"finish_reason": "stop",
+				"finish_reason": finish,
 			}},
 			"usage": map[string]any{
 				"prompt_tokens": in, "completion_tokens": out, "total_tokens": in + out,
@@ -178,21 +203,27 @@ func makeAnswer(endpoint string, raw json.RawMessage, created int64, key string,
 			"service_tier": "default", "system_fingerprint": "fp_emulator",
 		}}
 	case "/v1/completions":
-		text := AnswerText(answered)
-		out := max(EstimateTokens(text), 1)
+		text, out, cut := limitText(AnswerText(answered), body.limit())
+		finish := "stop"
+		if cut {
+			finish = "length"
+		}
 		return answer{InputTokens: in, OutputTokens: out, Body: map[string]any{
 			"id": fakeID("cmpl-", key), "object": "text_completion", "created": created, "model": body.Model,
-			"choices": []any{map[string]any{"text": text, "index": 0, "logprobs": nil, "finish_reason": "stop"}},
+			"choices": []any{map[string]any{"text": text, "index": 0, "logprobs": nil, "finish_reason": finish}},
 			"usage":   map[string]any{"prompt_tokens": in, "completion_tokens": out, "total_tokens": in + out},
 		}}
 	case "/v1/responses":
-		text := AnswerText(answered)
-		out := max(EstimateTokens(text), 1)
+		text, out, cut := limitText(AnswerText(answered), body.limit())
+		status, incomplete := "completed", any(nil)
+		if cut {
+			status, incomplete = "incomplete", map[string]any{"reason": "max_output_tokens"}
+		}
 		return answer{InputTokens: in, CachedTokens: cached, OutputTokens: out, Body: map[string]any{
-			"id": fakeID("resp_", key), "object": "response", "created_at": created, "status": "completed",
-			"model": body.Model, "error": nil, "incomplete_details": nil, "instructions": nil,
+			"id": fakeID("resp_", key), "object": "response", "created_at": created, "status": status,
+			"model": body.Model, "error": nil, "incomplete_details": incomplete, "instructions": nil,
 			"output": []any{map[string]any{
-				"type": "message", "id": fakeID("msg_", key), "status": "completed", "role": "assistant",
+				"type": "message", "id": fakeID("msg_", key), "status": status, "role": "assistant",
 				"content": []any{map[string]any{"type": "output_text", "text": text, "annotations": []any{}}},
 			}},
 			"parallel_tool_calls": true, "tool_choice": "auto", "tools": []any{},

@@ -2,6 +2,7 @@ package openaitest_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -122,4 +123,39 @@ func TestContentHonoursRange(t *testing.T) {
 		})
 	}
 	require.Equal(t, 2, e.srv.Stats().RangeDownloads)
+}
+
+// An answer never passes the request's output limit: it is cut, with finish_reason "length" (chat, completions) or
+// status "incomplete" (responses), and its usage counts only what was sent.
+func TestAnswersKeepToTheOutputLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openaitest.Options{})
+	lines := `{"custom_id":"chat","method":"POST","url":"/v1/chat/completions","body":{"model":"m","max_tokens":2,"messages":[{"role":"user","content":"a review that is long enough to answer at length"}]}}
+{"custom_id":"free","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"a review that is long enough to answer at length"}]}}
+`
+	b := e.submit(t, []byte(lines))
+	b = e.wait(t, b.ID, openai.BatchStatusCompleted)
+	got := map[string]struct {
+		finish string
+		out    float64
+	}{}
+	for _, l := range e.download(t, b.OutputFileID) {
+		var body struct {
+			Choices []struct {
+				FinishReason string `json:"finish_reason"`
+			} `json:"choices"`
+			Usage struct {
+				CompletionTokens float64 `json:"completion_tokens"`
+			} `json:"usage"`
+		}
+		require.NoError(t, json.Unmarshal(l.Response.Body, &body))
+		got[l.CustomID] = struct {
+			finish string
+			out    float64
+		}{body.Choices[0].FinishReason, body.Usage.CompletionTokens}
+	}
+	require.Equal(t, "length", got["chat"].finish)
+	require.EqualValues(t, 2, got["chat"].out)
+	require.Equal(t, "stop", got["free"].finish)
+	require.Greater(t, got["free"].out, 2.0)
 }

@@ -231,7 +231,8 @@ func TestResultsInputOrderKeepsRunsApart(t *testing.T) {
 
 func TestCancelThenPartialLoad(t *testing.T) {
 	t.Parallel()
-	e := newDownstreamEnv(t, openaitest.Options{PhaseDelay: 400 * time.Millisecond})
+	// A phase long enough that the cancel lands in in_progress on a loaded machine.
+	e := newDownstreamEnv(t, openaitest.Options{PhaseDelay: 1500 * time.Millisecond})
 	_, batchID := e.createBatch(t, "c", 40, 0)
 	require.Eventually(t, func() bool {
 		rec, _ := e.emu.Batch(batchID)
