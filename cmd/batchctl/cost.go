@@ -56,8 +56,8 @@ A batch loaded without any usage (nothing answered) costs 0.`,
 }
 
 func runCost(ctx context.Context, opts *costOptions) error {
-	if opts.output != "table" && opts.output != "json" {
-		return usageError{fmt.Errorf("--output %q: want table or json", opts.output)}
+	if err := checkOutput(opts.output); err != nil {
+		return err
 	}
 	by := store.CostBy(opts.by)
 	switch by {

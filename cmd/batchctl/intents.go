@@ -65,8 +65,8 @@ create whose answer was lost): abandoning it accepts the risk of a second batch.
 }
 
 func runIntents(_ context.Context, opts *intentsOptions) error {
-	if opts.output != "table" && opts.output != "json" {
-		return usageError{fmt.Errorf("--output %q: want table or json", opts.output)}
+	if err := checkOutput(opts.output); err != nil {
+		return err
 	}
 	infos, err := submit.ListIntents(opts.spoolDir, opts.all)
 	if err != nil {

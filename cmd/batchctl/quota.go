@@ -90,8 +90,8 @@ order, without a limit.`,
 }
 
 func runQuota(ctx context.Context, opts *quotaOptions) error {
-	if opts.output != "table" && opts.output != "json" {
-		return usageError{fmt.Errorf("--output %q: want table or json", opts.output)}
+	if err := checkOutput(opts.output); err != nil {
+		return err
 	}
 	s, err := opts.global.openStore(ctx)
 	if err != nil {

@@ -151,3 +151,11 @@ func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
 
 // noArgs is cobra.NoArgs reported as a usage error.
 var noArgs = usageArgs(cobra.NoArgs)
+
+// checkOutput refuses an --output other than the table and JSON every listing command prints.
+func checkOutput(output string) error {
+	if output != "table" && output != "json" {
+		return usageError{fmt.Errorf("--output %q: want table or json", output)}
+	}
+	return nil
+}

@@ -55,8 +55,8 @@ and ends in "+?" when a loaded batch's cost is unknown. --output json gives cost
 }
 
 func runStatus(ctx context.Context, opts *statusOptions) error {
-	if opts.output != "table" && opts.output != "json" {
-		return usageError{fmt.Errorf("--output %q: want table or json", opts.output)}
+	if err := checkOutput(opts.output); err != nil {
+		return err
 	}
 	s, err := opts.global.openStore(ctx)
 	if err != nil {
