@@ -2,8 +2,8 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"hash/fnv"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -71,29 +71,22 @@ func (s *Store) ResubmitCandidates(ctx context.Context, maxAttempts int) ([]stri
 
 // LockResubmit takes a session advisory lock on the resubmission of batchID, so that only one process (a daemon's
 // job or the resubmit command) works on it; the lock dies with the session if the process does. ok is false when
-// another holds it.
+// another holds it. The session is a connection of its own, outside the pool: a resubmission holding a pooled
+// connection for its whole run while it needs others starved the pool once as many ran at once as it had
+// connections.
 func (s *Store) LockResubmit(ctx context.Context, batchID string) (unlock func(), ok bool, err error) {
-	conn, err := s.pool.Acquire(ctx)
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
 	if err != nil {
-		return nil, false, translate("acquire connection", err)
+		return nil, false, fmt.Errorf("connect for the resubmission lock of %s: %w", batchID, err)
 	}
 	h := fnv.New64a()
 	h.Write([]byte("batchctl resubmit " + s.schema + "." + batchID))
-	key := int64(h.Sum64())
-	if err := conn.QueryRow(ctx, `select pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil || !ok {
-		conn.Release()
+	if err := conn.QueryRow(ctx, `select pg_try_advisory_lock($1)`, int64(h.Sum64())).Scan(&ok); err != nil || !ok {
+		_ = conn.Close(context.Background())
 		return nil, false, translate("lock resubmission of "+batchID, err)
 	}
-	return func() {
-		// Unlock on a fresh context: the caller's may be cancelled. If unlocking fails, closing the session is
-		// what frees the lock.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := conn.Exec(ctx, `select pg_advisory_unlock($1)`, key); err != nil {
-			_ = conn.Conn().Close(ctx)
-		}
-		conn.Release()
-	}, true, nil
+	// Closing the session releases the lock, whatever state the caller's context is in.
+	return func() { _ = conn.Close(context.Background()) }, true, nil
 }
 
 // RecordResubmission tracks child (its row and poll job) and marks parentID resubmitted as it, in one transaction.

@@ -18,6 +18,10 @@ import (
 // ConnectTimeout bounds the first connection made by Open.
 const ConnectTimeout = 10 * time.Second
 
+// DefaultMaxConns is the pool size of Open when the URL sets no pool_max_conns: connections are opened as needed,
+// up to this many.
+const DefaultMaxConns = 16
+
 // Errors callers check with errors.Is.
 var (
 	// ErrNotFound: no row for the given key.
@@ -48,6 +52,11 @@ func Open(ctx context.Context, databaseURL, schema string) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("invalid database URL: %s", redact(err.Error(), databaseURL))
+	}
+	if !strings.Contains(databaseURL, "pool_max_conns") {
+		// pgx's default (the larger of 4 and the CPUs) is smaller than a poller's workers plus River's own
+		// producer, completer and elector: they would queue for connections under load.
+		cfg.MaxConns = max(cfg.MaxConns, DefaultMaxConns)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
