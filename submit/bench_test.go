@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/batchctl/batchctl/cost"
 	"github.com/batchctl/batchctl/submit"
 )
 
@@ -38,12 +39,20 @@ func BenchmarkSpoolDryRun(b *testing.B) {
 	benchmarkSpool(b, "", 100_000)
 }
 
+// BenchmarkSpoolDryRunPriced is BenchmarkSpoolDryRun with the price table batchctl submit always sets: every
+// request's tokens are estimated and its output bounded, for estimated_cost_usd.
+func BenchmarkSpoolDryRunPriced(b *testing.B) {
+	benchmarkSpoolPriced(b, "", 100_000, cost.Default())
+}
+
 // BenchmarkSpoolBuiltin measures the built-in chat form built from data records.
 func BenchmarkSpoolBuiltin(b *testing.B) {
 	benchmarkSpool(b, "gpt-4o-mini", 20_000)
 }
 
-func benchmarkSpool(b *testing.B, model string, n int) {
+func benchmarkSpool(b *testing.B, model string, n int) { benchmarkSpoolPriced(b, model, n, nil) }
+
+func benchmarkSpoolPriced(b *testing.B, model string, n int, prices *cost.Table) {
 	dir := b.TempDir()
 	in := filepath.Join(dir, "in.jsonl")
 	var size int64
@@ -64,7 +73,7 @@ func benchmarkSpool(b *testing.B, model string, n int) {
 	b.ReportAllocs()
 	for b.Loop() {
 		err := submit.Run(b.Context(), submit.Options{
-			Inputs: []submit.Input{{Name: "in.jsonl", Path: in}}, Model: model, DryRun: true,
+			Inputs: []submit.Input{{Name: "in.jsonl", Path: in}}, Model: model, DryRun: true, Prices: prices,
 			SpoolDir: filepath.Join(dir, "spool"), Out: io.Discard, Logger: slog.New(slog.DiscardHandler),
 		})
 		if err != nil {
