@@ -326,3 +326,16 @@ func (r *run) spend(model string, in, out int64) error {
 	r.spent = total
 	return nil
 }
+
+// fitsQuota refuses (ErrOverQuota) a batch file whose estimated tokens pass its model's quota.
+func (r *run) fitsQuota(ctx context.Context, model string, part int, tokens int64) error {
+	if r.opts.Quota == nil || r.opts.DryRun {
+		return nil
+	}
+	q, err := r.opts.Quota(ctx, model)
+	if err != nil || q <= 0 || tokens <= q {
+		return err
+	}
+	return fmt.Errorf("%w: part %d holds about %d prompt tokens (estimated), over %s's quota of %d, so it could never be admitted: cut batches with --max-tokens %d or less",
+		ErrOverQuota, part, tokens, model, q, q)
+}

@@ -139,6 +139,12 @@ func (s *spoolRun) finishBounded(ctx context.Context) error {
 	if err := s.sealedPart(ctx, p); err != nil {
 		return err
 	}
+	for _, p := range s.sealed {
+		if err := s.r.fitsQuota(ctx, p.Model, p.Part, p.Tokens); err != nil {
+			s.badErrs = append(s.badErrs, fmt.Errorf("%w; nothing was uploaded", err))
+			break
+		}
+	}
 	if err := s.checkBudget(ctx); err != nil {
 		s.badErrs = append(s.badErrs, err)
 	}
@@ -339,6 +345,9 @@ func (s *spoolRun) sealedPart(ctx context.Context, p *spooledPart) error {
 		return err
 	}
 	s.in.add(j)
+	if err := s.r.fitsQuota(ctx, j.Model, j.Part, j.Tokens); err != nil {
+		return fmt.Errorf("%w; batch file %s stays in the spool", err, j.SpoolFile)
+	}
 	if err := s.r.spend(j.Model, j.Tokens, j.OutTokens); err != nil {
 		return fmt.Errorf("%w; batch file %s stays in the spool for `batchctl submit --resume`", err, j.SpoolFile)
 	}

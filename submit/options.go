@@ -126,6 +126,9 @@ func (e *Estimate) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// ErrOverQuota is a batch file refused because its estimated tokens pass its model's quota (Options.Quota).
+var ErrOverQuota = errors.New("batch over its model's token quota")
+
 // ErrOverBudget is a run refused because its estimated cost passes Options.MaxCost.
 var ErrOverBudget = errors.New("estimated cost over --max-cost")
 
@@ -175,6 +178,9 @@ type Options struct {
 	MaxTokens int64
 	// EstimateTokens estimates every batch's prompt tokens even without MaxTokens, for Created and Admit.
 	EstimateTokens bool
+	// Quota, when set, is a model's enqueued-token quota (0: none): a batch file whose estimated tokens pass it could
+	// never be admitted, and is refused before upload (ErrOverQuota). Called from the run's goroutine only.
+	Quota func(ctx context.Context, model string) (int64, error)
 	// Prices, when set, prices every batch before it is sent (Created.EstimatedCostUSD). MaxCost, when positive,
 	// refuses a run whose estimate passes it: a bounded input before anything is uploaded, a stream at the batch
 	// that would pass it (ErrOverBudget).

@@ -222,7 +222,7 @@ func runSubmit(ctx context.Context, opts *submitOptions) error {
 	case errors.Is(err, submit.ErrInvalidOptions):
 		return usageError{err}
 	default:
-		if _, ok := jsonl.AsRecordError(err); ok || errors.Is(err, submit.ErrOverBudget) {
+		if _, ok := jsonl.AsRecordError(err); ok || errors.Is(err, submit.ErrOverBudget) || errors.Is(err, submit.ErrOverQuota) {
 			return inputError{err}
 		}
 		return err

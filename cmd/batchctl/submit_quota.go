@@ -23,13 +23,23 @@ func quotaAdmission(ctx context.Context, s *submit.Options, st *store.Store, log
 		if err != nil {
 			return err
 		}
-		switch {
-		case ok && s.MaxTokens > limit:
+		if ok && s.MaxTokens > limit {
 			return usageError{fmt.Errorf("--max-tokens %d is over %s's token quota of %d: a batch that large could never be admitted; use --max-tokens %d or less",
 				s.MaxTokens, s.Model, limit, limit)}
-		case ok && s.MaxTokens == 0:
-			s.MaxTokens = limit // every batch fits the quota alone
 		}
+	}
+	// A batch file larger than its model's quota is refused before upload. The quota does not cut the batches
+	// itself: the cut shapes the run directory's files, and a re-run after a quota is set must find them again.
+	quotas := map[string]int64{}
+	s.Quota = func(ctx context.Context, model string) (int64, error) {
+		if q, ok := quotas[model]; ok {
+			return q, nil
+		}
+		q, _, err := st.Quota(ctx, model)
+		if err == nil {
+			quotas[model] = q
+		}
+		return q, err
 	}
 	api := &batchapi.Client{API: s.Client, Logger: log, ReconcileSettle: s.ReconcileSettle,
 		RetryInitial: s.RetryInitial, RetryMaxElapsed: s.RetryMaxElapsed}

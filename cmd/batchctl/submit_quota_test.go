@@ -61,6 +61,17 @@ func TestSubmitWithQuotaRunsUnattended(t *testing.T) {
 	require.Equal(t, batches*per, rows)
 	require.Equal(t, batches*per, distinct)
 
+	// A batch file over the quota is refused before upload, naming the fix; cut with --max-tokens, it goes.
+	uploads := e.emu.Stats().FileUploads
+	big := filepath.Join(t.TempDir(), "big.jsonl")
+	require.NoError(t, os.WriteFile(big, []byte(strings.ReplaceAll(in.String(), "r-", "big-")), 0o600))
+	res = runCLI(t, "", e.env, "submit", "--model", "gpt-4o-mini", "--id-field", "id", big)
+	require.Equal(t, exitInput, res.code, res.stderr)
+	require.Contains(t, res.stderr, "--max-tokens")
+	require.Equal(t, uploads, e.emu.Stats().FileUploads, "nothing uploaded")
+	res = runCLI(t, "", e.env, "submit", "--model", "gpt-4o-mini", "--id-field", "id", "--max-tokens", fmt.Sprint(limit/2), big)
+	require.Equal(t, exitOK, res.code, res.stderr)
+
 	// A --max-tokens larger than the quota could never be admitted.
 	res = runCLI(t, "", e.env, "submit", "--model", "gpt-4o-mini", "--max-tokens", fmt.Sprint(limit+1), file)
 	require.Equal(t, exitUsage, res.code, res.stderr)
