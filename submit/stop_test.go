@@ -29,6 +29,13 @@ func startStream(ctx context.Context, opts submit.Options) (*io.PipeWriter, *sub
 	return pw, opts.Progress, done
 }
 
+// feed writes records 1..n to a stream's pipe and waits until the run has read them all.
+func feed(t *testing.T, w io.Writer, progress *submit.Progress, n int) {
+	t.Helper()
+	writeRecords(t, w, 1, n)
+	require.Eventually(t, func() bool { return progress.Records.Load() == int64(n) }, 5*time.Second, 5*time.Millisecond)
+}
+
 func writeRecords(t *testing.T, w io.Writer, from, to int) {
 	t.Helper()
 	for i := from; i <= to; i++ {
@@ -87,8 +94,7 @@ func TestStreamStopLeavesRestForResume(t *testing.T) {
 	defer cancel()
 	pw, progress, done := startStream(ctx, opts)
 	defer pw.Close()
-	writeRecords(t, pw, 1, 5)
-	require.Eventually(t, func() bool { return progress.Records.Load() == 5 }, 5*time.Second, 5*time.Millisecond)
+	feed(t, pw, progress, 5)
 	srv.SetFaults(openaitest.Faults{HTTP500Rate: 1})
 	cancel()
 	err := <-done
@@ -114,8 +120,7 @@ func TestStreamWritesThrough(t *testing.T) {
 	defer cancel()
 	pw, progress, done := startStream(ctx, opts)
 	defer pw.Close()
-	writeRecords(t, pw, 1, 3)
-	require.Eventually(t, func() bool { return progress.Records.Load() == 3 }, 5*time.Second, 5*time.Millisecond)
+	feed(t, pw, progress, 3)
 	require.Eventually(t, func() bool {
 		files, _ := filepath.Glob(filepath.Join(opts.SpoolDir, "*", "part-00001.spooling"))
 		if len(files) != 1 {
