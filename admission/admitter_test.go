@@ -17,8 +17,8 @@ import (
 
 	"github.com/batchctl/batchctl/admission"
 	"github.com/batchctl/batchctl/batchapi"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/internal/pgtest"
-	"github.com/batchctl/batchctl/openaitest"
 	"github.com/batchctl/batchctl/store"
 	"github.com/batchctl/batchctl/submit"
 )
@@ -29,7 +29,7 @@ const model = "gpt-test"
 
 // env is an emulator with a token limit on model, and a migrated schema.
 type env struct {
-	emu         *openaitest.Server
+	emu         *emulator.Server
 	oa          openai.Client
 	api         *batchapi.Client
 	url, schema string
@@ -38,7 +38,7 @@ type env struct {
 
 func newEnv(t *testing.T, limit int64) *env {
 	t.Helper()
-	emu, base := openaitest.Start(t, openaitest.Options{TokenLimitPerModel: map[string]int64{model: limit}})
+	emu, base := emulator.Start(t, emulator.Options{TokenLimitPerModel: map[string]int64{model: limit}})
 	url, schema := pgtest.MigratedSchema(t)
 	e := &env{emu: emu, oa: openai.NewClient(option.WithBaseURL(base), option.WithAPIKey("sk-test")), url: url, schema: schema}
 	e.api = e.client()
@@ -77,7 +77,7 @@ func (e *env) enqueue(t *testing.T, intent string, n, size int) (store.QueuedBat
 	for i := range n {
 		text := fmt.Sprintf("%s request %d ", intent, i)
 		text += strings.Repeat("x", max(size-len(text), 0))
-		tokens += openaitest.EstimateTokens(text)
+		tokens += emulator.EstimateTokens(text)
 		fmt.Fprintf(&b, `{"custom_id":"%s-%d","method":"POST","url":"/v1/chat/completions","body":{"model":%q,"messages":[{"role":"user","content":%q}]}}`+"\n",
 			intent, i, model, text)
 	}

@@ -23,13 +23,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchctl/batchctl/batchapi"
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/store"
 )
 
-func newClient(t *testing.T, opts openaitest.Options) (*openaitest.Server, *batchapi.Client) {
+func newClient(t *testing.T, opts emulator.Options) (*emulator.Server, *batchapi.Client) {
 	t.Helper()
-	emu, baseURL := openaitest.Start(t, opts)
+	emu, baseURL := emulator.Start(t, opts)
 	api := openai.NewClient(option.WithBaseURL(baseURL), option.WithAPIKey("k"), option.WithMaxRetries(0))
 	return emu, &batchapi.Client{API: &api, RetryInitial: time.Millisecond, Uploaded: new(atomic.Int64)}
 }
@@ -47,7 +47,7 @@ func requestFile(t *testing.T, n int) string {
 
 func TestUploadStreamsAndRetriesFromTheStart(t *testing.T) {
 	t.Parallel()
-	emu, c := newClient(t, openaitest.Options{Seed: 1, HTTP500Rate: 0.5, RetryAfter: time.Millisecond})
+	emu, c := newClient(t, emulator.Options{Seed: 1, HTTP500Rate: 0.5, RetryAfter: time.Millisecond})
 	path := requestFile(t, 50)
 	size, err := os.Stat(path)
 	require.NoError(t, err)
@@ -68,7 +68,7 @@ func TestUploadStreamsAndRetriesFromTheStart(t *testing.T) {
 // once, and the caller gets the API's answer (not backoff's "retry after").
 func TestRetryGivesUpWithTheAPIsAnswer(t *testing.T) {
 	t.Parallel()
-	emu, c := newClient(t, openaitest.Options{HTTP429Rate: 1, RetryAfter: time.Hour})
+	emu, c := newClient(t, emulator.Options{HTTP429Rate: 1, RetryAfter: time.Hour})
 	start := time.Now()
 	_, err := c.Upload(context.Background(), requestFile(t, 1))
 	require.Less(t, time.Since(start), time.Minute, "no hour-long sleep")
@@ -95,7 +95,7 @@ func TestUploadLocalErrorsFailAtOnce(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			emu, c := newClient(t, openaitest.Options{})
+			emu, c := newClient(t, emulator.Options{})
 			// Retried as transient, the upload would run until this deadline (or the 15-minute retry budget).
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -112,7 +112,7 @@ func TestUploadLocalErrorsFailAtOnce(t *testing.T) {
 
 func TestCreateFindsTheBatchOfALostAnswer(t *testing.T) {
 	t.Parallel()
-	emu, c := newClient(t, openaitest.Options{})
+	emu, c := newClient(t, emulator.Options{})
 	ctx := context.Background()
 	fileID, err := c.Upload(ctx, requestFile(t, 3))
 	require.NoError(t, err)
@@ -121,11 +121,11 @@ func TestCreateFindsTheBatchOfALostAnswer(t *testing.T) {
 		Match:    func(b *openai.Batch) bool { return b.Metadata["batchctl_intent"] == "i-1" }}
 
 	// Every create answer is lost (the connection is cut after the batch exists): the retry must find the batch.
-	emu.SetFaults(openaitest.Faults{ResetRate: 1})
+	emu.SetFaults(emulator.Faults{ResetRate: 1})
 	c.RetryMaxElapsed = 300 * time.Millisecond // every retry is cut too: give up soon
 	_, _, err = c.Create(ctx, intent, false)
 	require.Error(t, err, "with every answer lost the first attempt cannot know")
-	emu.SetFaults(openaitest.Faults{})
+	emu.SetFaults(emulator.Faults{})
 	b, existing, err := c.Create(ctx, intent, true)
 	require.NoError(t, err)
 	require.True(t, existing)
@@ -192,7 +192,7 @@ func TestSaidAndMessage(t *testing.T) {
 
 func TestRowMapsTheBatchObject(t *testing.T) {
 	t.Parallel()
-	emu, c := newClient(t, openaitest.Options{})
+	emu, c := newClient(t, emulator.Options{})
 	ctx := context.Background()
 	fileID, err := c.Upload(ctx, requestFile(t, 4))
 	require.NoError(t, err)
@@ -233,7 +233,7 @@ func TestTruncate(t *testing.T) {
 // every page back to the intent and finds the batch.
 func TestCreateSearchFailsClosed(t *testing.T) {
 	t.Parallel()
-	emu, c := newClient(t, openaitest.Options{})
+	emu, c := newClient(t, emulator.Options{})
 	ctx := context.Background()
 	fileID, err := c.Upload(ctx, requestFile(t, 1))
 	require.NoError(t, err)
@@ -268,7 +268,7 @@ func TestCreateSearchFailsClosed(t *testing.T) {
 // that shows in the list a moment later is found, not created again.
 func TestCreateWaitsForTheListToSettle(t *testing.T) {
 	t.Parallel()
-	emu, c := newClient(t, openaitest.Options{})
+	emu, c := newClient(t, emulator.Options{})
 	ctx := context.Background()
 	fileID, err := c.Upload(ctx, requestFile(t, 1))
 	require.NoError(t, err)

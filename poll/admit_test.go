@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/poll"
 	"github.com/batchctl/batchctl/store"
 )
@@ -28,7 +28,7 @@ func (e *env) enqueueUpload(t *testing.T, intent, model string, n, size int) int
 	var tokens int64
 	for i := range n {
 		text := fmt.Sprintf("%s %d ", intent, i) + strings.Repeat("y", size)
-		tokens += openaitest.EstimateTokens(text)
+		tokens += emulator.EstimateTokens(text)
 		fmt.Fprintf(&buf, `{"custom_id":"%s-%d","method":"POST","url":"/v1/chat/completions","body":{"model":%q,"messages":[{"role":"user","content":%q}]}}`+"\n",
 			intent, i, model, text)
 	}
@@ -47,7 +47,7 @@ func (e *env) enqueueUpload(t *testing.T, intent, model string, n, size int) int
 func TestPollerAdmitsTheQueueWithinTheQuota(t *testing.T) {
 	t.Parallel()
 	const limit = 1000
-	e := newEnv(t, openaitest.Options{TokenLimitPerModel: map[string]int64{"gpt-4o-mini": limit}})
+	e := newEnv(t, emulator.Options{TokenLimitPerModel: map[string]int64{"gpt-4o-mini": limit}})
 	ctx := context.Background()
 	require.NoError(t, e.store.SetQuota(ctx, "gpt-4o-mini", limit))
 	var sum int64
@@ -129,7 +129,7 @@ func (s *syncBuffer) String() string {
 // has no quota, is loaded with a warning naming the command that would have made it wait instead.
 func TestTokenLimitFailureWithoutQuotaSuggestsOne(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{TokenLimitPerModel: map[string]int64{"gpt-4o-mini": 5}})
+	e := newEnv(t, emulator.Options{TokenLimitPerModel: map[string]int64{"gpt-4o-mini": 5}})
 	body, _ := requestFile("big", "gpt-4o-mini", 10)
 	batchID := e.submit(t, body)
 

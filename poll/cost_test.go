@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchctl/batchctl/cost"
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/poll"
 	"github.com/batchctl/batchctl/store"
 )
@@ -71,7 +71,7 @@ func gpt4oMiniPico(in, cached, out int64) cost.Pico {
 // rate), and a batch of a model without a price (cost_usd null, warned once). The cost metric counts the priced one.
 func TestLoadStoresCost(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	priced := e.submit(t, cachedRequestFile("p", "gpt-4o-mini-2024-07-18", 12))
 	unpriced := e.submit(t, cachedRequestFile("u", "mystery-model", 3))
 
@@ -111,7 +111,7 @@ func TestLoadStoresCost(t *testing.T) {
 // arithmetic on the usage of exactly the lines the emulator answered before it expired.
 func TestExpiredBatchCostCountsAnsweredLines(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{ExpireRate: 1, ExpireCompletedShare: 0.5})
+	e := newEnv(t, emulator.Options{ExpireRate: 1, ExpireCompletedShare: 0.5})
 	batchID := e.submit(t, cachedRequestFile("x", "gpt-4o-mini", 20))
 	runUntilDone(t, e.config(t), time.Minute)
 

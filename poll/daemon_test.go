@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/internal/pgtest"
-	"github.com/batchctl/batchctl/openaitest"
 	"github.com/batchctl/batchctl/poll"
 	"github.com/batchctl/batchctl/store"
 )
@@ -39,7 +39,7 @@ func requireExactResults(t *testing.T, e *env, batchID string, ids []string) []r
 
 func TestCompletedBatchesLoadEveryRow(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	body1, ids1 := requestFile("a", "gpt-4o-mini", 40)
 	body2, ids2 := requestFile("b", "gpt-4o-mini", 25)
 	b1, b2 := e.submit(t, body1), e.submit(t, body2)
@@ -81,7 +81,7 @@ func TestCompletedBatchesLoadEveryRow(t *testing.T) {
 
 func TestFailedValidationRecordsErrors(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	body, _ := requestFile("m", "gpt-4o-mini", 3)
 	other, _ := requestFile("x", "gpt-4o", 1)
 	batchID := e.submit(t, append(body, other...))
@@ -107,7 +107,7 @@ func TestFailedValidationRecordsErrors(t *testing.T) {
 
 func TestExpiredBatchKeepsPartialOutput(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{ExpireRate: 1, ExpireCompletedShare: 0.4})
+	e := newEnv(t, emulator.Options{ExpireRate: 1, ExpireCompletedShare: 0.4})
 	body, ids := requestFile("e", "gpt-4o-mini", 30)
 	batchID := e.submit(t, body)
 
@@ -135,12 +135,12 @@ func TestExpiredBatchKeepsPartialOutput(t *testing.T) {
 
 func TestCancelledBatchLoadsPartialOutput(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{PhaseDelay: 300 * time.Millisecond})
+	e := newEnv(t, emulator.Options{PhaseDelay: 300 * time.Millisecond})
 	body, ids := requestFile("c", "gpt-4o-mini", 20)
 	batchID := e.submit(t, body)
 	require.Eventually(t, func() bool {
 		rec, _ := e.emu.Batch(batchID)
-		return rec.Status == openaitest.StatusInProgress
+		return rec.Status == emulator.StatusInProgress
 	}, 10*time.Second, 5*time.Millisecond)
 	_, err := e.api.Batches.Cancel(context.Background(), batchID)
 	require.NoError(t, err)
@@ -163,7 +163,7 @@ func TestCancelledBatchLoadsPartialOutput(t *testing.T) {
 
 func TestInjectedFaultsStillGiveExactResults(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{Seed: 7, RequestFailRate: 0.2})
+	e := newEnv(t, emulator.Options{Seed: 7, RequestFailRate: 0.2})
 	var batches []string
 	var allIDs [][]string
 	for i := range 3 {
@@ -172,7 +172,7 @@ func TestInjectedFaultsStillGiveExactResults(t *testing.T) {
 		allIDs = append(allIDs, ids)
 	}
 	// Chaos from here on: the daemon sees every kind of transport fault.
-	e.emu.SetFaults(openaitest.Faults{HTTP429Rate: 0.1, HTTP500Rate: 0.1, ResetRate: 0.05, TruncateDownloadRate: 0.2,
+	e.emu.SetFaults(emulator.Faults{HTTP429Rate: 0.1, HTTP500Rate: 0.1, ResetRate: 0.05, TruncateDownloadRate: 0.2,
 		RequestFailRate: 0.2, RetryAfter: 10 * time.Millisecond})
 
 	runUntilDone(t, e.config(t), 2*time.Minute)
@@ -198,7 +198,7 @@ func TestInjectedFaultsStillGiveExactResults(t *testing.T) {
 
 func TestTwoDaemonsShareTheWork(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	want := map[string][]string{}
 	for i := range 6 {
 		body, ids := requestFile(fmt.Sprintf("t%d", i), "gpt-4o-mini", 15)
@@ -237,7 +237,7 @@ func TestTwoDaemonsShareTheWork(t *testing.T) {
 
 func TestSweepFindsStrandedBatch(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	body, ids := requestFile("s", "gpt-4o-mini", 10)
 	f, b := e.createUntracked(t, body)
 
@@ -251,7 +251,7 @@ func TestSweepFindsStrandedBatch(t *testing.T) {
 
 func TestStatusChangesAreNotified(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{PhaseDelay: 200 * time.Millisecond})
+	e := newEnv(t, emulator.Options{PhaseDelay: 200 * time.Millisecond})
 	ctx := context.Background()
 	listener, err := pgx.Connect(ctx, pgtest.URL(t))
 	require.NoError(t, err)
@@ -288,7 +288,7 @@ func TestStatusChangesAreNotified(t *testing.T) {
 
 func TestBulkRefreshCostsAListCallPerHundredBatches(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{PhaseDelay: time.Hour}) // batches stay validating during the test
+	e := newEnv(t, emulator.Options{PhaseDelay: time.Hour}) // batches stay validating during the test
 	const n = 250
 	for i := range n {
 		body, _ := requestFile(fmt.Sprintf("r%d", i), "gpt-4o-mini", 1)

@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -15,9 +15,9 @@ import (
 // with a Range request, and the load finishes in its first attempt with every row exactly once.
 func TestCutDownloadsResume(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{Seed: 3})
+	e := newEnv(t, emulator.Options{Seed: 3})
 	batchID, ids, jobID := e.endedBatch(t, "cut", 300)
-	e.emu.SetFaults(openaitest.Faults{TruncateDownloadRate: 1})
+	e.emu.SetFaults(emulator.Faults{TruncateDownloadRate: 1})
 
 	runUntilDone(t, e.config(t), time.Minute)
 

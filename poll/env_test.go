@@ -14,22 +14,22 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchctl/batchctl/batchapi"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/internal/pgtest"
-	"github.com/batchctl/batchctl/openaitest"
 	"github.com/batchctl/batchctl/poll"
 	"github.com/batchctl/batchctl/store"
 )
 
 // env is one test's world: an emulator over real HTTP, a migrated schema, and a store.
 type env struct {
-	emu   *openaitest.Server
+	emu   *emulator.Server
 	api   openai.Client
 	store *store.Store
 }
 
-func newEnv(t *testing.T, opts openaitest.Options) *env {
+func newEnv(t *testing.T, opts emulator.Options) *env {
 	t.Helper()
-	emu, baseURL := openaitest.Start(t, opts)
+	emu, baseURL := emulator.Start(t, opts)
 
 	s := pgtest.NewStore(t)
 	return &env{
@@ -138,7 +138,7 @@ func (e *env) endedBatch(t *testing.T, prefix string, n int) (string, []string, 
 	batchID := e.submit(t, body)
 	require.Eventually(t, func() bool {
 		rec, _ := e.emu.Batch(batchID)
-		return rec.Status == openaitest.StatusCompleted
+		return rec.Status == emulator.StatusCompleted
 	}, 30*time.Second, 5*time.Millisecond)
 	b, err := e.api.Batches.Get(ctx, batchID)
 	require.NoError(t, err)

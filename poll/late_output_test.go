@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/poll"
 )
 
@@ -17,7 +17,7 @@ import (
 func TestCompletedWithoutOutputWaitsForIt(t *testing.T) {
 	t.Parallel()
 	const late = 2 * time.Second
-	e := newEnv(t, openaitest.Options{LateOutputFile: late})
+	e := newEnv(t, emulator.Options{LateOutputFile: late})
 	body, ids := requestFile("late", "gpt-4o-mini", 30)
 	batchID := e.submit(t, body)
 
@@ -35,7 +35,7 @@ func TestCompletedWithoutOutputWaitsForIt(t *testing.T) {
 // waiting and loads what there is, counted in batchctl_loads_without_output_total.
 func TestCompletedWithoutOutputLoadsAfterGrace(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{LateOutputFile: time.Hour})
+	e := newEnv(t, emulator.Options{LateOutputFile: time.Hour})
 	body, _ := requestFile("never", "gpt-4o-mini", 10)
 	batchID := e.submit(t, body)
 

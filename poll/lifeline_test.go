@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/poll"
 	"github.com/batchctl/batchctl/store"
 )
@@ -18,7 +18,7 @@ import (
 func TestLifelineResumesADeadPollersLoad(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	dead, deadIDs, deadJob := e.endedBatch(t, "dead", 20)
 	live, _, liveJob := e.endedBatch(t, "live", 10)
 

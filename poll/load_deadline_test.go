@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/poll"
 )
 
@@ -17,9 +17,9 @@ import (
 // cut it and every retry started the download again).
 func TestLoadLongerThanLoadTimeoutFinishes(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	batchID, ids, _ := e.endedBatch(t, "slow", 200)
-	e.emu.SetFaults(openaitest.Faults{DownloadBytesPerSec: 40_000})
+	e.emu.SetFaults(emulator.Faults{DownloadBytesPerSec: 40_000})
 	cfg := e.config(t)
 	cfg.LoadTimeout = 500 * time.Millisecond
 	cfg.MinLoadRate = 10_000
@@ -37,9 +37,9 @@ func TestLoadLongerThanLoadTimeoutFinishes(t *testing.T) {
 func TestStalledLoadHitsItsDeadline(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	batchID, ids, jobID := e.endedBatch(t, "stall", 50)
-	e.emu.SetFaults(openaitest.Faults{DownloadBytesPerSec: 1_000})
+	e.emu.SetFaults(emulator.Faults{DownloadBytesPerSec: 1_000})
 	cfg := e.config(t)
 	cfg.LoadTimeout = 300 * time.Millisecond
 	d, err := poll.New(cfg)
@@ -55,7 +55,7 @@ func TestStalledLoadHitsItsDeadline(t *testing.T) {
 			unnest(j.errors) e where j.id = $1`, jobID).Scan(&errs))
 		return len(errs) > 0 && strings.Contains(errs[0], "ran past its deadline")
 	}, 20*time.Second, 10*time.Millisecond)
-	e.emu.SetFaults(openaitest.Faults{})
+	e.emu.SetFaults(emulator.Faults{})
 	require.NoError(t, <-done)
 	require.NoError(t, runCtx.Err(), "the daemon finished the load once downloads were fast")
 	requireExactResults(t, e, batchID, ids)

@@ -12,8 +12,8 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/internal/pgtest"
-	"github.com/batchctl/batchctl/openaitest"
 	"github.com/batchctl/batchctl/poll"
 	"github.com/batchctl/batchctl/store"
 )
@@ -30,7 +30,7 @@ const refreshBenchBatches = 1000
 //	go test -run '^$' -bench BenchmarkRefreshRound -benchtime 5x ./poll/
 func BenchmarkRefreshRound(b *testing.B) {
 	ctx := context.Background()
-	emu, err := openaitest.New(openaitest.Options{PhaseDelay: time.Hour})
+	emu, err := emulator.New(emulator.Options{PhaseDelay: time.Hour})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func BenchmarkRefreshRound(b *testing.B) {
 	b.Cleanup(s.Close)
 	ids := createTrackedBatches(b, api, s, refreshBenchBatches)
 
-	calls := func(b *testing.B, before, after openaitest.Stats, rounds int) {
+	calls := func(b *testing.B, before, after emulator.Stats, rounds int) {
 		b.ReportMetric(float64(after.BatchLists-before.BatchLists)/float64(rounds), "list_calls/op")
 		b.ReportMetric(float64(after.BatchGets-before.BatchGets)/float64(rounds), "get_calls/op")
 		b.ReportMetric(float64(len(ids)), "batches")

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchctl/batchctl/batchapi"
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/poll"
 	"github.com/batchctl/batchctl/store"
 )
@@ -44,8 +44,8 @@ func (e *env) finalResults(t *testing.T, rootID string) []finalRow {
 }
 
 // children returns the emulator's batches whose metadata names parentID.
-func (e *env) children(parentID string) []openaitest.BatchRecord {
-	var out []openaitest.BatchRecord
+func (e *env) children(parentID string) []emulator.BatchRecord {
+	var out []emulator.BatchRecord
 	for _, b := range e.emu.Batches() {
 		if b.Metadata[poll.MetaParent] == parentID {
 			out = append(out, b)
@@ -75,11 +75,11 @@ func waitEmulator(t *testing.T, e *env, batchID string, statuses ...string) {
 
 func TestResubmitAfterExpiry(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{ExpireRate: 1, ExpireCompletedShare: 0.4})
+	e := newEnv(t, emulator.Options{ExpireRate: 1, ExpireCompletedShare: 0.4})
 	body, ids := requestFile("x", "gpt-4o-mini", 30)
 	root := e.submit(t, body)
-	waitEmulator(t, e, root, openaitest.StatusExpired)
-	e.emu.SetFaults(openaitest.Faults{}) // the resubmission completes
+	waitEmulator(t, e, root, emulator.StatusExpired)
+	e.emu.SetFaults(emulator.Faults{}) // the resubmission completes
 
 	runUntilDone(t, e.resubmitConfig(t), time.Minute)
 
@@ -118,11 +118,11 @@ func TestResubmitAfterExpiry(t *testing.T) {
 
 func TestResubmitAfterRequestFailuresKeepsFinalFailures(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{Seed: 3, RequestFailRate: 0.5})
+	e := newEnv(t, emulator.Options{Seed: 3, RequestFailRate: 0.5})
 	body, ids := requestFile("f", "gpt-4o-mini", 40)
 	root := e.submit(t, body)
-	waitEmulator(t, e, root, openaitest.StatusCompleted)
-	e.emu.SetFaults(openaitest.Faults{})
+	waitEmulator(t, e, root, emulator.StatusCompleted)
+	e.emu.SetFaults(emulator.Faults{})
 
 	runUntilDone(t, e.resubmitConfig(t), time.Minute)
 
@@ -159,7 +159,7 @@ func TestResubmitAfterRequestFailuresKeepsFinalFailures(t *testing.T) {
 
 func TestResubmitStopsAtMaxAttempts(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{Seed: 5, RequestFailRate: 1})
+	e := newEnv(t, emulator.Options{Seed: 5, RequestFailRate: 1})
 	body, ids := requestFile("m", "gpt-4o-mini", 20)
 	root := e.submit(t, body)
 
@@ -182,11 +182,11 @@ func TestResubmitStopsAtMaxAttempts(t *testing.T) {
 
 func TestResubmitAfterTokenLimit(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{TokenLimitPerModel: map[string]int64{"gpt-4o-mini": 5}})
+	e := newEnv(t, emulator.Options{TokenLimitPerModel: map[string]int64{"gpt-4o-mini": 5}})
 	body, ids := requestFile("k", "gpt-4o-mini", 12)
 	root := e.submit(t, body)
-	waitEmulator(t, e, root, openaitest.StatusFailed)
-	e.emu.SetFaults(openaitest.Faults{})
+	waitEmulator(t, e, root, emulator.StatusFailed)
+	e.emu.SetFaults(emulator.Faults{})
 
 	runUntilDone(t, e.resubmitConfig(t), time.Minute)
 
@@ -212,11 +212,11 @@ func TestResubmitAfterTokenLimit(t *testing.T) {
 // the next run finds the child by its metadata and creates no second one.
 func TestResubmitFindsTheChildOfACrashedRun(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{ExpireRate: 1, ExpireCompletedShare: 0.5})
+	e := newEnv(t, emulator.Options{ExpireRate: 1, ExpireCompletedShare: 0.5})
 	body, _ := requestFile("c", "gpt-4o-mini", 10)
 	root := e.submit(t, body)
-	waitEmulator(t, e, root, openaitest.StatusExpired)
-	e.emu.SetFaults(openaitest.Faults{})
+	waitEmulator(t, e, root, emulator.StatusExpired)
+	e.emu.SetFaults(emulator.Faults{})
 	cfg := e.config(t)
 	cfg.Resubmit = false
 	runUntilDone(t, cfg, time.Minute) // loads the root, resubmits nothing

@@ -15,7 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 // Exit codes of batchctl (cmd/batchctl/exitcode.go); scripts rely on them.
@@ -199,7 +199,7 @@ func testBadInput(t *testing.T, tl *tally) {
 }
 
 func badInputCase(t *testing.T, tl *tally, c badCase) {
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	require.NoError(t, os.WriteFile(filepath.Join(e.dir, "in.jsonl"), c.content, 0o600))
 	for name, text := range c.files {
 		require.NoError(t, os.WriteFile(filepath.Join(e.dir, name), []byte(text), 0o600))
@@ -309,7 +309,7 @@ func testAcceptedInput(t *testing.T, tl *tally) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tl.badInputs.Add(1)
-			e := newEnv(t, openaitest.Options{})
+			e := newEnv(t, emulator.Options{})
 			require.NoError(t, os.WriteFile(filepath.Join(e.dir, "in.jsonl"), []byte(c.content), 0o600))
 			p := e.run(t, tl, "submit", "--model", modelA, "in.jsonl")
 			require.Equal(t, exitOK, p.code, p.stderr.String())
@@ -324,7 +324,7 @@ func testAcceptedInput(t *testing.T, tl *tally) {
 		// pipeline step that happens to produce no records does not fail. Nothing is uploaded.
 		tl.badInputs.Add(1)
 		for _, content := range []string{"", "\n\n \r\n"} {
-			e := newEnv(t, openaitest.Options{})
+			e := newEnv(t, emulator.Options{})
 			require.NoError(t, os.WriteFile(filepath.Join(e.dir, "in.jsonl"), []byte(content), 0o600))
 			p := e.run(t, tl, "submit", "--model", modelA, "in.jsonl")
 			require.Equal(t, exitOK, p.code, p.stderr.String())
@@ -364,7 +364,7 @@ func testBadPaths(t *testing.T, tl *tally) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			tl.badInputs.Add(1)
-			e := newEnv(t, openaitest.Options{})
+			e := newEnv(t, emulator.Options{})
 			arg := c.make(t, e.dir)
 			for _, extra := range [][]string{nil, {"--skip-invalid", "--rejects", "rejects.jsonl"}} {
 				p := e.run(t, tl, append(append([]string{"submit", "--model", modelA}, extra...), arg)...)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/store"
 	"github.com/batchctl/batchctl/submit"
 )
@@ -20,7 +20,7 @@ import (
 // checkSubmitted compares the input records with the batches the emulator created: every custom_id is in exactly
 // one batch, and no batch file (identified by its spool sha256) became two batches. It counts what it checked, lost
 // and duplicated into tl before asserting, so the summary shows it even when the assertion fails.
-func checkSubmitted(t *testing.T, tl *tally, emu *openaitest.Server, ids []string, wantBatches int) []openaitest.BatchRecord {
+func checkSubmitted(t *testing.T, tl *tally, emu *emulator.Server, ids []string, wantBatches int) []emulator.BatchRecord {
 	t.Helper()
 	batches := waitValidated(t, emu)
 	in := make(map[string]int, len(ids))
@@ -77,7 +77,7 @@ type resultVal struct {
 
 // expectedResults reads the emulator's output and error files of every batch from disk: the rows the results
 // table must hold. It fails unless every batch has ended.
-func expectedResults(t *testing.T, emu *openaitest.Server) (map[resultKey]resultVal, []openaitest.BatchRecord) {
+func expectedResults(t *testing.T, emu *emulator.Server) (map[resultKey]resultVal, []emulator.BatchRecord) {
 	t.Helper()
 	want := map[resultKey]resultVal{}
 	batches := emu.Batches()

@@ -18,8 +18,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/internal/pgtest"
-	"github.com/batchctl/batchctl/openaitest"
 )
 
 // Timeouts of the suite. They are generous: a slow CI machine must not make a correct batchctl fail.
@@ -36,7 +36,7 @@ const apiKey = "sk-reliability-test"
 // env is one emulator over real HTTP, optionally a migrated schema, and the environment of the batchctl processes
 // a test starts against them.
 type env struct {
-	emu   *openaitest.Server
+	emu   *emulator.Server
 	trap  *trap
 	vars  map[string]string
 	dir   string // scratch directory: inputs, spool, rejects
@@ -51,12 +51,12 @@ type env struct {
 }
 
 // newEnv starts an emulator behind a trap and returns its environment, with BATCHCTL_SPOOL_DIR set and no database.
-func newEnv(t *testing.T, opts openaitest.Options) *env {
+func newEnv(t *testing.T, opts emulator.Options) *env {
 	t.Helper()
 	if opts.PhaseDelay == 0 {
 		opts.PhaseDelay = 5 * time.Millisecond
 	}
-	emu, err := openaitest.New(opts)
+	emu, err := emulator.New(opts)
 	require.NoError(t, err)
 	tr := newTrap(emu)
 	ts := httptest.NewServer(tr)
@@ -325,13 +325,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // waitValidated waits until the emulator has finished validating every batch, so their CustomIDs are known.
-func waitValidated(t *testing.T, emu *openaitest.Server) []openaitest.BatchRecord {
+func waitValidated(t *testing.T, emu *emulator.Server) []emulator.BatchRecord {
 	t.Helper()
-	var bs []openaitest.BatchRecord
+	var bs []emulator.BatchRecord
 	waitFor(t, "every batch validated", func() bool {
 		bs = emu.Batches()
 		for _, b := range bs {
-			if b.Status == openaitest.StatusValidating {
+			if b.Status == emulator.StatusValidating {
 				return false
 			}
 		}
@@ -341,7 +341,7 @@ func waitValidated(t *testing.T, emu *openaitest.Server) []openaitest.BatchRecor
 }
 
 // injected sums the faults the emulator injected.
-func injected(s openaitest.Stats) int64 {
+func injected(s emulator.Stats) int64 {
 	return int64(s.Injected429 + s.Injected500 + s.InjectedResets + s.TruncatedDownloads + s.FailedRequests +
 		s.ExpiredBatches + s.TokenLimitFailures)
 }

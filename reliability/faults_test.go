@@ -8,12 +8,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 // chaos is the fault mix of the API-fault runs: 20 % of every call answered 429, 20 % answered 500, 20 % cut after
 // taking effect, 20 % of downloads truncated, 10 % of request lines failed, some batches expired.
-var chaos = openaitest.Faults{
+var chaos = emulator.Faults{
 	HTTP429Rate: 0.2, HTTP500Rate: 0.2, ResetRate: 0.2, TruncateDownloadRate: 0.2, RetryAfter: 10 * time.Millisecond,
 	RequestFailRate: 0.1, ExpireRate: 0.2, ExpireCompletedShare: 0.5,
 }
@@ -28,7 +28,7 @@ func testAPIFaults(t *testing.T, tl *tally) {
 }
 
 func apiFaultRun(t *testing.T, tl *tally, seed int64) {
-	opts := openaitest.Options{Seed: seed, PhaseDelay: 50 * time.Millisecond}
+	opts := emulator.Options{Seed: seed, PhaseDelay: 50 * time.Millisecond}
 	e := newEnv(t, opts).withDB(t)
 	e.emu.SetFaults(chaos)
 	start := time.Now()

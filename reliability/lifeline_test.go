@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 // lifelineBound is the promise under test: with default flags, a live poller resumes a dead one's work within 30 s
@@ -70,9 +70,9 @@ const loadWorkerSQL = `select attempted_by[array_length(attempted_by, 1)] from $
 	where kind = 'batchctl_load_results' and args->>'batch_id' = $1 and state = 'running'`
 
 func lifelineLoadRun(t *testing.T, tl *tally, seed uint64) {
-	e := newEnv(t, openaitest.Options{Seed: int64(seed), PhaseDelay: 50 * time.Millisecond}).withDB(t)
+	e := newEnv(t, emulator.Options{Seed: int64(seed), PhaseDelay: 50 * time.Millisecond}).withDB(t)
 	// One batch of about 200 kB of input and output at 40 kB/s: a load of about 5 s.
-	e.emu.SetFaults(openaitest.Faults{DownloadBytesPerSec: 40_000})
+	e.emu.SetFaults(emulator.Faults{DownloadBytesPerSec: 40_000})
 	submitWave(t, tl, e, "load.jsonl", 120, 120, 600)
 	batchID := e.text(t, `select batch_id from $schema.batches`)
 	procs := []*proc{e.start(t, tl, pollFlags...), e.start(t, tl, pollFlags...)}
@@ -104,14 +104,14 @@ func lifelineLoadRun(t *testing.T, tl *tally, seed uint64) {
 	require.Zero(t, e.count(t, `select count(*) from $schema.pollers where client_id = $1`, victim), "the dead poller is unregistered")
 	require.False(t, survivor(procs, dead).exited())
 
-	e.emu.SetFaults(openaitest.Faults{})
+	e.emu.SetFaults(emulator.Faults{})
 	checkResults(t, tl, e)
 	t.Logf("load: killed %s mid-download; the survivor resumed the load after %s and finished it after %s (River's rescue at its default)",
 		victim, resumed.Round(10*time.Millisecond), loaded.Round(10*time.Millisecond))
 }
 
 func lifelineLeaderRun(t *testing.T, tl *tally, seed uint64) {
-	e := newEnv(t, openaitest.Options{Seed: int64(seed), PhaseDelay: 400 * time.Millisecond, RequestFailRate: 0.1}).withDB(t)
+	e := newEnv(t, emulator.Options{Seed: int64(seed), PhaseDelay: 400 * time.Millisecond, RequestFailRate: 0.1}).withDB(t)
 	submitWave(t, tl, e, "wave.jsonl", 240, 40, 100)
 	exit := append(append([]string{}, pollFlags...), "--exit-when-done")
 	procs := []*proc{e.start(t, tl, exit...), e.start(t, tl, exit...)}

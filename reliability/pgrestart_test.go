@@ -9,8 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/internal/pgtest"
-	"github.com/batchctl/batchctl/openaitest"
 )
 
 // testPostgresRestart runs `batchctl poll --exit-when-done` against a Postgres cluster of its own and restarts the
@@ -30,7 +30,7 @@ func pgRestartRun(t *testing.T, tl *tally, seed uint64, restarts int) {
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, cluster.Stop()) })
 
-	e := newEnv(t, openaitest.Options{Seed: int64(seed), PhaseDelay: 300 * time.Millisecond, RequestFailRate: 0.1})
+	e := newEnv(t, emulator.Options{Seed: int64(seed), PhaseDelay: 300 * time.Millisecond, RequestFailRate: 0.1})
 	const schema = "reliability"
 	e.vars["DATABASE_URL"], e.vars["BATCHCTL_SCHEMA"] = cluster.URL(), schema
 	p := e.run(t, tl, "migrate")
@@ -39,7 +39,7 @@ func pgRestartRun(t *testing.T, tl *tally, seed uint64, restarts int) {
 
 	start := time.Now()
 	submitWave(t, tl, e, "wave1.jsonl", 300, 60, 300)
-	e.emu.SetFaults(openaitest.Faults{RequestFailRate: 0.1, DownloadBytesPerSec: 60_000})
+	e.emu.SetFaults(emulator.Faults{RequestFailRate: 0.1, DownloadBytesPerSec: 60_000})
 	poller := e.start(t, tl, append(append([]string{}, pollFlags...), "--exit-when-done")...)
 
 	var log []string

@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 // pollFlags make a poller quick enough for tests: River looks for due jobs every 50 ms, batches are refreshed
@@ -77,12 +77,12 @@ func waitUntil(d time.Duration, cond func() bool) bool {
 
 func pollKillScenario(t *testing.T, tl *tally, seed uint64, kills int) {
 	rng := rand.New(rand.NewPCG(seed, 0x9011))
-	e := newEnv(t, openaitest.Options{Seed: int64(seed), PhaseDelay: 400 * time.Millisecond,
+	e := newEnv(t, emulator.Options{Seed: int64(seed), PhaseDelay: 400 * time.Millisecond,
 		RequestFailRate: 0.1, ExpireRate: 0.2, ExpireCompletedShare: 0.5}).withDB(t)
 	start := time.Now()
 	submitWave(t, tl, e, "wave1.jsonl", 240, 60, 300)
 	// Loads of about 30 kB of output at 40 kB/s: a kill during a load lands mid-stream.
-	slow := openaitest.Faults{RequestFailRate: 0.1, ExpireRate: 0.2, ExpireCompletedShare: 0.5, DownloadBytesPerSec: 40_000}
+	slow := emulator.Faults{RequestFailRate: 0.1, ExpireRate: 0.2, ExpireCompletedShare: 0.5, DownloadBytesPerSec: 40_000}
 	fast := slow
 	fast.DownloadBytesPerSec = 0
 
@@ -140,8 +140,8 @@ func pollKillScenario(t *testing.T, tl *tally, seed uint64, kills int) {
 	}
 	waitFor(t, "every batch ended at the API", func() bool {
 		for _, b := range e.emu.Batches() {
-			if b.Status != openaitest.StatusCompleted && b.Status != openaitest.StatusFailed &&
-				b.Status != openaitest.StatusExpired && b.Status != openaitest.StatusCancelled {
+			if b.Status != emulator.StatusCompleted && b.Status != emulator.StatusFailed &&
+				b.Status != emulator.StatusExpired && b.Status != emulator.StatusCancelled {
 				return false
 			}
 		}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 // testSecrets runs the pipeline with a distinctive API key, debug logs in both formats and faults on every path
@@ -28,8 +28,8 @@ func testSecrets(t *testing.T, tl *tally) {
 	key := "sk-reliability-SECRET-" + needle + "-end"
 	wrongKey := "sk-wrong-SECRET-" + needle + "-end"
 
-	e := newEnv(t, openaitest.Options{APIKey: key, Seed: 7, PhaseDelay: 20 * time.Millisecond}).withDB(t)
-	e.emu.SetFaults(openaitest.Faults{HTTP429Rate: 0.1, HTTP500Rate: 0.1, ResetRate: 0.1, TruncateDownloadRate: 0.2,
+	e := newEnv(t, emulator.Options{APIKey: key, Seed: 7, PhaseDelay: 20 * time.Millisecond}).withDB(t)
+	e.emu.SetFaults(emulator.Faults{HTTP429Rate: 0.1, HTTP500Rate: 0.1, ResetRate: 0.1, TruncateDownloadRate: 0.2,
 		RetryAfter: 10 * time.Millisecond, RequestFailRate: 0.2, ExpireRate: 0.3, ExpireCompletedShare: 0.5})
 	e.vars["BATCHCTL_LOG_LEVEL"] = "debug"
 

@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/submit"
 )
 
@@ -40,7 +40,7 @@ func testStreamStops(t *testing.T, tl *tally) {
 
 func streamStopRun(t *testing.T, tl *tally, seed uint64, sig syscall.Signal) {
 	rng := rand.New(rand.NewPCG(seed, uint64(sig)))
-	e := newEnv(t, openaitest.Options{Seed: int64(seed)})
+	e := newEnv(t, emulator.Options{Seed: int64(seed)})
 	_, ids := writeRecords(t, e.dir, "records.jsonl", fmt.Sprintf("st%d", seed), streamRecords, 40)
 	lines, err := os.ReadFile(e.dir + "/records.jsonl")
 	require.NoError(t, err)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/submit"
 )
 
@@ -106,12 +106,12 @@ type submitPlan struct {
 func submitKillRun(t *testing.T, tl *tally, p submitPlan) {
 	seed, moments, db := p.seed, p.moments, p.db
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
-	e := newEnv(t, openaitest.Options{Seed: int64(seed)})
+	e := newEnv(t, emulator.Options{Seed: int64(seed)})
 	if db {
 		e.withDB(t)
 	}
 	if p.faults {
-		e.emu.SetFaults(openaitest.Faults{HTTP500Rate: 0.1, ResetRate: 0.1})
+		e.emu.SetFaults(emulator.Faults{HTTP500Rate: 0.1, ResetRate: 0.1})
 	}
 	_, ids := writeRecords(t, e.dir, "records.jsonl", fmt.Sprintf("s%d", seed), submitRecords, submitRecordPad)
 	args := []string{"submit", "--model", "gpt-4o-mini", "--id-field", "id", "--max-requests", strconv.Itoa(submitPerBatch),
@@ -207,7 +207,7 @@ func submitKillAt(t *testing.T, tl *tally, e *env, args []string, m killMoment, 
 // one more run: the run directory's lock lets one work while the others fail or wait, and every record is in exactly
 // one batch.
 func testConcurrentSubmits(t *testing.T, tl *tally) {
-	e := newEnv(t, openaitest.Options{Seed: 11})
+	e := newEnv(t, emulator.Options{Seed: 11})
 	_, ids := writeRecords(t, e.dir, "records.jsonl", "c", submitRecords, submitRecordPad)
 	args := []string{"submit", "--model", "gpt-4o-mini", "--id-field", "id", "--max-requests", strconv.Itoa(submitPerBatch), "records.jsonl"}
 	var ps []*proc
@@ -232,7 +232,7 @@ func testConcurrentSubmits(t *testing.T, tl *tally) {
 // works, the other stops without creating anything (or finds the work done).
 func testManySubmitters(t *testing.T, tl *tally) {
 	const distinct, perInput = 8, 500
-	e := newEnv(t, openaitest.Options{Seed: 12}).withDB(t)
+	e := newEnv(t, emulator.Options{Seed: 12}).withDB(t)
 	var ids []string
 	var ps []*proc
 	argsFor := func(file string) []string {

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchctl/batchctl/batchapi"
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/submit"
 )
 
@@ -48,7 +48,7 @@ func (q *queue) admit(ctx context.Context, in submit.Queued) (string, bool, erro
 // disk; the next run offers it again and prints its batch once the queue created it, with no second upload.
 func TestAdmitQueuesThenCreates(t *testing.T) {
 	t.Parallel()
-	srv, client := newEmulator(t, openaitest.Options{})
+	srv, client := newEmulator(t, emulator.Options{})
 	q := &queue{client: client}
 	var out bytes.Buffer
 	opts := baseOptions(t, client, &out)
@@ -93,7 +93,7 @@ func TestAdmitQueuesThenCreates(t *testing.T) {
 // A queued batch whose file the API lost is uploaded again and offered with the new file.
 func TestAdmitFileGoneUploadsAgain(t *testing.T) {
 	t.Parallel()
-	srv, client := newEmulator(t, openaitest.Options{})
+	srv, client := newEmulator(t, emulator.Options{})
 	q := &queue{client: client, gone: map[string]bool{}}
 	var out bytes.Buffer
 	opts := baseOptions(t, client, &out)
@@ -117,7 +117,7 @@ func TestAdmitFileGoneUploadsAgain(t *testing.T) {
 // A batch file the queue does not handle (its model has no quota) is created by submit itself.
 func TestAdmitNotHandledCreates(t *testing.T) {
 	t.Parallel()
-	srv, client := newEmulator(t, openaitest.Options{})
+	srv, client := newEmulator(t, emulator.Options{})
 	var out bytes.Buffer
 	opts := baseOptions(t, client, &out)
 	opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", records(2)...)}

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchctl/batchctl/cost"
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/submit"
 )
 
@@ -18,7 +18,7 @@ import (
 // tokens (max_tokens, else DefaultOutputTokens) at the output price; null for a model without a price.
 func TestEstimatedCost(t *testing.T) {
 	t.Parallel()
-	_, client := newEmulator(t, openaitest.Options{})
+	_, client := newEmulator(t, emulator.Options{})
 	table := cost.Default()
 	price, ok := table.Lookup("gpt-4o-mini")
 	require.True(t, ok)
@@ -63,7 +63,7 @@ func TestEstimatedCost(t *testing.T) {
 // a stream sends batches until the one that would pass it.
 func TestMaxCost(t *testing.T) {
 	t.Parallel()
-	srv, client := newEmulator(t, openaitest.Options{})
+	srv, client := newEmulator(t, emulator.Options{})
 	var out bytes.Buffer
 	opts := baseOptions(t, client, &out)
 	opts.Prices = cost.Default()

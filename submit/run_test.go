@@ -19,17 +19,17 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/jsonl"
-	"github.com/batchctl/batchctl/openaitest"
 	"github.com/batchctl/batchctl/submit"
 )
 
-func newEmulator(t *testing.T, o openaitest.Options) (*openaitest.Server, *openai.Client) {
+func newEmulator(t *testing.T, o emulator.Options) (*emulator.Server, *openai.Client) {
 	t.Helper()
 	if o.PhaseDelay == 0 {
 		o.PhaseDelay = 5 * time.Millisecond
 	}
-	srv, baseURL := openaitest.Start(t, o)
+	srv, baseURL := emulator.Start(t, o)
 	client := openai.NewClient(option.WithBaseURL(baseURL), option.WithAPIKey("sk-test"))
 	return srv, &client
 }
@@ -77,7 +77,7 @@ func decodeCreated(t *testing.T, out string) []submit.Created {
 
 func TestRunSeveralFiles(t *testing.T) {
 	t.Parallel()
-	srv, client := newEmulator(t, openaitest.Options{})
+	srv, client := newEmulator(t, emulator.Options{})
 	var out bytes.Buffer
 	opts := baseOptions(t, client, &out)
 	opts.Inputs = []submit.Input{writeInput(t, "a.jsonl", records(3)...), writeInput(t, "b.jsonl", records(2)...)}
@@ -112,7 +112,7 @@ func TestRunSeveralFiles(t *testing.T) {
 	require.Equal(t, c.Bytes, f.Bytes)
 	require.Eventually(t, func() bool {
 		b, _ := srv.Batch(c.BatchID)
-		return b.Status == openaitest.StatusCompleted
+		return b.Status == emulator.StatusCompleted
 	}, 5*time.Second, 10*time.Millisecond)
 	b, _ = srv.Batch(c.BatchID)
 	require.Equal(t, []string{"a.jsonl:1", "a.jsonl:2", "a.jsonl:3", "b.jsonl:1", "b.jsonl:2"}, b.CustomIDs)
@@ -140,7 +140,7 @@ func TestRunSplits(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			srv, client := newEmulator(t, openaitest.Options{})
+			srv, client := newEmulator(t, emulator.Options{})
 			var out bytes.Buffer
 			opts := baseOptions(t, client, &out)
 			lines := make([]string, 10)
@@ -166,7 +166,7 @@ func TestRunSplits(t *testing.T) {
 
 func TestRunStdinFlushInterval(t *testing.T) {
 	t.Parallel()
-	srv, client := newEmulator(t, openaitest.Options{})
+	srv, client := newEmulator(t, emulator.Options{})
 	pr, pw := io.Pipe()
 	out := &lockedBuffer{}
 	opts := baseOptions(t, client, out)
@@ -256,7 +256,7 @@ func TestRunBadInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			srv, client := newEmulator(t, openaitest.Options{})
+			srv, client := newEmulator(t, emulator.Options{})
 			var out bytes.Buffer
 			opts := baseOptions(t, client, &out)
 			opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", tt.lines...)}
@@ -276,7 +276,7 @@ func TestRunBadInput(t *testing.T) {
 
 func TestRunSkipInvalid(t *testing.T) {
 	t.Parallel()
-	srv, client := newEmulator(t, openaitest.Options{})
+	srv, client := newEmulator(t, emulator.Options{})
 	var out, rejects bytes.Buffer
 	opts := baseOptions(t, client, &out)
 	opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", `{"text":"a"}`, `{"text":`, `{"text":"b"}`, "{\"text\":\"\xff\"}", `{"text":3}`)}
@@ -310,7 +310,7 @@ func TestRunSkipInvalid(t *testing.T) {
 // custom_id) goes to the rejects file as the user wrote it, not as the request built from it.
 func TestRunSkipInvalidRejectsTheLineAsRead(t *testing.T) {
 	t.Parallel()
-	_, client := newEmulator(t, openaitest.Options{})
+	_, client := newEmulator(t, emulator.Options{})
 	var out, rejects bytes.Buffer
 	opts := baseOptions(t, client, &out)
 	opts.IDField = "id"
@@ -326,7 +326,7 @@ func TestRunSkipInvalidRejectsTheLineAsRead(t *testing.T) {
 
 func TestRunStreamStopsAtBadRecord(t *testing.T) {
 	t.Parallel()
-	srv, client := newEmulator(t, openaitest.Options{})
+	srv, client := newEmulator(t, emulator.Options{})
 	var out bytes.Buffer
 	opts := baseOptions(t, client, &out)
 	opts.MaxRequests = 2
@@ -344,7 +344,7 @@ func TestRunCrashBetweenUploadAndCreate(t *testing.T) {
 	for _, resume := range []bool{false, true} {
 		t.Run(fmt.Sprintf("resume=%v", resume), func(t *testing.T) {
 			t.Parallel()
-			srv, client := newEmulator(t, openaitest.Options{})
+			srv, client := newEmulator(t, emulator.Options{})
 			var out bytes.Buffer
 			opts := baseOptions(t, client, &out)
 			opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", records(5)...)}
@@ -385,7 +385,7 @@ func TestRunCreateAnswerLost(t *testing.T) {
 	t.Parallel()
 	// Every call has its connection cut half the time after taking effect: creates happen but their answers are
 	// lost. Reconciling by the intent's metadata must find each batch instead of creating another.
-	srv, client := newEmulator(t, openaitest.Options{Seed: 7, ResetRate: 0.5, HTTP500Rate: 0.1})
+	srv, client := newEmulator(t, emulator.Options{Seed: 7, ResetRate: 0.5, HTTP500Rate: 0.1})
 	var out bytes.Buffer
 	opts := baseOptions(t, client, &out)
 	opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", records(9)...)}
@@ -406,7 +406,7 @@ func TestRunCreateAnswerLost(t *testing.T) {
 
 func TestRunRerunCreatesNothing(t *testing.T) {
 	t.Parallel()
-	srv, client := newEmulator(t, openaitest.Options{})
+	srv, client := newEmulator(t, emulator.Options{})
 	var out bytes.Buffer
 	opts := baseOptions(t, client, &out)
 	opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", records(3)...)}
@@ -428,7 +428,7 @@ func TestRunRerunCreatesNothing(t *testing.T) {
 
 func TestRunDryRun(t *testing.T) {
 	t.Parallel()
-	srv, client := newEmulator(t, openaitest.Options{})
+	srv, client := newEmulator(t, emulator.Options{})
 	var out bytes.Buffer
 	opts := baseOptions(t, client, &out)
 	opts.Client = nil
@@ -538,7 +538,7 @@ func TestEstimateTokens(t *testing.T) {
 // with the emulator's own count of each batch's prompt tokens, that no batch passed the limit and that the limit cut.
 func TestRunMaxTokensUnderTheAPICount(t *testing.T) {
 	t.Parallel()
-	srv, client := newEmulator(t, openaitest.Options{})
+	srv, client := newEmulator(t, emulator.Options{})
 	var out bytes.Buffer
 	opts := baseOptions(t, client, &out)
 	lines := make([]string, 60)
@@ -561,7 +561,7 @@ func TestRunMaxTokensUnderTheAPICount(t *testing.T) {
 		requests += c.Requests
 		require.Eventually(t, func() bool {
 			b, _ := srv.Batch(c.BatchID)
-			return b.Status == openaitest.StatusCompleted
+			return b.Status == emulator.StatusCompleted
 		}, 5*time.Second, 5*time.Millisecond)
 		b, _ := srv.Batch(c.BatchID)
 		require.LessOrEqual(t, b.InputTokens, int64(limit), "batch %s", c.BatchID)

@@ -15,7 +15,7 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/submit"
 )
 
@@ -46,7 +46,7 @@ func writeRecords(t *testing.T, w io.Writer, from, to int) {
 
 // requireRequests waits until the emulator's batches hold n requests in all (it reads a batch's custom_ids once it
 // validated the batch).
-func requireRequests(t *testing.T, srv *openaitest.Server, n int) {
+func requireRequests(t *testing.T, srv *emulator.Server, n int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		got := 0
@@ -61,7 +61,7 @@ func requireRequests(t *testing.T, srv *openaitest.Server, n int) {
 // the records read since the last cut.
 func TestStreamStopSubmitsOpenPart(t *testing.T) {
 	t.Parallel()
-	srv, client := newEmulator(t, openaitest.Options{})
+	srv, client := newEmulator(t, emulator.Options{})
 	var out bytes.Buffer
 	opts := baseOptions(t, client, &out)
 	opts.FlushInterval = 10 * time.Minute
@@ -85,7 +85,7 @@ func TestStreamStopSubmitsOpenPart(t *testing.T) {
 // with every record read.
 func TestStreamStopLeavesRestForResume(t *testing.T) {
 	t.Parallel()
-	srv, client := newEmulator(t, openaitest.Options{})
+	srv, client := newEmulator(t, emulator.Options{})
 	var out bytes.Buffer
 	opts := baseOptions(t, client, &out)
 	opts.FlushInterval = 10 * time.Minute
@@ -95,14 +95,14 @@ func TestStreamStopLeavesRestForResume(t *testing.T) {
 	pw, progress, done := startStream(ctx, opts)
 	defer pw.Close()
 	feed(t, pw, progress, 5)
-	srv.SetFaults(openaitest.Faults{HTTP500Rate: 1})
+	srv.SetFaults(emulator.Faults{HTTP500Rate: 1})
 	cancel()
 	err := <-done
 	require.ErrorIs(t, err, submit.ErrInterrupted)
 	require.Contains(t, err.Error(), "--resume")
 	require.Empty(t, srv.Batches())
 
-	srv.SetFaults(openaitest.Faults{})
+	srv.SetFaults(emulator.Faults{})
 	resume := baseOptions(t, client, &out)
 	resume.SpoolDir, resume.Resume = opts.SpoolDir, true
 	require.NoError(t, submit.Run(t.Context(), resume))
@@ -113,7 +113,7 @@ func TestStreamStopLeavesRestForResume(t *testing.T) {
 // Every record read is in the spool file on disk within about a second, before any cut: what a SIGKILL leaves.
 func TestStreamWritesThrough(t *testing.T) {
 	t.Parallel()
-	_, client := newEmulator(t, openaitest.Options{})
+	_, client := newEmulator(t, emulator.Options{})
 	opts := baseOptions(t, client, io.Discard)
 	opts.FlushInterval = 10 * time.Minute
 	ctx, cancel := context.WithCancel(t.Context())
@@ -136,7 +136,7 @@ func TestStreamWritesThrough(t *testing.T) {
 // Parts keep counting across runs of the same command on a stream, so two runs' parts never share a number.
 func TestStreamPartsCountOnAcrossRuns(t *testing.T) {
 	t.Parallel()
-	srv, client := newEmulator(t, openaitest.Options{})
+	srv, client := newEmulator(t, emulator.Options{})
 	var out bytes.Buffer
 	opts := baseOptions(t, client, &out)
 	for run := range 2 {
@@ -155,7 +155,7 @@ func TestStreamPartsCountOnAcrossRuns(t *testing.T) {
 // A re-run of the same command leaves no spool file behind: the batch exists, and its journal is all it needs.
 func TestRerunLeavesNoSpoolFile(t *testing.T) {
 	t.Parallel()
-	_, client := newEmulator(t, openaitest.Options{})
+	_, client := newEmulator(t, emulator.Options{})
 	opts := baseOptions(t, client, io.Discard)
 	opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", records(3)...)}
 	for range 2 {
@@ -171,8 +171,8 @@ func TestRerunLeavesNoSpoolFile(t *testing.T) {
 // created twice. A new key for the same account (the API knows the batch) finds the batch.
 func TestIntentsBelongToTheirAccount(t *testing.T) {
 	t.Parallel()
-	srvA, clientA := newEmulator(t, openaitest.Options{})
-	srvB, clientB := newEmulator(t, openaitest.Options{})
+	srvA, clientA := newEmulator(t, emulator.Options{})
+	srvB, clientB := newEmulator(t, emulator.Options{})
 	var out bytes.Buffer
 	opts := baseOptions(t, clientA, &out)
 	opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", records(3)...)}
@@ -209,9 +209,9 @@ func TestIntentsBelongToTheirAccount(t *testing.T) {
 }
 
 // uploadedThenGone leaves an intent that a crash stopped after its upload, whose file the API then lost.
-func uploadedThenGone(t *testing.T) (*openaitest.Server, *openai.Client, submit.Options, *bytes.Buffer) {
+func uploadedThenGone(t *testing.T) (*emulator.Server, *openai.Client, submit.Options, *bytes.Buffer) {
 	t.Helper()
-	srv, client := newEmulator(t, openaitest.Options{})
+	srv, client := newEmulator(t, emulator.Options{})
 	out := new(bytes.Buffer)
 	opts := baseOptions(t, client, out)
 	opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", records(2)...)}
@@ -279,7 +279,7 @@ func TestGoneUploadIsUploadedAgain(t *testing.T) {
 // batch's output files; a value the API does not take is refused before anything is read.
 func TestExpiryOptions(t *testing.T) {
 	t.Parallel()
-	srv, client := newEmulator(t, openaitest.Options{})
+	srv, client := newEmulator(t, emulator.Options{})
 	var out bytes.Buffer
 	opts := baseOptions(t, client, &out)
 	opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", records(2)...)}
@@ -291,7 +291,7 @@ func TestExpiryOptions(t *testing.T) {
 	require.Equal(t, f.CreatedAt+7200, f.ExpiresAt)
 	require.Eventually(t, func() bool {
 		b, _ := srv.Batch(c.BatchID)
-		return b.Status == openaitest.StatusCompleted
+		return b.Status == emulator.StatusCompleted
 	}, 5*time.Second, 10*time.Millisecond)
 	b, _ := srv.Batch(c.BatchID)
 	outFile, ok := srv.File(b.OutputFileID)

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchctl/batchctl/cost"
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 // TestCostByModel: batchctl cost --by model -o json sums each model's loaded batches; cost_usd is the formula on the
@@ -19,7 +19,7 @@ import (
 // table adds a TOTAL line whose cost ends in "+?" when a cost is unknown; status shows each batch's COST.
 func TestCostByModel(t *testing.T) {
 	t.Parallel()
-	e := newDownstreamEnv(t, openaitest.Options{})
+	e := newDownstreamEnv(t, emulator.Options{})
 	dir := t.TempDir()
 	known, _ := writeRecords(t, dir, "known.jsonl", "k", 15)
 	unknown, _ := writeRecords(t, dir, "unknown.jsonl", "u", 4)
@@ -108,7 +108,7 @@ func TestCostByModel(t *testing.T) {
 // TestPollPricesFile: poll refuses a bad --prices / BATCHCTL_PRICES file as a usage error naming the file.
 func TestPollPricesFile(t *testing.T) {
 	t.Parallel()
-	e := newDownstreamEnv(t, openaitest.Options{})
+	e := newDownstreamEnv(t, emulator.Options{})
 	bad := filepath.Join(t.TempDir(), "bad-prices.json")
 	require.NoError(t, os.WriteFile(bad, []byte(`{"m": {"input": 1}}`), 0o600))
 	r := runCLI(t, "", e.env, append(fastPoll, "--prices", bad)...)

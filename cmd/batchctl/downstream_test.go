@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchctl/batchctl/batchapi"
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 // writeRecords writes n data records {"id": "<prefix>-NN", "text": ...} to a file and returns its path and the ids.
@@ -54,7 +54,7 @@ func submitAndLoad(t *testing.T, e *apiEnv, maxRequests int, files ...string) []
 	return ids
 }
 
-func newDownstreamEnv(t *testing.T, opts openaitest.Options) *apiEnv {
+func newDownstreamEnv(t *testing.T, opts emulator.Options) *apiEnv {
 	e := newAPIEnv(t, opts)
 	e.env["BATCHCTL_SPOOL_DIR"] = t.TempDir()
 	return e
@@ -62,7 +62,7 @@ func newDownstreamEnv(t *testing.T, opts openaitest.Options) *apiEnv {
 
 func TestStatusShowsBatchesAndTotals(t *testing.T) {
 	t.Parallel()
-	e := newDownstreamEnv(t, openaitest.Options{})
+	e := newDownstreamEnv(t, emulator.Options{})
 	file, _ := writeRecords(t, t.TempDir(), "reviews.jsonl", "rev", 25)
 	batchIDs := submitAndLoad(t, e, 10, file)
 	require.Len(t, batchIDs, 3)
@@ -100,7 +100,7 @@ func TestStatusShowsBatchesAndTotals(t *testing.T) {
 
 func TestResultsExportOrdersAndSplits(t *testing.T) {
 	t.Parallel()
-	e := newDownstreamEnv(t, openaitest.Options{})
+	e := newDownstreamEnv(t, emulator.Options{})
 	dir := t.TempDir()
 	fileA, idsA := writeRecords(t, dir, "a.jsonl", "a", 23)
 	fileB, idsB := writeRecords(t, dir, "b.jsonl", "b", 7)
@@ -187,7 +187,7 @@ func TestResultsInputOrderKeepsRunsApart(t *testing.T) {
 	t.Parallel()
 	start := time.Now().Add(-time.Hour)
 	var clock atomic.Int64 // the emulator's clock, seconds past start: each batch is created a second after the last
-	e := newDownstreamEnv(t, openaitest.Options{Now: func() time.Time { return start.Add(time.Duration(clock.Load()) * time.Second) }})
+	e := newDownstreamEnv(t, emulator.Options{Now: func() time.Time { return start.Add(time.Duration(clock.Load()) * time.Second) }})
 	ctx := context.Background()
 
 	var track strings.Builder
@@ -232,11 +232,11 @@ func TestResultsInputOrderKeepsRunsApart(t *testing.T) {
 func TestCancelThenPartialLoad(t *testing.T) {
 	t.Parallel()
 	// A phase long enough that the cancel lands in in_progress on a loaded machine.
-	e := newDownstreamEnv(t, openaitest.Options{PhaseDelay: 1500 * time.Millisecond})
+	e := newDownstreamEnv(t, emulator.Options{PhaseDelay: 1500 * time.Millisecond})
 	_, batchID := e.createBatch(t, "c", 40, 0)
 	require.Eventually(t, func() bool {
 		rec, _ := e.emu.Batch(batchID)
-		return rec.Status == openaitest.StatusInProgress
+		return rec.Status == emulator.StatusInProgress
 	}, 10*time.Second, 5*time.Millisecond)
 
 	r := runCLI(t, "", e.env, "cancel", batchID)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 func init() { subcommands = append(subcommands, newEmulatorCmd) }
@@ -81,12 +81,12 @@ API key is accepted unless --api-key is set.`,
 	f.StringVar(&opts.addr, "addr", "127.0.0.1:8089", "address to listen on (port 0 picks a free port)")
 	f.StringVar(&opts.apiKey, "api-key", g.getenv("BATCHCTL_EMULATOR_API_KEY"), "the only API key accepted; empty accepts any non-empty key (env BATCHCTL_EMULATOR_API_KEY)")
 	f.StringVar(&opts.dataDir, "data-dir", "", "directory for file bodies (default a temporary directory removed on exit)")
-	f.DurationVar(&opts.phaseDelay, "phase-delay", openaitest.DefaultPhaseDelay, "how long each batch phase lasts (validating, in_progress, finalizing, cancelling)")
+	f.DurationVar(&opts.phaseDelay, "phase-delay", emulator.DefaultPhaseDelay, "how long each batch phase lasts (validating, in_progress, finalizing, cancelling)")
 	f.Int64Var(&opts.seed, "seed", 0, "seed of the fault choices and of the output order")
-	f.IntVar(&opts.maxRequests, "max-requests", openaitest.DefaultMaxRequestsPerFile, "request lines allowed per batch input file")
-	f.Int64Var(&opts.maxFileMB, "max-file-mb", openaitest.DefaultMaxFileBytes>>20, "size allowed per batch input file, in MB")
-	f.Int64Var(&opts.maxUploadMB, "max-upload-mb", openaitest.DefaultMaxUploadBytes>>20, "size allowed per uploaded file of any purpose, in MB")
-	f.IntVar(&opts.maxCreates, "max-batch-creates-per-hour", openaitest.DefaultMaxBatchCreatesPerHour, "batch creations allowed in any hour; more are answered 429 (negative: no cap)")
+	f.IntVar(&opts.maxRequests, "max-requests", emulator.DefaultMaxRequestsPerFile, "request lines allowed per batch input file")
+	f.Int64Var(&opts.maxFileMB, "max-file-mb", emulator.DefaultMaxFileBytes>>20, "size allowed per batch input file, in MB")
+	f.Int64Var(&opts.maxUploadMB, "max-upload-mb", emulator.DefaultMaxUploadBytes>>20, "size allowed per uploaded file of any purpose, in MB")
+	f.IntVar(&opts.maxCreates, "max-batch-creates-per-hour", emulator.DefaultMaxBatchCreatesPerHour, "batch creations allowed in any hour; more are answered 429 (negative: no cap)")
 
 	f.Float64Var(&opts.failRate, "fail-rate", 0, "share of request lines answered with a failure (error file or non-200 status_code)")
 	f.Float64Var(&opts.rate429, "rate-429", 0, "share of API calls answered 429 rate_limit_exceeded with Retry-After")
@@ -94,7 +94,7 @@ API key is accepted unless --api-key is set.`,
 	f.Float64Var(&opts.resetRate, "reset-rate", 0, "share of API calls whose connection is cut mid-response (after the call took effect)")
 	f.Float64Var(&opts.truncateRate, "truncate-rate", 0, "share of file downloads cut short (Content-Length still announces the full size)")
 	f.IntVar(&opts.downloadBPS, "download-bps", 0, "throttle file downloads to this many bytes per second (0 = unlimited)")
-	f.DurationVar(&opts.retryAfter, "retry-after", openaitest.DefaultRetryAfter, "wait announced by injected 429 answers")
+	f.DurationVar(&opts.retryAfter, "retry-after", emulator.DefaultRetryAfter, "wait announced by injected 429 answers")
 	f.Float64Var(&opts.expireRate, "expire-rate", 0, "share of batches that expire instead of completing")
 	f.Float64Var(&opts.expireShare, "expire-completed-share", 0.5, "share of an expiring batch's requests answered before it expires")
 	f.StringArrayVar(&opts.tokenLimits, "token-limit", nil, "MODEL=TOKENS: cap on enqueued prompt tokens for a model (repeatable)")
@@ -118,7 +118,7 @@ func runEmulator(ctx context.Context, opts *emulatorOptions) error {
 	if opts.phaseDelay <= 0 {
 		return usageError{fmt.Errorf("--phase-delay %v: want a positive duration", opts.phaseDelay)}
 	}
-	srv, err := openaitest.New(openaitest.Options{
+	srv, err := emulator.New(emulator.Options{
 		DataDir: opts.dataDir, APIKey: opts.apiKey, PhaseDelay: opts.phaseDelay, Seed: opts.seed, Logger: log,
 		MaxRequestsPerFile: opts.maxRequests, MaxFileBytes: opts.maxFileMB << 20, MaxUploadBytes: opts.maxUploadMB << 20,
 		MaxBatchCreatesPerHour: opts.maxCreates,

@@ -19,23 +19,23 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/internal/pgtest"
-	"github.com/batchctl/batchctl/openaitest"
 	"github.com/batchctl/batchctl/store"
 )
 
 // apiEnv is an emulator over real HTTP and a migrated schema, with the environment a batchctl process needs.
 type apiEnv struct {
-	emu    *openaitest.Server
+	emu    *emulator.Server
 	api    openai.Client
 	env    map[string]string
 	schema string
 	store  *store.Store
 }
 
-func newAPIEnv(t *testing.T, opts openaitest.Options) *apiEnv {
+func newAPIEnv(t *testing.T, opts emulator.Options) *apiEnv {
 	t.Helper()
-	emu, baseURL := openaitest.Start(t, opts)
+	emu, baseURL := emulator.Start(t, opts)
 	s := pgtest.NewStore(t)
 	return &apiEnv{
 		emu: emu,
@@ -75,7 +75,7 @@ var fastPoll = []string{"poll", "--exit-when-done", "--poll-interval", "50ms,500
 
 func TestTrackThenPollUntilDone(t *testing.T) {
 	t.Parallel()
-	e := newAPIEnv(t, openaitest.Options{})
+	e := newAPIEnv(t, emulator.Options{})
 	f1, b1 := e.createBatch(t, "a", 12, 0)
 	_, b2 := e.createBatch(t, "b", 7, 0)
 
@@ -100,7 +100,7 @@ func TestTrackThenPollUntilDone(t *testing.T) {
 
 func TestTrackRejectsBadLines(t *testing.T) {
 	t.Parallel()
-	e := newAPIEnv(t, openaitest.Options{})
+	e := newAPIEnv(t, emulator.Options{})
 	for _, tt := range []struct{ stdin, want string }{
 		{"batch_ok1\nnot-a-batch\n", "stdin:2"},
 		{"{\"batch_id\": 7}\n", "stdin:1: not a batchctl submit line"},
@@ -159,17 +159,17 @@ func environ(env map[string]string) []string {
 func TestPollKilledMidLoadRestarts(t *testing.T) {
 	t.Parallel()
 	bin := buildBinary(t)
-	e := newAPIEnv(t, openaitest.Options{})
+	e := newAPIEnv(t, emulator.Options{})
 	_, batchID := e.createBatch(t, "k", 300, 200)
 	r := runCLI(t, "", e.env, "track", batchID)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.Eventually(t, func() bool {
 		rec, _ := e.emu.Batch(batchID)
-		return rec.Status == openaitest.StatusCompleted
+		return rec.Status == emulator.StatusCompleted
 	}, 30*time.Second, 10*time.Millisecond)
 
 	// Slow downloads: the load is still streaming when the poller dies.
-	e.emu.SetFaults(openaitest.Faults{DownloadBytesPerSec: 40_000})
+	e.emu.SetFaults(emulator.Faults{DownloadBytesPerSec: 40_000})
 	var logs bytes.Buffer
 	first := exec.Command(bin, append(fastPoll[:1:1], "--poll-interval", "50ms,500ms", "--fetch-interval", "50ms")...)
 	first.Env = environ(e.env)
@@ -183,7 +183,7 @@ func TestPollKilledMidLoadRestarts(t *testing.T) {
 	require.Zero(t, e.count(t, `select count(*) from $schema.results where batch_id = $1`, batchID), "a killed load leaves no rows")
 	require.Zero(t, e.count(t, `select count(*) from $schema.batches where results_loaded_at is not null`))
 
-	e.emu.SetFaults(openaitest.Faults{})
+	e.emu.SetFaults(emulator.Faults{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -202,7 +202,7 @@ func TestPollKilledMidLoadRestarts(t *testing.T) {
 // written as batches are created), then the poller until everything is loaded.
 func TestSubmitThenPollEndToEnd(t *testing.T) {
 	t.Parallel()
-	e := newAPIEnv(t, openaitest.Options{})
+	e := newAPIEnv(t, emulator.Options{})
 	e.env["BATCHCTL_SPOOL_DIR"] = t.TempDir()
 	var in strings.Builder
 	for i := 1; i <= 25; i++ {
@@ -244,7 +244,7 @@ func TestSubmitThenPollEndToEnd(t *testing.T) {
 
 func TestPollServesMetrics(t *testing.T) {
 	t.Parallel()
-	e := newAPIEnv(t, openaitest.Options{})
+	e := newAPIEnv(t, emulator.Options{})
 	_, batchID := e.createBatch(t, "m", 5, 0)
 	require.Equal(t, exitOK, runCLI(t, "", e.env, "track", batchID).code)
 	addr := freeAddr(t)

@@ -9,19 +9,19 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 func TestResubmitCommandAfterExpiry(t *testing.T) {
 	t.Parallel()
-	e := newDownstreamEnv(t, openaitest.Options{ExpireRate: 1, ExpireCompletedShare: 0.5})
+	e := newDownstreamEnv(t, emulator.Options{ExpireRate: 1, ExpireCompletedShare: 0.5})
 	_, root := e.createBatch(t, "x", 20, 0)
 	require.Equal(t, exitOK, runCLI(t, "", e.env, "track", root).code)
 	require.Eventually(t, func() bool {
 		rec, _ := e.emu.Batch(root)
-		return rec.Status == openaitest.StatusExpired
+		return rec.Status == emulator.StatusExpired
 	}, 30*time.Second, 5*time.Millisecond)
-	e.emu.SetFaults(openaitest.Faults{})
+	e.emu.SetFaults(emulator.Faults{})
 
 	r := runCLI(t, "", e.env, fastPoll...)
 	require.Equal(t, exitOK, r.code, r.stderr)
@@ -72,7 +72,7 @@ func TestResubmitCommandAfterExpiry(t *testing.T) {
 
 func TestPollResubmitFlag(t *testing.T) {
 	t.Parallel()
-	e := newDownstreamEnv(t, openaitest.Options{Seed: 11, RequestFailRate: 1})
+	e := newDownstreamEnv(t, emulator.Options{Seed: 11, RequestFailRate: 1})
 	_, root := e.createBatch(t, "p", 16, 0)
 	require.Equal(t, exitOK, runCLI(t, "", e.env, "track", root).code)
 

@@ -6,14 +6,14 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 // TestAPIErrorsShowTheAPIsMessage: openai-go's error text is only the HTTP status; whatever command met the API's
 // refusal, batchctl prints the API's own message and code beside it, and exits 4.
 func TestAPIErrorsShowTheAPIsMessage(t *testing.T) {
 	t.Parallel()
-	e := newAPIEnv(t, openaitest.Options{APIKey: "sk-test-secret"})
+	e := newAPIEnv(t, emulator.Options{APIKey: "sk-test-secret"})
 	file, _ := writeRecords(t, t.TempDir(), "in.jsonl", "r", 2)
 	wrongKey := func(env map[string]string) map[string]string {
 		out := map[string]string{"BATCHCTL_SPOOL_DIR": t.TempDir()}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/submit"
 )
 
@@ -22,7 +22,7 @@ func TestSubmitWithQuotaRunsUnattended(t *testing.T) {
 	const batches, per = 8, 10
 	text := strings.Repeat("a fairly long review of a product that arrived on time ", 4)
 	limit := int64(2 * per * (len(text)/4 + 1)) // about two batches, in the emulator's count
-	e := newAPIEnv(t, openaitest.Options{PhaseDelay: 150 * time.Millisecond,
+	e := newAPIEnv(t, emulator.Options{PhaseDelay: 150 * time.Millisecond,
 		TokenLimitPerModel: map[string]int64{"gpt-4o-mini": limit}})
 	e.env["BATCHCTL_SPOOL_DIR"] = t.TempDir()
 	e.env["BATCHCTL_RECONCILE_SETTLE"] = "10ms"

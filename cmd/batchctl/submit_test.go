@@ -11,14 +11,14 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/internal/pgtest"
-	"github.com/batchctl/batchctl/openaitest"
 	"github.com/batchctl/batchctl/submit"
 )
 
-func submitEnv(t *testing.T) (*openaitest.Server, map[string]string) {
+func submitEnv(t *testing.T) (*emulator.Server, map[string]string) {
 	t.Helper()
-	srv, baseURL := openaitest.Start(t, openaitest.Options{PhaseDelay: 5 * time.Millisecond})
+	srv, baseURL := emulator.Start(t, emulator.Options{PhaseDelay: 5 * time.Millisecond})
 	return srv, map[string]string{
 		"OPENAI_API_KEY":     "sk-test",
 		"OPENAI_BASE_URL":    baseURL,
@@ -100,7 +100,7 @@ func TestSubmitCommandHourlyCreateCap(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
 	var elapsed atomic.Int64
-	srv, baseURL := openaitest.Start(t, openaitest.Options{PhaseDelay: time.Hour, MaxBatchCreatesPerHour: 1,
+	srv, baseURL := emulator.Start(t, emulator.Options{PhaseDelay: time.Hour, MaxBatchCreatesPerHour: 1,
 		Now: func() time.Time { return start.Add(time.Duration(elapsed.Load())) }})
 	env := map[string]string{"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": baseURL, "BATCHCTL_SPOOL_DIR": t.TempDir()}
 	file := filepath.Join(t.TempDir(), "in.jsonl")
@@ -195,7 +195,7 @@ func TestSubmitChecksTheSchemaBeforeUploading(t *testing.T) {
 // up; --resume then has nothing left.
 func TestIntentsListAndAbandon(t *testing.T) {
 	t.Parallel()
-	srv, baseURL := openaitest.Start(t, openaitest.Options{APIKey: "sk-right"})
+	srv, baseURL := emulator.Start(t, emulator.Options{APIKey: "sk-right"})
 	env := map[string]string{"OPENAI_API_KEY": "sk-wrong", "OPENAI_BASE_URL": baseURL, "BATCHCTL_SPOOL_DIR": t.TempDir()}
 	in := filepath.Join(t.TempDir(), "in.jsonl")
 	require.NoError(t, os.WriteFile(in, []byte(`{"text":"a"}`+"\n"), 0o600))

@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 func TestParseTrackLine(t *testing.T) {
@@ -48,7 +48,7 @@ func TestParseTrackLine(t *testing.T) {
 // message (a usage error there, an input error on stdin), and nothing is tracked.
 func TestTrackChecksArgumentsAsItChecksStdin(t *testing.T) {
 	t.Parallel()
-	e := newAPIEnv(t, openaitest.Options{})
+	e := newAPIEnv(t, emulator.Options{})
 	bad := []string{"not a batch id", "file-123", "batch_a b", `batch_x"`, "batch_", "batch_é"}
 	for _, id := range bad {
 		r := runCLI(t, "", e.env, "track", "batch_fine", id)

@@ -28,7 +28,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 const model = "gpt-4o-mini"
@@ -102,14 +102,14 @@ func writeRecords(c config) (string, []int64, error) {
 	for i := range c.batches * c.per {
 		text := fmt.Sprintf("record %d: %s", i+1, filler)[:c.textBytes]
 		fmt.Fprintf(&b, `{"id":"q-%05d","text":%q}`+"\n", i+1, text)
-		tokens[i/c.per] += max(openaitest.EstimateTokens(text), 1)
+		tokens[i/c.per] += max(emulator.EstimateTokens(text), 1)
 	}
 	return path, tokens, os.WriteFile(path, []byte(b.String()), 0o600)
 }
 
 func runMode(c config, mode, records string, tokens []int64, limit int64) error {
 	ctx := context.Background()
-	emu, err := openaitest.New(openaitest.Options{PhaseDelay: c.phase, MaxBatchCreatesPerHour: -1,
+	emu, err := emulator.New(emulator.Options{PhaseDelay: c.phase, MaxBatchCreatesPerHour: -1,
 		TokenLimitPerModel: map[string]int64{model: limit}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package openaitest_test
+package emulator_test
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 // Files expire as the API's do: at expires_after when given, after 30 days by default (batch input and output
@@ -24,7 +24,7 @@ func TestFilesExpire(t *testing.T) {
 	start := time.Now()
 	var elapsed atomic.Int64
 	at := func(d time.Duration) { elapsed.Store(int64(d)) }
-	e := newEnv(t, openaitest.Options{Now: func() time.Time { return start.Add(time.Duration(elapsed.Load())) }})
+	e := newEnv(t, emulator.Options{Now: func() time.Time { return start.Add(time.Duration(elapsed.Load())) }})
 	ctx := t.Context()
 
 	short, err := e.client.Files.New(ctx, openai.FileNewParams{
@@ -69,7 +69,7 @@ func TestOutputFilesExpire(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
 	var elapsed atomic.Int64
-	e := newEnv(t, openaitest.Options{Now: func() time.Time { return start.Add(time.Duration(elapsed.Load())) }})
+	e := newEnv(t, emulator.Options{Now: func() time.Time { return start.Add(time.Duration(elapsed.Load())) }})
 	b, err := e.client.Batches.New(t.Context(), openai.BatchNewParams{InputFileID: e.upload(t, chatLines(3, "m")),
 		CompletionWindow: openai.BatchNewParamsCompletionWindow24h, Endpoint: openai.BatchNewParamsEndpointV1ChatCompletions,
 		OutputExpiresAfter: openai.BatchNewParamsOutputExpiresAfter{Seconds: 7200}})
@@ -88,7 +88,7 @@ func TestOutputFilesExpire(t *testing.T) {
 // A download that was cut resumes with Range: bytes=N-: 206, Content-Range, and the rest of the body.
 func TestContentHonoursRange(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	data := chatLines(20, "m")
 	id := e.upload(t, data)
 	tests := []struct {
@@ -129,7 +129,7 @@ func TestContentHonoursRange(t *testing.T) {
 // status "incomplete" (responses), and its usage counts only what was sent.
 func TestAnswersKeepToTheOutputLimit(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	lines := `{"custom_id":"chat","method":"POST","url":"/v1/chat/completions","body":{"model":"m","max_tokens":2,"messages":[{"role":"user","content":"a review that is long enough to answer at length"}]}}
 {"custom_id":"free","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"a review that is long enough to answer at length"}]}}
 `

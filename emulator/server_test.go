@@ -1,4 +1,4 @@
-package openaitest_test
+package emulator_test
 
 import (
 	"bufio"
@@ -18,19 +18,19 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 // testPhase keeps the whole suite fast while every phase still takes a visible moment.
 const testPhase = 10 * time.Millisecond
 
 type env struct {
-	srv    *openaitest.Server
+	srv    *emulator.Server
 	http   *httptest.Server
 	client openai.Client
 }
 
-func newEnv(t *testing.T, opts openaitest.Options, clientOpts ...option.RequestOption) *env {
+func newEnv(t *testing.T, opts emulator.Options, clientOpts ...option.RequestOption) *env {
 	t.Helper()
 	if opts.PhaseDelay == 0 {
 		opts.PhaseDelay = testPhase
@@ -38,7 +38,7 @@ func newEnv(t *testing.T, opts openaitest.Options, clientOpts ...option.RequestO
 	if opts.RetryAfter == 0 {
 		opts.RetryAfter = time.Millisecond
 	}
-	srv, err := openaitest.New(opts)
+	srv, err := emulator.New(opts)
 	require.NoError(t, err)
 	hs := httptest.NewServer(srv)
 	t.Cleanup(func() {
@@ -197,7 +197,7 @@ func TestAuth(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			e := newEnv(t, openaitest.Options{APIKey: tt.optKey})
+			e := newEnv(t, emulator.Options{APIKey: tt.optKey})
 			resp, m := rawCall(t, http.MethodGet, e.http.URL+"/v1/batches", tt.key, nil)
 			if tt.ok {
 				require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -213,7 +213,7 @@ func TestAuth(t *testing.T) {
 
 	t.Run("sdk sees 401", func(t *testing.T) {
 		t.Parallel()
-		e := newEnv(t, openaitest.Options{APIKey: "sk-right"}, option.WithAPIKey("sk-wrong"))
+		e := newEnv(t, emulator.Options{APIKey: "sk-right"}, option.WithAPIKey("sk-wrong"))
 		_, err := e.client.Batches.Get(t.Context(), "batch_x")
 		var apiErr *openai.Error
 		require.ErrorAs(t, err, &apiErr)
@@ -224,7 +224,7 @@ func TestAuth(t *testing.T) {
 
 func TestFiles(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	ctx := t.Context()
 	data := chatLines(3, "gpt-4o-mini")
 
@@ -303,7 +303,7 @@ func TestFiles(t *testing.T) {
 
 func TestUploadRejects(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{MaxUploadBytes: 100})
+	e := newEnv(t, emulator.Options{MaxUploadBytes: 100})
 	tests := []struct {
 		name     string
 		params   openai.FileNewParams
@@ -330,7 +330,7 @@ func TestUploadRejects(t *testing.T) {
 
 func TestUnknownRoute(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	resp, m := rawCall(t, http.MethodGet, e.http.URL+"/v1/nothing", "k", nil)
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 	requireErrorShape(t, m)

@@ -1,4 +1,4 @@
-package openaitest
+package emulator
 
 import (
 	"net/http/httptest"
@@ -19,7 +19,7 @@ func Start(t testing.TB, opts Options) (*Server, string) {
 	}
 	srv, err := New(opts)
 	if err != nil {
-		t.Fatalf("openaitest: %v", err)
+		t.Fatalf("emulator: %v", err)
 	}
 	ts := httptest.NewServer(srv)
 	t.Cleanup(func() {

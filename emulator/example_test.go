@@ -1,4 +1,4 @@
-package openaitest_test
+package emulator_test
 
 import (
 	"bufio"
@@ -12,12 +12,12 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 // Serve the emulator in-process and run one batch through it with the official client.
 func Example() {
-	srv, err := openaitest.New(openaitest.Options{PhaseDelay: 10 * time.Millisecond})
+	srv, err := emulator.New(emulator.Options{PhaseDelay: 10 * time.Millisecond})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func Example() {
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		fmt.Println(strings.Contains(sc.Text(), openaitest.AnswerText("Great product")))
+		fmt.Println(strings.Contains(sc.Text(), emulator.AnswerText("Great product")))
 	}
 	fmt.Println(batch.RequestCounts.Completed, "of", batch.RequestCounts.Total)
 	fmt.Println(srv.Stats().BatchCreates, "batch created")

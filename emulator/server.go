@@ -1,4 +1,4 @@
-// Package openaitest is a local, stateful emulator of the OpenAI Files and Batches API.
+// Package emulator is a local, stateful emulator of the OpenAI Files and Batches API.
 //
 // Everything batchctl does is tested and demonstrated against it: a [Server] is an [http.Handler] that accepts the
 // calls of the official openai-go client (upload, create, poll, list, download, cancel), runs every batch through
@@ -10,7 +10,7 @@
 // File bodies live on disk under [Options.DataDir] and are streamed in and out line by line, so a 500 MB file costs
 // no 500 MB of memory. Tests read what the emulator received through [Server.Files], [Server.Batches] and
 // [Server.Stats].
-package openaitest
+package emulator
 
 import (
 	"context"
@@ -199,7 +199,7 @@ func New(opts Options) (*Server, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if opts.DataDir == "" {
-		dir, err := os.MkdirTemp("", "openaitest-")
+		dir, err := os.MkdirTemp("", "batchctl-emulator-")
 		if err != nil {
 			return nil, fmt.Errorf("create emulator data dir: %w", err)
 		}

@@ -1,4 +1,4 @@
-package openaitest_test
+package emulator_test
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 // responseLog records the status and Retry-After of every response the client received, retries included.
@@ -36,7 +36,7 @@ func (l *responseLog) middleware(req *http.Request, next option.MiddlewareNext) 
 
 func TestFault429(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{HTTP429Rate: 1})
+	e := newEnv(t, emulator.Options{HTTP429Rate: 1})
 	_, err := e.client.Batches.List(t.Context(), openai.BatchListParams{})
 	var apiErr *openai.Error
 	require.ErrorAs(t, err, &apiErr)
@@ -47,7 +47,7 @@ func TestFault429(t *testing.T) {
 
 	// Half the calls refused: the SDK's retries, honouring Retry-After, get every call through.
 	var log responseLog
-	e.srv.SetFaults(openaitest.Faults{HTTP429Rate: 0.5, RetryAfter: time.Millisecond})
+	e.srv.SetFaults(emulator.Faults{HTTP429Rate: 0.5, RetryAfter: time.Millisecond})
 	client := openai.NewClient(option.WithBaseURL(e.http.URL+"/v1"), option.WithAPIKey("k"),
 		option.WithMaxRetries(20), option.WithMiddleware(log.middleware))
 	for range 20 {
@@ -67,7 +67,7 @@ func TestFault429(t *testing.T) {
 
 func TestFault500(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{HTTP500Rate: 1})
+	e := newEnv(t, emulator.Options{HTTP500Rate: 1})
 	_, err := e.client.Files.New(t.Context(), openai.FileNewParams{
 		File: openai.File(bytes.NewReader(chatLines(1, "m")), "in.jsonl", "application/jsonl"), Purpose: openai.FilePurposeBatch,
 	})
@@ -81,10 +81,10 @@ func TestFault500(t *testing.T) {
 
 func TestFaultReset(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	fileID := e.upload(t, chatLines(2, "m"))
 
-	e.srv.SetFaults(openaitest.Faults{ResetRate: 1})
+	e.srv.SetFaults(emulator.Faults{ResetRate: 1})
 	_, err := e.client.Batches.New(t.Context(), openai.BatchNewParams{
 		InputFileID: fileID, Endpoint: openai.BatchNewParamsEndpointV1ChatCompletions, CompletionWindow: "24h",
 	})
@@ -98,7 +98,7 @@ func TestFaultReset(t *testing.T) {
 	require.Equal(t, 2, e.srv.Stats().InjectedResets)
 
 	// Faults off: the pipeline goes on.
-	e.srv.SetFaults(openaitest.Faults{})
+	e.srv.SetFaults(emulator.Faults{})
 	b := e.create(t, fileID, openai.BatchNewParamsEndpointV1ChatCompletions)
 	e.wait(t, b.ID, openai.BatchStatusCompleted)
 	require.Len(t, e.srv.Batches(), 2)
@@ -106,7 +106,7 @@ func TestFaultReset(t *testing.T) {
 
 func TestFaultTruncatedDownload(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{TruncateDownloadRate: 1})
+	e := newEnv(t, emulator.Options{TruncateDownloadRate: 1})
 	data := chatLines(50, "m")
 	fileID := e.upload(t, data)
 	resp, err := e.client.Files.Content(t.Context(), fileID)
@@ -122,7 +122,7 @@ func TestFaultTruncatedDownload(t *testing.T) {
 
 func TestFaultSlowDownload(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{DownloadBytesPerSec: 40_000})
+	e := newEnv(t, emulator.Options{DownloadBytesPerSec: 40_000})
 	data := chatLines(40, "m") // about 8 kB: 0.2 s at 40 kB/s
 	fileID := e.upload(t, data)
 	start := time.Now()
@@ -140,7 +140,7 @@ func TestFaultRequestFailures(t *testing.T) {
 	t.Parallel()
 	const n = 400
 	run := func(t *testing.T, seed int64) (failedIDs []string, b *openai.Batch, out, errs []outputLine) {
-		e := newEnv(t, openaitest.Options{Seed: seed, RequestFailRate: 0.3})
+		e := newEnv(t, emulator.Options{Seed: seed, RequestFailRate: 0.3})
 		b = e.submit(t, chatLines(n, "m"))
 		b = e.wait(t, b.ID, openai.BatchStatusCompleted)
 		out, errs = e.download(t, b.OutputFileID), e.download(t, b.ErrorFileID)
@@ -188,7 +188,7 @@ func TestFaultRequestFailures(t *testing.T) {
 // file it had all along.
 func TestFaultLateOutputFile(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{LateOutputFile: 500 * time.Millisecond})
+	e := newEnv(t, emulator.Options{LateOutputFile: 500 * time.Millisecond})
 	b := e.submit(t, chatLines(5, "m"))
 	b = e.wait(t, b.ID, openai.BatchStatusCompleted)
 	require.Empty(t, b.OutputFileID, "completed, and no output file yet")

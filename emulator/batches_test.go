@@ -1,4 +1,4 @@
-package openaitest_test
+package emulator_test
 
 import (
 	"bytes"
@@ -16,12 +16,12 @@ import (
 	"github.com/openai/openai-go/v3/shared"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 func TestBatchLifecycle(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{PhaseDelay: 30 * time.Millisecond})
+	e := newEnv(t, emulator.Options{PhaseDelay: 30 * time.Millisecond})
 	ctx := t.Context()
 	const n = 200
 	fileID := e.upload(t, chatLines(n, "gpt-4o-mini"))
@@ -98,7 +98,7 @@ func TestBatchLifecycle(t *testing.T) {
 		require.Equal(t, "chat.completion", string(cc.Object))
 		require.Equal(t, "gpt-4o-mini", cc.Model)
 		i := strings.TrimPrefix(l.CustomID, "req-")
-		require.Equal(t, openaitest.AnswerText("review number "+i+" is great"), cc.Choices[0].Message.Content)
+		require.Equal(t, emulator.AnswerText("review number "+i+" is great"), cc.Choices[0].Message.Content)
 		require.Positive(t, cc.Usage.PromptTokens)
 		require.Equal(t, cc.Usage.PromptTokens+cc.Usage.CompletionTokens, cc.Usage.TotalTokens)
 		inTok += cc.Usage.PromptTokens
@@ -110,13 +110,13 @@ func TestBatchLifecycle(t *testing.T) {
 	recs := e.srv.Batches()
 	require.Len(t, recs, 1)
 	require.Equal(t, want, recs[0].CustomIDs, "records keep the input order")
-	require.Equal(t, openaitest.StatusCompleted, recs[0].Status)
+	require.Equal(t, emulator.StatusCompleted, recs[0].Status)
 	require.Equal(t, map[string]string{"job": "nightly"}, recs[0].Metadata)
 }
 
 func TestEndpoints(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	tests := []struct {
 		endpoint openai.BatchNewParamsEndpoint
 		body     string
@@ -126,8 +126,8 @@ func TestEndpoints(t *testing.T) {
 			var r openai.CreateEmbeddingResponse
 			require.NoError(t, json.Unmarshal(body, &r))
 			require.Len(t, r.Data, 2)
-			require.Len(t, r.Data[0].Embedding, openaitest.EmbeddingDimensions)
-			require.Equal(t, openaitest.FakeEmbedding("b"), r.Data[1].Embedding)
+			require.Len(t, r.Data[0].Embedding, emulator.EmbeddingDimensions)
+			require.Equal(t, emulator.FakeEmbedding("b"), r.Data[1].Embedding)
 		}},
 		{openai.BatchNewParamsEndpointV1Responses, `{"model":"gpt-4.1-mini","input":"hello there"}`, func(t *testing.T, body json.RawMessage) {
 			var r struct {
@@ -141,13 +141,13 @@ func TestEndpoints(t *testing.T) {
 			}
 			require.NoError(t, json.Unmarshal(body, &r))
 			require.Equal(t, "response", r.Object)
-			require.Equal(t, openaitest.AnswerText("hello there"), r.Output[0].Content[0].Text)
-			require.Equal(t, openaitest.EstimateTokens("hello there"), r.Usage.InputTokens)
+			require.Equal(t, emulator.AnswerText("hello there"), r.Output[0].Content[0].Text)
+			require.Equal(t, emulator.EstimateTokens("hello there"), r.Usage.InputTokens)
 		}},
 		{openai.BatchNewParamsEndpointV1Completions, `{"model":"gpt-3.5-turbo-instruct","prompt":"say hi"}`, func(t *testing.T, body json.RawMessage) {
 			var r openai.Completion
 			require.NoError(t, json.Unmarshal(body, &r))
-			require.Equal(t, openaitest.AnswerText("say hi"), r.Choices[0].Text)
+			require.Equal(t, emulator.AnswerText("say hi"), r.Choices[0].Text)
 		}},
 		{openai.BatchNewParamsEndpointV1Moderations, `{"model":"omni-moderation-latest","input":["nice day","I will kill it"]}`, func(t *testing.T, body json.RawMessage) {
 			var r openai.ModerationNewResponse
@@ -174,7 +174,7 @@ func TestEndpoints(t *testing.T) {
 
 func TestBatchList(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{PhaseDelay: time.Hour})
+	e := newEnv(t, emulator.Options{PhaseDelay: time.Hour})
 	fileID := e.upload(t, chatLines(1, "m"))
 	var ids []string
 	for range 7 {
@@ -225,7 +225,7 @@ func TestBatchList(t *testing.T) {
 
 func TestCreateRejects(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{PhaseDelay: time.Hour})
+	e := newEnv(t, emulator.Options{PhaseDelay: time.Hour})
 	fileID := e.upload(t, chatLines(1, "m"))
 	userFile, err := e.client.Files.New(t.Context(), openai.FileNewParams{
 		File: openai.File(strings.NewReader("x"), "x.txt", "text/plain"), Purpose: openai.FilePurposeUserData,
@@ -273,7 +273,7 @@ func TestCreateRejects(t *testing.T) {
 
 func TestValidationFailures(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{MaxRequestsPerFile: 3})
+	e := newEnv(t, emulator.Options{MaxRequestsPerFile: 3})
 	line := func(id, url, model string) string {
 		return fmt.Sprintf(`{"custom_id":%q,"method":"POST","url":%q,"body":{"model":%q,"messages":[]}}`, id, url, model)
 	}
@@ -285,15 +285,15 @@ func TestValidationFailures(t *testing.T) {
 		line  int64
 		param string
 	}{
-		{"bad json", []string{line("a", chat, "m"), `{"custom_id":`}, openaitest.CodeInvalidJSONLine, 2, ""},
-		{"duplicate custom_id", []string{line("a", chat, "m"), line("b", chat, "m"), line("a", chat, "m")}, openaitest.CodeDuplicateCustomID, 3, "custom_id"},
-		{"wrong url", []string{line("a", "/v1/embeddings", "m")}, openaitest.CodeInvalidURL, 1, "url"},
-		{"mixed models", []string{line("a", chat, "m1"), line("b", chat, "m2")}, openaitest.CodeMismatchedModel, 2, "body.model"},
-		{"too many lines", []string{line("a", chat, "m"), line("b", chat, "m"), line("c", chat, "m"), line("d", chat, "m")}, openaitest.CodeTooManyRequests, 4, "input_file_id"},
-		{"missing model", []string{`{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{}}`}, openaitest.CodeMissingRequiredParameter, 1, "body.model"},
-		{"GET method", []string{`{"custom_id":"a","method":"GET","url":"/v1/chat/completions","body":{"model":"m"}}`}, openaitest.CodeInvalidMethod, 1, "method"},
-		{"missing custom_id", []string{`{"method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}`}, openaitest.CodeMissingRequiredParameter, 1, "custom_id"},
-		{"empty file", []string{}, openaitest.CodeEmptyFile, 0, "input_file_id"},
+		{"bad json", []string{line("a", chat, "m"), `{"custom_id":`}, emulator.CodeInvalidJSONLine, 2, ""},
+		{"duplicate custom_id", []string{line("a", chat, "m"), line("b", chat, "m"), line("a", chat, "m")}, emulator.CodeDuplicateCustomID, 3, "custom_id"},
+		{"wrong url", []string{line("a", "/v1/embeddings", "m")}, emulator.CodeInvalidURL, 1, "url"},
+		{"mixed models", []string{line("a", chat, "m1"), line("b", chat, "m2")}, emulator.CodeMismatchedModel, 2, "body.model"},
+		{"too many lines", []string{line("a", chat, "m"), line("b", chat, "m"), line("c", chat, "m"), line("d", chat, "m")}, emulator.CodeTooManyRequests, 4, "input_file_id"},
+		{"missing model", []string{`{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{}}`}, emulator.CodeMissingRequiredParameter, 1, "body.model"},
+		{"GET method", []string{`{"custom_id":"a","method":"GET","url":"/v1/chat/completions","body":{"model":"m"}}`}, emulator.CodeInvalidMethod, 1, "method"},
+		{"missing custom_id", []string{`{"method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}`}, emulator.CodeMissingRequiredParameter, 1, "custom_id"},
+		{"empty file", []string{}, emulator.CodeEmptyFile, 0, "input_file_id"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -325,7 +325,7 @@ func TestValidationFailures(t *testing.T) {
 
 	t.Run("each error names its own line", func(t *testing.T) {
 		t.Parallel()
-		e := newEnv(t, openaitest.Options{})
+		e := newEnv(t, emulator.Options{})
 		lines := []string{line("a", chat, "m"), `{"custom_id":`, line("c", chat, "m"), line("d", chat, "m"),
 			`{"custom_id":"e","method":"POST","url":"/v1/chat/completions","body":{}}`, line("f", chat, "m")}
 		b := e.submit(t, []byte(strings.Join(lines, "\n")+"\n"))
@@ -336,22 +336,22 @@ func TestValidationFailures(t *testing.T) {
 			got = append(got, d.Line)
 		}
 		require.Equal(t, []int64{2, 5}, got, "not the file's last line for both")
-		require.Equal(t, openaitest.CodeInvalidJSONLine, b.Errors.Data[0].Code)
-		require.Equal(t, openaitest.CodeMissingRequiredParameter, b.Errors.Data[1].Code)
+		require.Equal(t, emulator.CodeInvalidJSONLine, b.Errors.Data[0].Code)
+		require.Equal(t, emulator.CodeMissingRequiredParameter, b.Errors.Data[1].Code)
 	})
 
 	t.Run("file too large", func(t *testing.T) {
 		t.Parallel()
-		e := newEnv(t, openaitest.Options{MaxFileBytes: 100})
+		e := newEnv(t, emulator.Options{MaxFileBytes: 100})
 		b := e.submit(t, chatLines(2, "m"))
 		b = e.wait(t, b.ID, openai.BatchStatusFailed)
-		require.Equal(t, openaitest.CodeFileTooLarge, b.Errors.Data[0].Code)
+		require.Equal(t, emulator.CodeFileTooLarge, b.Errors.Data[0].Code)
 	})
 }
 
 func TestCancel(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{PhaseDelay: 200 * time.Millisecond})
+	e := newEnv(t, emulator.Options{PhaseDelay: 200 * time.Millisecond})
 	const n = 100
 	b := e.submit(t, chatLines(n, "m"))
 	// Wait until some requests are answered, then cancel.
@@ -378,7 +378,7 @@ func TestCancel(t *testing.T) {
 	require.Len(t, append(customIDs(out), customIDs(errs)...), n)
 	for _, l := range errs {
 		require.Nil(t, l.Response)
-		require.Equal(t, openaitest.CodeBatchCancelled, l.Error.Code)
+		require.Equal(t, emulator.CodeBatchCancelled, l.Error.Code)
 	}
 	require.Equal(t, int64(len(out)), b.RequestCounts.Completed)
 
@@ -407,7 +407,7 @@ func TestCancel(t *testing.T) {
 
 func TestCancelCompletedRefused(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	b := e.submit(t, chatLines(1, "m"))
 	e.wait(t, b.ID, openai.BatchStatusCompleted)
 	_, err := e.client.Batches.Cancel(t.Context(), b.ID)
@@ -431,7 +431,7 @@ func TestExpiry(t *testing.T) {
 		require.Len(t, out, answered)
 		require.Len(t, errs, n-answered)
 		for _, l := range errs {
-			require.Equal(t, openaitest.CodeBatchExpired, l.Error.Code)
+			require.Equal(t, emulator.CodeBatchExpired, l.Error.Code)
 			require.Nil(t, l.Response)
 		}
 		all := append(customIDs(out), customIDs(errs)...)
@@ -441,14 +441,14 @@ func TestExpiry(t *testing.T) {
 
 	t.Run("rate", func(t *testing.T) {
 		t.Parallel()
-		e := newEnv(t, openaitest.Options{ExpireRate: 1, ExpireCompletedShare: 0.25})
+		e := newEnv(t, emulator.Options{ExpireRate: 1, ExpireCompletedShare: 0.25})
 		b := e.submit(t, chatLines(n, "m"))
 		check(t, e, b.ID, 10)
 		require.Equal(t, 1, e.srv.Stats().ExpiredBatches)
 	})
 	t.Run("ExpireBatch", func(t *testing.T) {
 		t.Parallel()
-		e := newEnv(t, openaitest.Options{ExpireCompletedShare: 0.5, PhaseDelay: 50 * time.Millisecond})
+		e := newEnv(t, emulator.Options{ExpireCompletedShare: 0.5, PhaseDelay: 50 * time.Millisecond})
 		b := e.submit(t, chatLines(n, "m"))
 		require.NoError(t, e.srv.ExpireBatch(b.ID))
 		check(t, e, b.ID, 20)
@@ -466,7 +466,7 @@ func TestExpiry(t *testing.T) {
 			}
 			return start
 		}
-		e := newEnv(t, openaitest.Options{Now: syncClock(clock)})
+		e := newEnv(t, emulator.Options{Now: syncClock(clock)})
 		b := e.submit(t, chatLines(n, "m"))
 		check(t, e, b.ID, 0)
 	})
@@ -485,14 +485,14 @@ func syncClock(f func() time.Time) func() time.Time {
 
 func TestTokenLimit(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{PhaseDelay: 100 * time.Millisecond, TokenLimitPerModel: map[string]int64{"gpt-4o-mini": 300}})
+	e := newEnv(t, emulator.Options{PhaseDelay: 100 * time.Millisecond, TokenLimitPerModel: map[string]int64{"gpt-4o-mini": 300}})
 	data := chatLines(20, "gpt-4o-mini") // about 200 prompt tokens
 	first := e.submit(t, data)
 	e.wait(t, first.ID, openai.BatchStatusInProgress)
 	second := e.submit(t, data)
 	second = e.wait(t, second.ID, openai.BatchStatusFailed, openai.BatchStatusCompleted)
 	require.Equal(t, openai.BatchStatusFailed, second.Status)
-	require.Equal(t, openaitest.CodeTokenLimitExceeded, second.Errors.Data[0].Code)
+	require.Equal(t, emulator.CodeTokenLimitExceeded, second.Errors.Data[0].Code)
 	requireBatchShape(t, second.RawJSON())
 
 	// Once the first batch is done its tokens leave the queue.
@@ -512,7 +512,7 @@ func TestLargeFileStreams(t *testing.T) {
 		t.Skip("writes a 20 000-line file")
 	}
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{PhaseDelay: time.Millisecond})
+	e := newEnv(t, emulator.Options{PhaseDelay: time.Millisecond})
 	const n = 20_000
 	b := e.submit(t, chatLines(n, "m"))
 	b = e.wait(t, b.ID, openai.BatchStatusCompleted)
@@ -533,7 +533,7 @@ func TestBatchCreatesPerHourCap(t *testing.T) {
 	start := time.Now()
 	var elapsed atomic.Int64 // the test clock: start plus this
 	at := func(d time.Duration) { elapsed.Store(int64(d)) }
-	e := newEnv(t, openaitest.Options{PhaseDelay: time.Hour, MaxBatchCreatesPerHour: 2,
+	e := newEnv(t, emulator.Options{PhaseDelay: time.Hour, MaxBatchCreatesPerHour: 2,
 		Now: func() time.Time { return start.Add(time.Duration(elapsed.Load())) }})
 	fileID := e.upload(t, chatLines(1, "m"))
 	create := func() error {
@@ -562,7 +562,7 @@ func TestBatchCreatesPerHourCap(t *testing.T) {
 	require.Equal(t, 2, e.srv.Stats().CreatesLimited)
 	require.Len(t, e.srv.Batches(), 3)
 
-	unlimited := newEnv(t, openaitest.Options{MaxBatchCreatesPerHour: -1})
+	unlimited := newEnv(t, emulator.Options{MaxBatchCreatesPerHour: -1})
 	for range 3 {
 		unlimited.submit(t, chatLines(1, "m"))
 	}

@@ -1,4 +1,4 @@
-package openaitest_test
+package emulator_test
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/stretchr/testify/require"
 
-	"github.com/batchctl/batchctl/openaitest"
+	"github.com/batchctl/batchctl/emulator"
 )
 
 // TestPromptCache: in a batch, a request sharing 1 024 tokens or more of leading text with an earlier request reports
@@ -18,7 +18,7 @@ import (
 // prompts that differ early report 0. Chat completions and responses alike.
 func TestPromptCache(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openaitest.Options{})
+	e := newEnv(t, emulator.Options{})
 	system := strings.Repeat("You classify reviews. ", 300)[:6000] // 1 500 tokens of shared instructions
 	// Each prompt is system + "\n" + "review number N ...": 6 015 shared bytes, whose last whole 512-byte (128-token)
 	// step from 4 096 bytes on ends at 5 632 bytes: 1 408 tokens.
@@ -69,7 +69,7 @@ func TestPromptCache(t *testing.T) {
 			}
 			require.Equal(t, map[string]int64{"req-0": 0, "req-1": want, "req-2": want, "req-3": want,
 				"req-4": 0, "req-5": 0, "req-6": want}, got)
-			require.Zero(t, want%openaitest.PromptCacheStep)
+			require.Zero(t, want%emulator.PromptCacheStep)
 			require.Equal(t, int64(4*want), b.Usage.InputTokensDetails.CachedTokens, "the batch's usage sums them")
 		})
 	}
