@@ -20,6 +20,7 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/batchctl/batchctl/batchapi"
+	"github.com/batchctl/batchctl/provider"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -57,9 +58,10 @@ func Cost(tokens int64, f float64) int64 {
 // quota. A model without a quota has no limit: its queued rows (queued before the quota was unset) are created in
 // order at once.
 type Admitter struct {
-	Store  *store.Store
-	API    *batchapi.Client
-	Logger *slog.Logger
+	Store *store.Store
+	// Providers are the batch APIs this process has credentials for; a queued row of another stays queued.
+	Providers provider.Set
+	Logger    *slog.Logger
 }
 
 func (a *Admitter) log() *slog.Logger {
@@ -189,9 +191,13 @@ func (a *Admitter) create(ctx context.Context, q store.QueuedBatch, mayExist boo
 	if q.SpoolSHA256 != "" {
 		meta[batchapi.MetaSpoolSHA256] = q.SpoolSHA256
 	}
-	in := batchapi.Intent{
-		Endpoint: q.Endpoint, InputFileID: q.InputFileID, Metadata: meta,
-		Match: func(b *openai.Batch) bool {
+	api, err := a.Providers.Get(q.Provider)
+	if err != nil {
+		return q, false, err
+	}
+	in := provider.Intent{
+		Endpoint: q.Endpoint, InputFileID: q.InputFileID, Requests: q.Requests, Metadata: meta,
+		Match: func(b *store.Batch) bool {
 			return b.Metadata[batchapi.MetaIntent] == q.Intent && b.Metadata[batchapi.MetaSpoolSHA256] == q.SpoolSHA256
 		},
 		Since: q.QueuedAt,
@@ -202,24 +208,23 @@ func (a *Admitter) create(ctx context.Context, q store.QueuedBatch, mayExist boo
 	if q.CreateSentAt != nil {
 		in.LastAttempt = *q.CreateSentAt
 	}
-	b, existing, err := a.API.Create(ctx, in, mayExist)
+	row, existing, err := api.Create(ctx, in, mayExist)
 	if err != nil {
-		return q, false, a.createFailed(ctx, q, err, log)
+		return q, false, a.createFailed(ctx, api, q, err, log)
 	}
-	row := batchapi.Row(b)
 	row.Model = cmp.Or(row.Model, q.Model) // the API names no model before validation
 	row.Source, row.SpoolSHA256, row.EstimatedTokens = q.Source, q.SpoolSHA256, &q.EstimatedTokens
 	if err := a.Store.MarkCreated(ctx, q.QueueID, row); err != nil {
 		return q, false, err
 	}
-	log.Info("batch admitted", "batch_id", b.ID, "found_existing", existing, "estimated_tokens", q.EstimatedTokens)
-	q.State, q.BatchID, q.Error = store.QueueCreated, b.ID, ""
+	log.Info("batch admitted", "batch_id", row.BatchID, "found_existing", existing, "estimated_tokens", q.EstimatedTokens)
+	q.State, q.BatchID, q.Error = store.QueueCreated, row.BatchID, ""
 	return q, true, nil
 }
 
 // createFailed sorts a failed create: a lost input file or a refusal (the row is set aside: nil), or an error that
 // ends the pass.
-func (a *Admitter) createFailed(ctx context.Context, q store.QueuedBatch, err error, log *slog.Logger) error {
+func (a *Admitter) createFailed(ctx context.Context, api provider.Provider, q store.QueuedBatch, err error, log *slog.Logger) error {
 	apiErr, isAPI := errors.AsType[*openai.Error](err)
 	if !isAPI || ctx.Err() != nil {
 		// Transient errors past their retries, an unfinished search (ErrReconcileIncomplete), a stop: the batch may
@@ -228,7 +233,7 @@ func (a *Admitter) createFailed(ctx context.Context, q store.QueuedBatch, err er
 	}
 	kind := batchapi.Classify(err)
 	if kind == batchapi.NotFound || (kind == batchapi.Permanent && strings.Contains(apiErr.Message, "No such File")) {
-		exists, ferr := a.API.FileExists(ctx, q.InputFileID)
+		exists, ferr := api.FileExists(ctx, q.InputFileID)
 		if ferr == nil && !exists {
 			log.Error("the API no longer knows this queued batch's input file; its batch cannot be created until a submit uploads it again",
 				"error", batchapi.Message(err))

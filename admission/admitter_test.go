@@ -19,6 +19,7 @@ import (
 	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/internal/pgtest"
+	oaiprov "github.com/batchctl/batchctl/provider/openai"
 	"github.com/batchctl/batchctl/store"
 	"github.com/batchctl/batchctl/submit"
 )
@@ -63,7 +64,7 @@ func (e *env) open(t *testing.T) *store.Store {
 
 // admitter is an Admitter with its own store connections and API client, as another process would have.
 func (e *env) admitter(t *testing.T) *admission.Admitter {
-	return &admission.Admitter{Store: e.open(t), API: e.client()}
+	return &admission.Admitter{Store: e.open(t), Providers: oaiprov.Set(e.client())}
 }
 
 // enqueue uploads a request file of n chat requests of size bytes of text each and queues it as intent, with an
@@ -170,7 +171,7 @@ func TestAdmitKeepsTheLimitFullInQueueOrder(t *testing.T) {
 	}
 	require.InDelta(t, 4*limit, sum, 0.5*limit)
 
-	a := &admission.Admitter{Store: e.store, API: e.api}
+	a := &admission.Admitter{Store: e.store, Providers: oaiprov.Set(e.api)}
 	passes := 0
 	require.Eventually(t, func() bool {
 		passes++
@@ -326,7 +327,7 @@ func TestAdmitReconcilesAnInterruptedCreate(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, e.emu.Stats().BatchCreates)
 
-	created, err := (&admission.Admitter{Store: e.store, API: e.api}).Admit(ctx, "")
+	created, err := (&admission.Admitter{Store: e.store, Providers: oaiprov.Set(e.api)}).Admit(ctx, "")
 	require.NoError(t, err)
 	require.Len(t, created, 2)
 	require.Equal(t, 2, e.emu.Stats().BatchCreates, "the created batch is found, the lost one created once")
@@ -344,7 +345,7 @@ func TestAdmitReconcilesAnInterruptedCreate(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, store.QueueCreated, q.State)
 
-	created, err = (&admission.Admitter{Store: e.store, API: e.api}).Admit(ctx, "")
+	created, err = (&admission.Admitter{Store: e.store, Providers: oaiprov.Set(e.api)}).Admit(ctx, "")
 	require.NoError(t, err)
 	require.Empty(t, created)
 	_, count := e.createdByIntent()
@@ -365,7 +366,7 @@ func TestAdmitSetsAsideWhatCannotBeCreated(t *testing.T) {
 	_, err := e.oa.Files.Delete(ctx, gone.InputFileID)
 	require.NoError(t, err)
 
-	a := &admission.Admitter{Store: e.store, API: e.api}
+	a := &admission.Admitter{Store: e.store, Providers: oaiprov.Set(e.api)}
 	created, err := a.Admit(ctx, model)
 	require.NoError(t, err)
 	require.Len(t, created, 1)

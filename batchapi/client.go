@@ -96,11 +96,26 @@ func (c *Client) log() *slog.Logger {
 	return c.Logger
 }
 
-// retry runs op with exponential backoff while its error is transient, honouring the wait a 429 asked for. When it
-// gives up, it returns op's last error: the API's own answer, not the backoff's wrapper of it.
 func (c *Client) retry(ctx context.Context, what string, op func() error) error {
+	return Retry{Initial: c.RetryInitial, MaxElapsed: c.RetryMaxElapsed, Logger: c.log()}.Do(ctx, what, op)
+}
+
+// Retry is the backoff of the calls that must not be lost, for every provider. Zero durations take the defaults.
+type Retry struct {
+	Initial, MaxElapsed time.Duration
+	Logger              *slog.Logger
+}
+
+// Do runs op with exponential backoff while its error is transient, honouring the wait a 429 asked for. When it
+// gives up, it returns op's last error: the API's own answer, not the backoff's wrapper of it. An op that must stop
+// at once returns backoff.Permanent(err), or an error Classify does not call transient.
+func (r Retry) Do(ctx context.Context, what string, op func() error) error {
+	log := r.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = cmp.Or(c.RetryInitial, DefaultRetryInitial)
+	b.InitialInterval = cmp.Or(r.Initial, DefaultRetryInitial)
 	var last error
 	_, err := backoff.Retry(ctx, func() (struct{}, error) {
 		err := op()
@@ -114,12 +129,12 @@ func (c *Client) retry(ctx context.Context, what string, op func() error) error 
 		if Classify(err) != Transient {
 			return struct{}{}, backoff.Permanent(err)
 		}
-		c.log().Warn("transient API error, retrying", "op", what, "error", Message(err))
+		log.Warn("transient API error, retrying", "op", what, "error", Message(err))
 		if wait := RetryAfter(err); wait > 0 {
 			return struct{}{}, backoff.RetryAfter(int((wait + time.Second - 1) / time.Second))
 		}
 		return struct{}{}, err
-	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(cmp.Or(c.RetryMaxElapsed, DefaultRetryMaxElapsed)))
+	}, backoff.WithBackOff(b), backoff.WithMaxElapsedTime(cmp.Or(r.MaxElapsed, DefaultRetryMaxElapsed)))
 	if _, ok := errors.AsType[*backoff.RetryAfterError](err); ok {
 		// The wait a 429 asked for passes the time left: RetryAfterError carries the wait, not the error.
 		return last

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/openai/openai-go/v3"
 )
 
@@ -46,11 +47,37 @@ func (k ErrorKind) String() string {
 	return "transient"
 }
 
+// apiAnswer is the HTTP answer of an API error in err's chain, from either SDK (OpenAI's, Anthropic's): its status
+// and headers, and what the API said (message, then code, param and type when given). ok is false when err holds
+// no API answer.
+func apiAnswer(err error) (status int, header http.Header, message string, details []string, ok bool) {
+	if e, isOpenAI := errors.AsType[*openai.Error](err); isOpenAI {
+		if e.Response != nil {
+			header = e.Response.Header
+		}
+		for _, d := range []struct{ name, value string }{{"code", e.Code}, {"param", e.Param}, {"type", e.Type}} {
+			if d.value != "" {
+				details = append(details, d.name+" "+d.value)
+			}
+		}
+		return e.StatusCode, header, e.Message, details, true
+	}
+	if e, isAnthropic := errors.AsType[*anthropic.Error](err); isAnthropic {
+		if e.Response != nil {
+			header = e.Response.Header
+		}
+		if t := string(e.Type()); t != "" {
+			details = append(details, "type "+t)
+		}
+		return e.StatusCode, header, e.Message, details, true
+	}
+	return 0, nil, "", nil, false
+}
+
 // Classify tells what kind of error err is.
 func Classify(err error) ErrorKind {
-	var apiErr *openai.Error
-	if errors.As(err, &apiErr) {
-		switch code := apiErr.StatusCode; {
+	if status, _, _, _, ok := apiAnswer(err); ok {
+		switch code := status; {
 		case code == http.StatusUnauthorized || code == http.StatusForbidden:
 			return Auth
 		case code == http.StatusNotFound:
@@ -77,11 +104,10 @@ func Classify(err error) ErrorKind {
 
 // RetryAfter is the wait a 429 answer asked for (Retry-After-Ms, else Retry-After in seconds), or 0.
 func RetryAfter(err error) time.Duration {
-	var apiErr *openai.Error
-	if !errors.As(err, &apiErr) || apiErr.Response == nil {
+	_, h, _, _, ok := apiAnswer(err)
+	if !ok || h == nil {
 		return 0
 	}
-	h := apiErr.Response.Header
 	if ms, err := strconv.ParseFloat(h.Get("Retry-After-Ms"), 64); err == nil && ms > 0 {
 		return time.Duration(ms * float64(time.Millisecond))
 	}
@@ -94,35 +120,31 @@ func RetryAfter(err error) time.Duration {
 // Message is err's text for logs: for an API error its status and what the API said (see Said), without the SDK's
 // request dump.
 func Message(err error) string {
-	var apiErr *openai.Error
-	if errors.As(err, &apiErr) {
-		return strconv.Itoa(apiErr.StatusCode) + " " + Said(err)
+	if status, _, _, _, ok := apiAnswer(err); ok {
+		return strconv.Itoa(status) + " " + Said(err)
 	}
 	return err.Error()
 }
 
 // isStatus reports whether err is an API answer with the given HTTP status.
 func isStatus(err error, status int) bool {
-	var apiErr *openai.Error
-	return errors.As(err, &apiErr) && apiErr.StatusCode == status
+	got, _, _, _, ok := apiAnswer(err)
+	return ok && got == status
 }
+
+// IsStatus reports whether err is an API answer with the given HTTP status.
+func IsStatus(err error, status int) bool { return isStatus(err, status) }
 
 // Said is what the API said in the error answer in err's chain: its message, then its code, parameter and type when
 // given ("No batch found with id 'x'. (type invalid_request_error)"). It is "" when err holds no API error or the
 // answer had no message (a proxy's HTML page, say). openai-go's own error text is only the HTTP status.
 func Said(err error) string {
-	apiErr, ok := errors.AsType[*openai.Error](err)
-	if !ok || apiErr.Message == "" {
+	_, _, message, details, ok := apiAnswer(err)
+	if !ok || message == "" {
 		return ""
 	}
-	var details []string
-	for _, d := range []struct{ name, value string }{{"code", apiErr.Code}, {"param", apiErr.Param}, {"type", apiErr.Type}} {
-		if d.value != "" {
-			details = append(details, d.name+" "+d.value)
-		}
-	}
 	if len(details) == 0 {
-		return apiErr.Message
+		return message
 	}
-	return apiErr.Message + " (" + strings.Join(details, ", ") + ")"
+	return message + " (" + strings.Join(details, ", ") + ")"
 }

@@ -8,7 +8,6 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/batchctl/batchctl/admission"
-	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -40,7 +39,7 @@ func (w *admitWorker) Work(ctx context.Context, _ *river.Job[admitArgs]) error {
 
 // admitter is the daemon's Admitter.
 func (d *Daemon) admitter() *admission.Admitter {
-	return &admission.Admitter{Store: d.store, API: &batchapi.Client{API: &d.api, Logger: d.log}, Logger: d.log}
+	return &admission.Admitter{Store: d.store, Providers: d.providers, Logger: d.log}
 }
 
 // afterLoad runs once a batch's results are committed: the batch has left the model's tokens in flight, so an

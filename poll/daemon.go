@@ -9,12 +9,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/openai/openai-go/v3"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
-	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/cost"
+	"github.com/batchctl/batchctl/provider"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -35,11 +34,13 @@ const (
 	notFoundGrace = time.Minute
 )
 
-// Config configures a Daemon. Store and API are required; zero values of the rest take the defaults above.
+// Config configures a Daemon. Store and Providers are required; zero values of the rest take the defaults above.
 type Config struct {
-	Store  *store.Store
-	API    openai.Client
-	Logger *slog.Logger
+	Store *store.Store
+	// Providers are the batch APIs this daemon has credentials for. A batch at a provider not in the set is
+	// skipped with an error naming the missing credentials, never marked failed.
+	Providers provider.Set
+	Logger    *slog.Logger
 	// Metrics; nil creates unregistered ones.
 	Metrics *Metrics
 
@@ -87,12 +88,12 @@ type Config struct {
 
 // Daemon runs the poller's River workers.
 type Daemon struct {
-	cfg    Config
-	log    *slog.Logger
-	store  *store.Store
-	api    openai.Client
-	m      *Metrics
-	client *river.Client[pgx.Tx]
+	cfg       Config
+	log       *slog.Logger
+	store     *store.Store
+	providers provider.Set
+	m         *Metrics
+	client    *river.Client[pgx.Tx]
 	// lifeline is this daemon's registration in the pollers table, set by Run.
 	lifeline *store.Lifeline
 	// unknownPrices warns once per model loaded without a price.
@@ -131,7 +132,7 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil, cfg.Store, cfg.Logger)
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Logger, store: cfg.Store, api: cfg.API, m: cfg.Metrics}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, store: cfg.Store, providers: cfg.Providers, m: cfg.Metrics}
 	d.unknownPrices.Logger = cfg.Logger
 
 	workers := river.NewWorkers()
@@ -265,7 +266,7 @@ func (d *Daemon) waitDone(ctx context.Context) {
 // resubmitter is the daemon's Resubmitter.
 func (d *Daemon) resubmitter() *Resubmitter {
 	return &Resubmitter{
-		Store: d.store, API: &batchapi.Client{API: &d.api, Logger: d.log}, Logger: d.log,
+		Store: d.store, Providers: d.providers, Logger: d.log,
 		MaxAttempts: d.cfg.MaxAttempts, TokenLimitBackoff: d.cfg.TokenLimitBackoff, Dir: d.cfg.ResubmitDir,
 	}
 }

@@ -5,36 +5,33 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"strconv"
-	"strings"
-
-	"github.com/openai/openai-go/v3/option"
 
 	"github.com/batchctl/batchctl/batchapi"
+	"github.com/batchctl/batchctl/provider"
 )
 
 // maxStalledResumes bounds the resumes of one download in a row that bring no byte: a download that makes progress
 // may be cut and resumed any number of times.
 const maxStalledResumes = 3
 
-// download opens a file's content as a body that resumes where a cut left it (Range: bytes=N-), so a connection
-// reset or a body cut short half way through a large output file costs the rest of the file, not the whole load.
-// size is the body's Content-Length, or -1.
-func (d *Daemon) download(ctx context.Context, fileID string) (body io.ReadCloser, size int64, err error) {
+// download opens a file's content as a body that resumes where a cut left it (the provider's Open from the byte
+// reached: a Range request), so a connection reset or a body cut short half way through a large output file costs
+// the rest of the file, not the whole load. size is the body's length, or -1.
+func (d *Daemon) download(ctx context.Context, p provider.Provider, fileID string) (body io.ReadCloser, size int64, err error) {
 	d.m.PollCalls.WithLabelValues("download").Inc()
-	resp, err := d.api.Files.Content(ctx, fileID)
+	b, err := p.Open(ctx, fileID, 0)
 	if err != nil {
 		return nil, 0, err
 	}
-	return &resumingBody{ctx: ctx, d: d, fileID: fileID, body: resp.Body, size: resp.ContentLength}, resp.ContentLength, nil
+	return &resumingBody{ctx: ctx, d: d, p: p, fileID: fileID, body: b.ReadCloser, size: b.Size}, b.Size, nil
 }
 
 // resumingBody reads a file's content, and when the connection is cut asks for the rest from the byte it reached.
-// A server that answers a Range request with the whole body (200) has the bytes already read skipped.
+// A server that answers a Range request with the whole body has the bytes already read skipped.
 type resumingBody struct {
 	ctx     context.Context
 	d       *Daemon
+	p       provider.Provider
 	fileID  string
 	body    io.ReadCloser
 	size    int64 // the whole body's length, -1 when unknown
@@ -74,25 +71,24 @@ func (b *resumingBody) resume() error {
 	b.stalled++
 	_ = b.body.Close()
 	b.d.m.PollCalls.WithLabelValues("download").Inc()
-	resp, err := b.d.api.Files.Content(b.ctx, b.fileID, option.WithHeader("Range", "bytes="+strconv.FormatInt(b.off, 10)+"-"))
+	rest, err := b.p.Open(b.ctx, b.fileID, b.off)
 	if err != nil {
-		b.body = io.NopCloser(strings.NewReader(""))
+		b.body = io.NopCloser(eofReader{})
 		return err
 	}
-	b.body = resp.Body
-	switch {
-	case resp.StatusCode == http.StatusPartialContent &&
-		strings.HasPrefix(resp.Header.Get("Content-Range"), "bytes "+strconv.FormatInt(b.off, 10)+"-"):
-	case resp.StatusCode == http.StatusOK:
+	b.body = rest.ReadCloser
+	if !rest.Partial {
 		// The whole body again: skip what was read.
-		if _, err := io.CopyN(io.Discard, resp.Body, b.off); err != nil {
+		if _, err := io.CopyN(io.Discard, rest, b.off); err != nil {
 			return fmt.Errorf("skip the %d bytes read: %w", b.off, err)
 		}
-	default:
-		return fmt.Errorf("unexpected answer to a Range request: %s, Content-Range %q", resp.Status, resp.Header.Get("Content-Range"))
 	}
-	b.d.log.Info("download resumed", "file_id", b.fileID, "at_byte", b.off, "status", resp.StatusCode)
+	b.d.log.Info("download resumed", "file_id", b.fileID, "at_byte", b.off, "partial", rest.Partial)
 	return nil
 }
 
 func (b *resumingBody) Close() error { return b.body.Close() }
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }

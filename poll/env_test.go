@@ -17,6 +17,7 @@ import (
 	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/internal/pgtest"
 	"github.com/batchctl/batchctl/poll"
+	oaiprov "github.com/batchctl/batchctl/provider/openai"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -64,7 +65,7 @@ func (e *env) submit(t *testing.T, body []byte) string {
 // config is a daemon configuration paced for tests.
 func (e *env) config(t *testing.T) poll.Config {
 	return poll.Config{
-		Store: e.store, API: e.api, Logger: testLogger(t),
+		Store: e.store, Providers: oaiprov.Set(&batchapi.Client{API: &e.api}), Logger: testLogger(t),
 		Interval:          poll.Interval{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond},
 		SweepInterval:     200 * time.Millisecond,
 		FetchPollInterval: 50 * time.Millisecond,

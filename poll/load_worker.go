@@ -14,6 +14,7 @@ import (
 
 	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/jsonl"
+	"github.com/batchctl/batchctl/provider"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -60,6 +61,10 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 		return nil, river.JobCancel(fmt.Errorf("batch %s is %s, not ended: nothing to load", id, row.Status))
 	}
 	age := time.Since(row.CreatedAt)
+	p, err := w.d.provider(row)
+	if err != nil {
+		return nil, w.d.apiFailure(ctx, "download", id, age, err)
+	}
 	if missingOutput(row) {
 		if row, err = w.awaitOutput(ctx, row, log); err != nil {
 			return nil, err
@@ -77,8 +82,14 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 		inputFileID = root.InputFileID
 	}
 	var idx *inputIndex
-	if inputFileID != "" {
-		if idx, err = w.inputIndex(ctx, inputFileID, dl); err != nil {
+	// A provider that took the requests inline keeps no input file: the submitter recorded each request's line, and
+	// its own custom_id where the API was sent another (request_ids).
+	ids, err := w.d.store.RequestIDs(ctx, row.SpoolSHA256)
+	if err != nil {
+		return nil, shutdownAware(ctx, err)
+	}
+	if inputFileID != "" && ids == nil {
+		if idx, err = w.inputIndex(ctx, p, inputFileID, dl); err != nil {
 			if batchapi.Classify(err) == batchapi.NotFound {
 				log.Warn("input file is gone; input_line stays null", "input_file_id", inputFileID)
 			} else {
@@ -103,7 +114,7 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 		if fileID == "" {
 			continue
 		}
-		if err := w.copyFile(ctx, dl, load, id, fileID, idx, outcomes, usage); err != nil {
+		if err := w.copyFile(ctx, dl, load, p, id, fileID, idx, ids, outcomes, usage); err != nil {
 			if batchapi.Classify(err) != batchapi.Transient {
 				return nil, w.d.apiFailure(ctx, "download", id, age, err)
 			}
@@ -145,12 +156,16 @@ func missingOutput(row store.Batch) bool {
 // batch ended: then it loads what there is, loudly. It returns the row to load.
 func (w *loadWorker) awaitOutput(ctx context.Context, row store.Batch, log *slog.Logger) (store.Batch, error) {
 	id, age := row.BatchID, time.Since(row.CreatedAt)
-	w.d.m.PollCalls.WithLabelValues("get").Inc()
-	b, err := w.d.api.Batches.Get(ctx, id)
+	p, err := w.d.provider(row)
 	if err != nil {
 		return row, w.d.apiFailure(ctx, "get", id, age, err)
 	}
-	if _, err := w.d.store.UpsertBatch(ctx, batchapi.Row(b)); err != nil {
+	w.d.m.PollCalls.WithLabelValues("get").Inc()
+	b, err := p.Get(ctx, id)
+	if err != nil {
+		return row, w.d.apiFailure(ctx, "get", id, age, err)
+	}
+	if _, err := w.d.store.UpsertBatch(ctx, b); err != nil {
 		return row, shutdownAware(ctx, err)
 	}
 	if row, err = w.d.jobBatch(ctx, id); err != nil {
@@ -176,8 +191,8 @@ func (w *loadWorker) awaitOutput(ctx context.Context, row store.Batch, log *slog
 }
 
 // inputIndex streams the batch's input file into a custom_id → line index.
-func (w *loadWorker) inputIndex(ctx context.Context, fileID string, dl *loadDeadline) (*inputIndex, error) {
-	body, size, err := w.d.download(ctx, fileID)
+func (w *loadWorker) inputIndex(ctx context.Context, p provider.Provider, fileID string, dl *loadDeadline) (*inputIndex, error) {
+	body, size, err := w.d.download(ctx, p, fileID)
 	if err != nil {
 		return nil, err
 	}
@@ -187,14 +202,14 @@ func (w *loadWorker) inputIndex(ctx context.Context, fileID string, dl *loadDead
 }
 
 // copyFile streams one output or error file into the load.
-func (w *loadWorker) copyFile(ctx context.Context, dl *loadDeadline, load *store.Load, batchID, fileID string, idx *inputIndex, outcomes map[string]int, usage *usageSum) error {
-	body, size, err := w.d.download(ctx, fileID)
+func (w *loadWorker) copyFile(ctx context.Context, dl *loadDeadline, load *store.Load, p provider.Provider, batchID, fileID string, idx *inputIndex, ids map[string]store.RequestID, outcomes map[string]int, usage *usageSum) error {
+	body, size, err := w.d.download(ctx, p, fileID)
 	if err != nil {
 		return err
 	}
 	defer body.Close()
 	dl.add(size, fileID)
-	src := &fileSource{dec: jsonl.NewOutputDecoder(body, fileID), batchID: batchID, idx: idx, outcomes: outcomes, usage: usage}
+	src := &fileSource{dec: jsonl.NewOutputDecoder(body, fileID), batchID: batchID, idx: idx, ids: ids, outcomes: outcomes, usage: usage}
 	_, err = load.CopyResults(ctx, src)
 	return err
 }
@@ -204,6 +219,7 @@ type fileSource struct {
 	dec      *jsonl.OutputDecoder
 	batchID  string
 	idx      *inputIndex
+	ids      map[string]store.RequestID // by the custom_id the API was sent; nil when it was the user's own
 	outcomes map[string]int
 	usage    *usageSum
 
@@ -223,7 +239,13 @@ func (s *fileSource) Next() bool {
 		return false
 	}
 	s.cur = store.Result{BatchID: s.batchID, CustomID: ol.CustomID}
-	if line, ok := s.idx.lookup(ol.CustomID); ok {
+	if rid, ok := s.ids[ol.CustomID]; ok {
+		s.line = rid.Line
+		s.cur.InputLine = &s.line
+		if rid.CustomID != ol.CustomID {
+			s.cur.CustomID, s.cur.APICustomID = rid.CustomID, ol.CustomID
+		}
+	} else if line, ok := s.idx.lookup(ol.CustomID); ok {
 		s.line = line
 		s.cur.InputLine = &s.line
 	}

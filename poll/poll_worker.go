@@ -10,6 +10,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/batchctl/batchctl/batchapi"
+	"github.com/batchctl/batchctl/provider"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -42,12 +43,14 @@ func (w *pollWorker) Work(ctx context.Context, job *river.Job[store.PollBatchArg
 
 	// A bulk refresh may have updated the row moments ago; then there is nothing to ask the API.
 	if time.Since(row.UpdatedAt) >= w.d.cfg.Interval.Min {
-		w.d.m.PollCalls.WithLabelValues("get").Inc()
-		b, err := w.d.api.Batches.Get(ctx, id)
+		p, err := w.d.provider(row)
 		if err != nil {
 			return w.d.apiFailure(ctx, "get", id, age, err)
 		}
-		row = batchapi.Row(b)
+		w.d.m.PollCalls.WithLabelValues("get").Inc()
+		if row, err = p.Get(ctx, id); err != nil {
+			return w.d.apiFailure(ctx, "get", id, age, err)
+		}
 		if _, err := w.d.store.UpsertBatch(ctx, row); err != nil {
 			return shutdownAware(ctx, err)
 		}
@@ -68,10 +71,15 @@ func (d *Daemon) apiFailure(ctx context.Context, kind, batchID string, age time.
 		return shutdownAware(ctx, err)
 	}
 	log := d.log.With("batch_id", batchID, "call", kind)
+	if errors.Is(err, provider.ErrNoCredentials) {
+		d.m.PollErrors.WithLabelValues(kind, "no_credentials").Inc()
+		log.Error("skipping this batch: this poller has no credentials for its provider; batch state kept, retrying later", "error", err)
+		return river.JobSnooze(d.cfg.Interval.Max)
+	}
 	switch batchapi.Classify(err) {
 	case batchapi.Auth:
 		d.m.PollErrors.WithLabelValues(kind, "auth").Inc()
-		log.Error("the API refused our credentials: check OPENAI_API_KEY; batch state kept, retrying later", "error", batchapi.Message(err))
+		log.Error("the API refused our credentials: check the provider's API key; batch state kept, retrying later", "error", batchapi.Message(err))
 		return river.JobSnooze(d.cfg.Interval.Max)
 	case batchapi.NotFound:
 		d.m.PollErrors.WithLabelValues(kind, "not_found").Inc()
@@ -93,6 +101,15 @@ func (d *Daemon) apiFailure(ctx context.Context, kind, batchID string, age time.
 		log.Warn("transient API error; retrying with backoff", "error", batchapi.Message(err))
 		return fmt.Errorf("%s batch %s: %w", kind, batchID, err)
 	}
+}
+
+// provider is the API of a batch row, or an error wrapping provider.ErrNoCredentials.
+func (d *Daemon) provider(row store.Batch) (provider.Provider, error) {
+	p, err := d.providers.Get(row.Provider)
+	if err != nil {
+		return nil, fmt.Errorf("batch %s: %w", row.BatchID, err)
+	}
+	return p, nil
 }
 
 // jobBatch reads the row of a job's batch; its error is the job's: a batch gone from the table cancels the job.

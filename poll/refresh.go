@@ -1,18 +1,16 @@
 package poll
 
 import (
+	"cmp"
 	"context"
 	"time"
 
-	"github.com/openai/openai-go/v3"
 	"github.com/riverqueue/river"
 
 	"github.com/batchctl/batchctl/batchapi"
+	"github.com/batchctl/batchctl/provider"
 	"github.com/batchctl/batchctl/store"
 )
-
-// refreshPageSize is the largest page GET /v1/batches serves.
-const refreshPageSize = 100
 
 // periodicInsertOpts keep one periodic job (refresh, sweep) queued or running at a time, however slow a round is.
 func periodicInsertOpts() river.InsertOpts {
@@ -44,9 +42,10 @@ type RefreshStats struct {
 	ListCalls int // GET /v1/batches calls made
 }
 
-// Refresh runs one bulk refresh round: it updates every batch in flight from GET /v1/batches pages (newest first,
-// 100 a page), stopping once it has seen them all or has paged past the oldest. A failed list call ends the round
-// early without error: the per-batch poll jobs cover for it.
+// Refresh runs one bulk refresh round: it updates every batch in flight from its provider's batch list (newest
+// first, 100 a page for OpenAI), stopping once it has seen them all or has paged past the oldest. A failed list call
+// ends the round for that provider early without error: the per-batch poll jobs cover for it. Batches at a provider
+// this daemon has no credentials for are left to their poll jobs, which say so.
 func (d *Daemon) Refresh(ctx context.Context) (RefreshStats, error) {
 	var st RefreshStats
 	inFlight, err := d.store.ListNonTerminal(ctx, 1_000_000)
@@ -54,54 +53,70 @@ func (d *Daemon) Refresh(ctx context.Context) (RefreshStats, error) {
 		return st, err
 	}
 	st.InFlight = len(inFlight)
-	want := make(map[string]*store.Batch, len(inFlight))
-	oldest := inFlight[0].CreatedAt // ListNonTerminal is oldest first
-	for i := range inFlight {
-		want[inFlight[i].BatchID] = &inFlight[i]
+	byProvider := map[string]map[string]*store.Batch{}
+	oldest := map[string]time.Time{}
+	for i := range inFlight { // ListNonTerminal is oldest first
+		b := &inFlight[i]
+		name := cmp.Or(b.Provider, provider.OpenAI)
+		if byProvider[name] == nil {
+			byProvider[name], oldest[name] = map[string]*store.Batch{}, b.CreatedAt
+		}
+		byProvider[name][b.BatchID] = b
 	}
+	for name, want := range byProvider {
+		p, err := d.providers.Get(name)
+		if err != nil {
+			continue
+		}
+		if err := d.refreshProvider(ctx, p, want, oldest[name], &st); err != nil {
+			return st, err
+		}
+	}
+	d.log.Debug("bulk refresh", "in_flight", st.InFlight, "updated", st.Updated, "list_calls", st.ListCalls)
+	return st, nil
+}
 
-	params := openai.BatchListParams{Limit: openai.Int(refreshPageSize)}
+// refreshProvider is the round of one provider's batches in flight, want, the oldest created at oldest.
+func (d *Daemon) refreshProvider(ctx context.Context, p provider.Provider, want map[string]*store.Batch, oldest time.Time, st *RefreshStats) error {
+	cursor := ""
 	for len(want) > 0 {
 		st.ListCalls++
 		d.m.PollCalls.WithLabelValues("list").Inc()
-		page, err := d.api.Batches.List(ctx, params)
+		page, err := p.List(ctx, cursor)
 		if err != nil {
 			// The per-batch poll jobs cover for a missed round.
 			d.m.PollErrors.WithLabelValues("list", batchapi.Classify(err).String()).Inc()
-			d.log.Warn("bulk refresh: list batches", "error", batchapi.Message(err))
-			return st, nil
+			d.log.Warn("bulk refresh: list batches", "provider", p.Name(), "error", batchapi.Message(err))
+			return nil
 		}
 		var same []string // batches the API has nothing new about: one statement for all, not a transaction each
-		for i := range page.Data {
-			b := &page.Data[i]
-			prev := want[b.ID]
+		for i := range page.Batches {
+			row := &page.Batches[i]
+			prev := want[row.BatchID]
 			if prev == nil {
 				continue
 			}
-			delete(want, b.ID)
-			row := batchapi.Row(b)
-			if unchanged(prev, &row) {
-				same = append(same, b.ID)
-			} else if _, err := d.store.UpsertBatch(ctx, row); err != nil {
-				return st, err
+			delete(want, row.BatchID)
+			if unchanged(prev, row) {
+				same = append(same, row.BatchID)
+			} else if _, err := d.store.UpsertBatch(ctx, *row); err != nil {
+				return err
 			}
 			st.Updated++
 		}
 		if err := d.store.TouchBatches(ctx, same); err != nil {
-			return st, err
+			return err
 		}
-		if !page.HasMore || len(page.Data) == 0 {
+		if !page.HasMore || len(page.Batches) == 0 {
 			break
 		}
-		last := page.Data[len(page.Data)-1]
 		// Pages are newest first: once past the oldest batch in flight (with a minute of clock slack), stop.
-		if time.Unix(last.CreatedAt, 0).Before(oldest.Add(-time.Minute)) {
+		if page.Batches[len(page.Batches)-1].CreatedAt.Before(oldest.Add(-time.Minute)) {
 			break
 		}
-		params.After = openai.String(last.ID)
+		cursor = page.Next
 	}
-	d.log.Debug("bulk refresh", "in_flight", st.InFlight, "updated", st.Updated, "list_calls", st.ListCalls)
-	return st, nil
+	return nil
 }
 
 // unchanged reports whether the API's view of a batch adds nothing to its row: UpsertBatch would only move

@@ -12,9 +12,11 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/internal/pgtest"
 	"github.com/batchctl/batchctl/poll"
+	oaiprov "github.com/batchctl/batchctl/provider/openai"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -53,7 +55,7 @@ func BenchmarkRefreshRound(b *testing.B) {
 	}
 
 	b.Run("bulk", func(b *testing.B) {
-		d, err := poll.New(poll.Config{Store: s, API: api})
+		d, err := poll.New(poll.Config{Store: s, Providers: oaiprov.Set(&batchapi.Client{API: &api})})
 		if err != nil {
 			b.Fatal(err)
 		}

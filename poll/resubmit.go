@@ -15,11 +15,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/openai/openai-go/v3"
 	"github.com/riverqueue/river"
 
 	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/jsonl"
+	"github.com/batchctl/batchctl/provider"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -49,9 +49,10 @@ var errBusy = errors.New("another process is resubmitting this batch")
 // final failures are never resent. Each parent gets at most one child, found again by its metadata after a crash,
 // so a resubmission is never made twice.
 type Resubmitter struct {
-	Store  *store.Store
-	API    *batchapi.Client
-	Logger *slog.Logger
+	Store *store.Store
+	// Providers are the batch APIs this process has credentials for.
+	Providers provider.Set
+	Logger    *slog.Logger
 	// MaxAttempts bounds a lineage: a batch of attempt MaxAttempts is not resubmitted; its failures stay final.
 	MaxAttempts       int
 	TokenLimitBackoff time.Duration
@@ -98,14 +99,22 @@ func (r *Resubmitter) Resubmit(ctx context.Context, batchID string) (Resubmissio
 		return res, err
 	}
 
+	api, err := r.Providers.Get(p.Provider)
+	if err != nil {
+		return res, fmt.Errorf("resubmit %s: %w", p.BatchID, err)
+	}
+	if p.InputFileID == "" {
+		// Anthropic takes the requests inline and gives no copy back: there is nothing to resend from.
+		res.Skipped = "the provider keeps no input file to resend from (" + api.Name() + ")"
+		return res, nil
+	}
 	// A child created before a crash carries the parent in its metadata: find it before building another.
-	api := r.API
-	if child, err := api.Find(ctx, *p.EndedAt, isChildOf(p.BatchID)); err != nil {
+	if child, err := api.FindIntent(ctx, provider.Intent{Since: *p.EndedAt, Match: isChildOf(p.BatchID)}); err != nil {
 		return res, fmt.Errorf("look for an earlier resubmission of %s: %w", p.BatchID, err)
 	} else if child != nil {
-		r.log().Info("found the resubmission of an interrupted run", "batch_id", p.BatchID, "child", child.ID)
+		r.log().Info("found the resubmission of an interrupted run", "batch_id", p.BatchID, "child", child.BatchID)
 		n, _ := strconv.Atoi(child.Metadata[MetaRequests])
-		return r.record(ctx, res, p, child, n)
+		return r.record(ctx, res, p, *child, n)
 	}
 
 	var done map[string]struct{}
@@ -114,7 +123,7 @@ func (r *Resubmitter) Resubmit(ctx context.Context, batchID string) (Resubmissio
 			return res, err
 		}
 	}
-	path, n, sum, err := r.spool(ctx, p, done)
+	path, n, sum, err := r.spool(ctx, api, p, done)
 	if path != "" {
 		defer os.Remove(path)
 	}
@@ -125,12 +134,12 @@ func (r *Resubmitter) Resubmit(ctx context.Context, batchID string) (Resubmissio
 		res.Skipped = "no request to resend"
 		return res, r.Store.RecordResubmission(ctx, p.BatchID, nil, 0)
 	}
-	fileID, err := api.Upload(ctx, path)
+	fileID, err := api.Stage(ctx, path)
 	if err != nil {
 		return res, err
 	}
-	child, _, err := api.Create(ctx, batchapi.Intent{
-		Endpoint: p.Endpoint, InputFileID: fileID, Since: *p.EndedAt, Match: isChildOf(p.BatchID),
+	child, _, err := api.Create(ctx, provider.Intent{
+		Endpoint: p.Endpoint, InputFileID: fileID, Path: path, Requests: n, Since: *p.EndedAt, Match: isChildOf(p.BatchID),
 		Metadata: r.childMetadata(p, n, sum),
 	}, false) // the search above covered an earlier run; Create still searches again after a lost answer
 	if err != nil {
@@ -142,8 +151,8 @@ func (r *Resubmitter) Resubmit(ctx context.Context, batchID string) (Resubmissio
 // MetaRequests records on a child how many requests it carries.
 const MetaRequests = "batchctl_requests"
 
-func isChildOf(parentID string) func(*openai.Batch) bool {
-	return func(b *openai.Batch) bool { return b.Metadata[MetaParent] == parentID }
+func isChildOf(parentID string) func(*store.Batch) bool {
+	return func(b *store.Batch) bool { return b.Metadata[MetaParent] == parentID }
 }
 
 // plan decides whether p is resubmitted, and whether whole (token_limit_exceeded) or by its retryable requests.
@@ -172,12 +181,12 @@ func (r *Resubmitter) plan(p store.Batch) (all bool, skip string, err error) {
 
 // spool streams p's input file from the API into a local request file, keeping the lines whose custom_id is not in
 // done (nil done keeps every line). It returns the file, its line count and sha256.
-func (r *Resubmitter) spool(ctx context.Context, p store.Batch, done map[string]struct{}) (path string, n int, sum string, err error) {
-	resp, err := r.API.API.Files.Content(ctx, p.InputFileID)
+func (r *Resubmitter) spool(ctx context.Context, api provider.Provider, p store.Batch, done map[string]struct{}) (path string, n int, sum string, err error) {
+	resp, err := api.Open(ctx, p.InputFileID, 0)
 	if err != nil {
 		return "", 0, "", fmt.Errorf("download input file %s of %s: %w", p.InputFileID, p.BatchID, err)
 	}
-	defer resp.Body.Close()
+	defer resp.Close()
 	f, err := os.CreateTemp(r.Dir, "resubmit-"+p.BatchID+"-*.jsonl")
 	if err != nil {
 		return "", 0, "", fmt.Errorf("create resubmission file: %w", err)
@@ -190,7 +199,7 @@ func (r *Resubmitter) spool(ctx context.Context, p store.Batch, done map[string]
 	}()
 	h := sha256.New()
 	w := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
-	rd := jsonl.NewReader(resp.Body, p.InputFileID, 0)
+	rd := jsonl.NewReader(resp, p.InputFileID, 0)
 	for {
 		line, err := rd.Next()
 		if errors.Is(err, io.EOF) {
@@ -233,8 +242,8 @@ func (r *Resubmitter) childMetadata(p store.Batch, n int, sum string) map[string
 }
 
 // record tracks the child with its lineage and marks the parent, in one transaction.
-func (r *Resubmitter) record(ctx context.Context, res Resubmission, p store.Batch, child *openai.Batch, n int) (Resubmission, error) {
-	row := batchapi.Row(child)
+func (r *Resubmitter) record(ctx context.Context, res Resubmission, p store.Batch, child store.Batch, n int) (Resubmission, error) {
+	row := child
 	row.Source, row.RootBatchID, row.ParentBatchIDs, row.Attempt = p.Source, p.RootBatchID, []string{p.BatchID}, p.Attempt+1
 	row.SpoolSHA256 = child.Metadata[batchapi.MetaSpoolSHA256]
 	// The child counts against its model's quota while in flight, as its share of the parent's estimate; the API
@@ -244,8 +253,8 @@ func (r *Resubmitter) record(ctx context.Context, res Resubmission, p store.Batc
 	if err := r.Store.RecordResubmission(ctx, p.BatchID, &row, n); err != nil {
 		return res, err
 	}
-	r.log().Info("resubmitted", "batch_id", p.BatchID, "child", child.ID, "requests", n, "attempt", row.Attempt)
-	res.Child, res.Requests = child.ID, n
+	r.log().Info("resubmitted", "batch_id", p.BatchID, "child", child.BatchID, "requests", n, "attempt", row.Attempt)
+	res.Child, res.Requests = child.BatchID, n
 	return res, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/emulator"
 	"github.com/batchctl/batchctl/poll"
+	oaiprov "github.com/batchctl/batchctl/provider/openai"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -228,7 +229,7 @@ func TestResubmitFindsTheChildOfACrashedRun(t *testing.T) {
 		CompletionWindow: openai.BatchNewParamsCompletionWindow24h, Metadata: shared.Metadata{poll.MetaParent: root, poll.MetaRequests: "5"}})
 	require.NoError(t, err)
 
-	r := &poll.Resubmitter{Store: e.store, API: &batchapi.Client{API: &e.api}, Dir: t.TempDir()}
+	r := &poll.Resubmitter{Store: e.store, Providers: oaiprov.Set(&batchapi.Client{API: &e.api}), Dir: t.TempDir()}
 	res, err := r.Resubmit(ctx, root)
 	require.NoError(t, err)
 	require.Equal(t, orphan.ID, res.Child, "the earlier child is found, not a second one made")

@@ -29,7 +29,9 @@ func IsTerminal(s string) bool {
 // Batch is one row of the batch-ID table (<schema>.batches), the contract downstream consumers read.
 // Empty strings and nil pointers are stored as NULL.
 type Batch struct {
-	BatchID          string
+	BatchID string
+	// Provider is the batch API the batch lives at (provider.OpenAI when empty).
+	Provider         string
 	Status           string
 	Endpoint         string
 	Model            string
@@ -79,10 +81,13 @@ type Usage struct {
 
 // Result is one row of <schema>.results: the answer (or error) to one request of one batch.
 type Result struct {
-	BatchID    string
-	CustomID   string
-	InputLine  *int // 1-based line of the request in its input file; nil when unknown
-	StatusCode *int
-	Response   json.RawMessage // the response body; nil for error-file lines
-	Error      json.RawMessage // the error object; nil on success
+	BatchID  string
+	CustomID string
+	// APICustomID is the custom_id the API was sent, when it differs from the user's CustomID (a provider that
+	// allows fewer characters); "" otherwise.
+	APICustomID string
+	InputLine   *int // 1-based line of the request in its input file; nil when unknown
+	StatusCode  *int
+	Response    json.RawMessage // the response body; nil for error-file lines
+	Error       json.RawMessage // the error object; nil on success
 }

@@ -17,11 +17,11 @@ const NotifyChannel = "batchctl_batches"
 // insertColumns are written by TrackBatch and UpsertBatch, in the order of batchArgs (updated_at is now()).
 const insertColumns = `batch_id, status, endpoint, model, input_file_id, output_file_id, error_file_id,
 	request_total, request_completed, request_failed, metadata, source, spool_sha256, errors,
-	created_at, updated_at, ended_at, root_batch_id, parent_batch_ids, attempt, estimated_tokens, estimated_cost_usd`
+	created_at, updated_at, ended_at, root_batch_id, parent_batch_ids, attempt, estimated_tokens, estimated_cost_usd, provider`
 
 // insertValues match insertColumns: an original batch is its own root, attempt 1.
 const insertValues = `$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, coalesce($15, now()), now(), $16,
-	coalesce($17, $1), $18, coalesce($19, 1), $20, $21::numeric`
+	coalesce($17, $1), $18, coalesce($19, 1), $20, $21::numeric, coalesce($22, 'openai')`
 
 // batchColumns are read into a Batch by scanBatch.
 const batchColumns = `batch_id, status, endpoint, model, input_file_id, output_file_id, error_file_id,
@@ -29,7 +29,7 @@ const batchColumns = `batch_id, status, endpoint, model, input_file_id, output_f
 	created_at, updated_at, ended_at, results_loaded_at, results_count,
 	prompt_tokens, completion_tokens, total_tokens,
 	root_batch_id, parent_batch_ids, attempt, resubmitted_as, resubmitted_at, resubmit_requests, estimated_tokens,
-	cached_tokens, reasoning_tokens, cost_usd::text`
+	cached_tokens, reasoning_tokens, cost_usd::text, provider`
 
 // terminalSQL lists the terminal statuses for SQL predicates.
 const terminalSQL = `('completed', 'failed', 'expired', 'cancelled')`
@@ -101,7 +101,8 @@ func (s *Store) UpsertBatch(ctx context.Context, b Batch) (previous string, err 
 				updated_at        = now(),
 				ended_at          = coalesce(t.ended_at, excluded.ended_at),
 				estimated_tokens  = coalesce(excluded.estimated_tokens, t.estimated_tokens),
-				estimated_cost_usd = coalesce(excluded.estimated_cost_usd, t.estimated_cost_usd)`, batchArgs(b)...)
+				estimated_cost_usd = coalesce(excluded.estimated_cost_usd, t.estimated_cost_usd),
+				provider          = case when $22::text is null then t.provider else excluded.provider end`, batchArgs(b)...)
 		if err != nil {
 			return translate("upsert batch "+b.BatchID, err)
 		}
@@ -196,7 +197,7 @@ func batchArgs(b Batch) []any {
 		b.BatchID, b.Status, nullable(b.Endpoint), nullable(b.Model), nullable(b.InputFileID),
 		nullable(b.OutputFileID), nullable(b.ErrorFileID), b.RequestTotal, b.RequestCompleted, b.RequestFailed,
 		meta, nullable(b.Source), nullable(b.SpoolSHA256), errs, createdAt, endedAt(b),
-		nullable(b.RootBatchID), b.ParentBatchIDs, attempt, b.EstimatedTokens, b.EstimatedCostUSD,
+		nullable(b.RootBatchID), b.ParentBatchIDs, attempt, b.EstimatedTokens, b.EstimatedCostUSD, nullable(b.Provider),
 	}
 }
 
@@ -230,7 +231,7 @@ func scanBatch(row pgx.CollectableRow) (Batch, error) {
 		&b.CreatedAt, &b.UpdatedAt, &b.EndedAt, &b.ResultsLoadedAt, &b.ResultsCount,
 		&b.Usage.PromptTokens, &b.Usage.CompletionTokens, &b.Usage.TotalTokens,
 		&root, &b.ParentBatchIDs, &b.Attempt, &resubmitAs, &b.ResubmittedAt, &b.ResubmitRequests, &b.EstimatedTokens,
-		&b.Usage.CachedTokens, &b.Usage.ReasoningTokens, &b.Usage.CostUSD)
+		&b.Usage.CachedTokens, &b.Usage.ReasoningTokens, &b.Usage.CostUSD, &b.Provider)
 	if err != nil {
 		return Batch{}, err
 	}

@@ -47,7 +47,7 @@ func (s *Store) FinalCustomIDs(ctx context.Context, batchID string) (map[string]
 }
 
 // candidateSQL selects ended, loaded batches that may have requests to resubmit and were not looked at yet.
-const candidateSQL = `b.results_loaded_at is not null and b.resubmitted_at is null and b.attempt < $1
+const candidateSQL = `b.results_loaded_at is not null and b.resubmitted_at is null and b.attempt < $1 and b.input_file_id is not null
 	and (b.status = 'expired'
 		or (b.status = 'completed' and (b.request_failed > 0 or coalesce(b.results_count, 0) < b.request_total))
 		or (b.status = 'failed' and b.errors::text like '%token_limit_exceeded%'))`

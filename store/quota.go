@@ -23,12 +23,14 @@ type QueuedBatch struct {
 	QueueID                                           int64
 	Intent, State                                     string
 	Model, Endpoint, InputFileID, Source, SpoolSHA256 string
-	Part, Requests                                    int
-	Bytes, EstimatedTokens                            int64
-	Metadata                                          map[string]string
-	QueuedAt                                          time.Time
-	CreateSentAt                                      *time.Time
-	BatchID, Error                                    string
+	// Provider is the batch API the batch is created at (provider.OpenAI when empty).
+	Provider               string
+	Part, Requests         int
+	Bytes, EstimatedTokens int64
+	Metadata               map[string]string
+	QueuedAt               time.Time
+	CreateSentAt           *time.Time
+	BatchID, Error         string
 }
 
 // Calibration compares batchctl's prompt-token estimates with what the API reported, over a model's loaded batches
@@ -62,7 +64,7 @@ type QuotaRow struct {
 
 // queueColumns are read into a QueuedBatch by scanQueued.
 const queueColumns = `queue_id, intent, state, model, endpoint, input_file_id, source, spool_sha256, part, requests,
-	bytes, estimated_tokens, metadata, queued_at, create_sent_at, batch_id, error`
+	bytes, estimated_tokens, metadata, queued_at, create_sent_at, batch_id, error, provider`
 
 // queueModel is, over a batches row b, the model whose quota the batch counts against: the model its queue row was
 // admitted under, else the model the API reports. The API may name the model differently (a dated snapshot) or not
@@ -141,14 +143,15 @@ func (s *Store) Enqueue(ctx context.Context, q QueuedBatch) (QueuedBatch, error)
 		meta = map[string]string{}
 	}
 	rows, err := s.pool.Query(ctx, `insert into `+s.table("batch_queue")+` as t
-			(intent, model, endpoint, input_file_id, source, spool_sha256, part, requests, bytes, estimated_tokens, metadata)
-		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+			(intent, model, endpoint, input_file_id, source, spool_sha256, part, requests, bytes, estimated_tokens, metadata,
+			provider)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, coalesce($12, 'openai'))
 		on conflict (intent) do update set input_file_id = excluded.input_file_id, state = 'queued', error = null,
 			updated_at = now()
 			where t.state = 'file_gone'
 		returning `+queueColumns,
 		q.Intent, q.Model, q.Endpoint, q.InputFileID, nullable(q.Source), nullable(q.SpoolSHA256), q.Part, q.Requests,
-		q.Bytes, q.EstimatedTokens, meta)
+		q.Bytes, q.EstimatedTokens, meta, nullable(q.Provider))
 	if err != nil {
 		return QueuedBatch{}, translate("enqueue intent "+q.Intent, err)
 	}
@@ -334,7 +337,7 @@ func scanQueued(row pgx.CollectableRow) (QueuedBatch, error) {
 		source, sha, batch, errMs *string
 	)
 	err := row.Scan(&q.QueueID, &q.Intent, &q.State, &q.Model, &q.Endpoint, &q.InputFileID, &source, &sha, &q.Part,
-		&q.Requests, &q.Bytes, &q.EstimatedTokens, &q.Metadata, &q.QueuedAt, &q.CreateSentAt, &batch, &errMs)
+		&q.Requests, &q.Bytes, &q.EstimatedTokens, &q.Metadata, &q.QueuedAt, &q.CreateSentAt, &batch, &errMs, &q.Provider)
 	q.Source, q.SpoolSHA256, q.BatchID, q.Error = deref(source), deref(sha), deref(batch), deref(errMs)
 	return q, err
 }

@@ -57,7 +57,7 @@ func (s *Store) BeginLoad(ctx context.Context, batchID string, reload bool) (*Lo
 // CopyResults streams rows into the results table with COPY. Every row must belong to the load's batch.
 func (l *Load) CopyResults(ctx context.Context, src ResultSource) (int64, error) {
 	n, err := l.tx.CopyFrom(ctx, pgx.Identifier{l.s.schema, "results"},
-		[]string{"batch_id", "custom_id", "input_line", "status_code", "response", "error"},
+		[]string{"batch_id", "custom_id", "input_line", "status_code", "response", "error", "api_custom_id"},
 		&copySource{src: src, batchID: l.batchID})
 	l.rows += n
 	if err != nil {
@@ -97,7 +97,7 @@ func (l *Load) Rows() int64 { return l.rows }
 type copySource struct {
 	src     ResultSource
 	batchID string
-	values  [6]any
+	values  [7]any
 	err     error
 }
 
@@ -109,7 +109,7 @@ func (c *copySource) Values() ([]any, error) {
 		c.err = fmt.Errorf("result row for batch %s in the load of batch %s", r.BatchID, c.batchID)
 		return nil, c.err
 	}
-	c.values = [6]any{c.batchID, r.CustomID, r.InputLine, r.StatusCode, jsonValue(r.Response), jsonValue(r.Error)}
+	c.values = [7]any{c.batchID, r.CustomID, r.InputLine, r.StatusCode, jsonValue(r.Response), jsonValue(r.Error), nullable(r.APICustomID)}
 	return c.values[:], nil
 }
 

@@ -215,14 +215,19 @@ func TestPendingCountsEachStage(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t)
 	upsert := func(id, status string) {
-		_, err := s.UpsertBatch(ctx, store.Batch{BatchID: id, Status: status, Endpoint: "/v1/embeddings", RequestTotal: 2})
+		_, err := s.UpsertBatch(ctx, store.Batch{BatchID: id, Status: status, Endpoint: "/v1/embeddings", RequestTotal: 2,
+			InputFileID: "file-" + id})
 		require.NoError(t, err)
 	}
 	upsert("batch_flying", store.StatusInProgress)
 	upsert("batch_unloaded", store.StatusCompleted)
 	upsert("batch_expired", store.StatusExpired) // loaded below: a resubmission candidate
 	upsert("batch_done", store.StatusCompleted)  // loaded below, every request answered: nothing to resubmit
-	for _, id := range []string{"batch_expired", "batch_done"} {
+	// Expired and loaded, but its requests went inline (Anthropic): no input file to resend from, so no candidate.
+	_, err := s.UpsertBatch(ctx, store.Batch{BatchID: "msgbatch_inline", Provider: "anthropic", Status: store.StatusExpired,
+		Endpoint: "/v1/messages", RequestTotal: 2})
+	require.NoError(t, err)
+	for _, id := range []string{"batch_expired", "batch_done", "msgbatch_inline"} {
 		l, err := s.BeginLoad(ctx, id, false)
 		require.NoError(t, err)
 		if id == "batch_done" {

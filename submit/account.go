@@ -1,9 +1,12 @@
 package submit
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"os"
+
+	"github.com/batchctl/batchctl/provider"
 )
 
 // ours reports whether an intent's journal belongs to the API endpoint and account this run talks to. A journal
@@ -12,6 +15,11 @@ import (
 // it knows its batch. A journal taken over is saved with this run's account. Otherwise the journal is left for the
 // account it was written for, and the same content makes a new intent here.
 func (r *run) ours(ctx context.Context, j *journal) (bool, error) {
+	if p := cmp.Or(j.Provider, provider.OpenAI); p != r.opts.ProviderName {
+		r.log.Info("intent belongs to another provider; leaving it for a run of that provider", "journal", j.path,
+			"state", j.State, "provider", p)
+		return false, nil
+	}
 	if j.Account == r.opts.Account {
 		return true, nil
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/batchctl/batchctl/jsonl"
+	"github.com/batchctl/batchctl/provider"
 )
 
 // request is one request line ready for a batch file, with what cutting and checking need to know of it.
@@ -98,7 +99,7 @@ func (b *builder) build(name string, num int, line []byte, req *request) error {
 			return err
 		}
 	}
-	r := jsonl.Request{CustomID: req.customID, Method: "POST", URL: b.opts.Endpoint, Body: body}
+	r := jsonl.Request{CustomID: req.customID, Method: "POST", URL: b.opts.wireURL(), Body: body}
 	b.buf = r.AppendJSON(b.buf[:0])
 	req.line = b.buf
 	return b.describe(body, req)
@@ -106,14 +107,14 @@ func (b *builder) build(name string, num int, line []byte, req *request) error {
 
 func (b *builder) passThrough(line []byte, req *request) error {
 	r := &b.rec.Request
-	if r.URL != "" && r.URL != b.opts.Endpoint {
+	if r.URL != "" && r.URL != b.opts.Endpoint && r.URL != b.opts.wireURL() {
 		return fmt.Errorf("url %q does not match the endpoint %s", r.URL, b.opts.Endpoint)
 	}
 	req.customID = r.CustomID
-	if b.rec.Canonical {
+	if b.rec.Canonical && r.URL == b.opts.wireURL() {
 		req.line = line // already exactly a request line: write it as it is
 	} else {
-		r.Method, r.URL = "POST", b.opts.Endpoint
+		r.Method, r.URL = "POST", b.opts.wireURL()
 		b.buf = r.AppendJSON(b.buf[:0])
 		req.line = b.buf
 	}
@@ -212,7 +213,7 @@ func (b *builder) body(record, text []byte) ([]byte, error) {
 			return nil, fmt.Errorf("field %q is %s, want a string", b.opts.TextField, v.Raw)
 		}
 	}
-	b.bodyBuf = AppendBuiltinBody(b.bodyBuf[:0], b.opts.Endpoint, b.opts.Model, b.opts.System, value)
+	b.bodyBuf = AppendBuiltinBodyLimit(b.bodyBuf[:0], b.opts.Endpoint, b.opts.Model, b.opts.System, b.opts.MaxOutputTokens, value)
 	return b.bodyBuf, nil
 }
 
@@ -234,9 +235,38 @@ func BuiltinBody(endpoint, model, system string, text []byte) []byte {
 // AppendBuiltinBody appends BuiltinBody's body to b and returns the extended slice, so a caller can reuse one
 // buffer for every record.
 func AppendBuiltinBody(b []byte, endpoint, model, system string, text []byte) []byte {
+	return AppendBuiltinBodyLimit(b, endpoint, model, system, 0, text)
+}
+
+// AppendBuiltinBodyLimit is AppendBuiltinBody with the answer capped at maxOut tokens when it is positive, in the
+// endpoint's own field. Anthropic's messages (provider.EndpointMessages) require the cap.
+func AppendBuiltinBodyLimit(b []byte, endpoint, model, system string, maxOut int64, text []byte) []byte {
 	b = append(b, `{"model":`...)
 	b = jsonl.AppendString(b, model)
+	if maxOut > 0 {
+		switch endpoint {
+		case jsonl.EndpointChatCompletions:
+			b = append(b, `,"max_completion_tokens":`...)
+		case jsonl.EndpointResponses:
+			b = append(b, `,"max_output_tokens":`...)
+		case jsonl.EndpointCompletions, provider.EndpointMessages:
+			b = append(b, `,"max_tokens":`...)
+		default:
+			maxOut = 0 // embeddings, moderations, images: no output tokens to cap
+		}
+		if maxOut > 0 {
+			b = strconv.AppendInt(b, maxOut, 10)
+		}
+	}
 	switch endpoint {
+	case provider.EndpointMessages:
+		if system != "" {
+			b = append(b, `,"system":`...)
+			b = jsonl.AppendString(b, system)
+		}
+		b = append(b, `,"messages":[{"role":"user","content":`...)
+		b = append(b, text...)
+		b = append(b, `}]`...)
 	case jsonl.EndpointChatCompletions:
 		b = append(b, `,"messages":[`...)
 		if system != "" {

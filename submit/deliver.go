@@ -81,7 +81,7 @@ func (r *run) newJournal(dir string, part int, intent, source, model string) *jo
 	return &journal{
 		Version: journalVersion, Intent: intent, Part: part, Model: model, Endpoint: r.opts.Endpoint,
 		Source: source, Metadata: r.metadata(source, part, "", intent), SpooledAt: r.opts.Now().UTC(),
-		APIBase: r.opts.APIBase, Account: r.opts.Account, path: journalPath(dir, part),
+		APIBase: r.opts.APIBase, Account: r.opts.Account, Provider: r.opts.ProviderName, path: journalPath(dir, part),
 		OutputExpiresAfter: int64(r.opts.OutputExpiresAfter / time.Second),
 	}
 }
@@ -90,7 +90,7 @@ func (r *run) newJournal(dir string, part int, intent, source, model string) *jo
 func (r *run) dryRunLine(p *spooledPart) error {
 	r.opts.Progress.Batches.Add(1)
 	return r.encode(Created{Requests: p.Requests, Bytes: p.Bytes, SpoolSHA256: p.SHA256, Source: p.Source,
-		Endpoint: r.opts.Endpoint, Model: p.Model, Part: p.Part, EstimatedTokens: p.Tokens, DryRun: true, SpoolFile: p.Path,
+		Provider: r.opts.ProviderName, Endpoint: r.opts.Endpoint, Model: p.Model, Part: p.Part, EstimatedTokens: p.Tokens, DryRun: true, SpoolFile: p.Path,
 		EstimatedCostUSD: r.estimate(p.Model, p.Tokens, p.OutTokens)})
 }
 
@@ -121,7 +121,7 @@ func (r *run) finishOnce(ctx context.Context, j *journal) error {
 	case StateCreated:
 		return r.emit(ctx, j, true)
 	case StatePending:
-		id, err := r.api.Upload(ctx, j.spoolPath())
+		id, err := r.api.Stage(ctx, j.spoolPath())
 		if err != nil {
 			return err
 		}
@@ -158,7 +158,7 @@ func (r *run) finishOnce(ctx context.Context, j *journal) error {
 		}
 		return err
 	}
-	return r.created(ctx, j, b.ID, existing)
+	return r.created(ctx, j, b.BatchID, existing)
 }
 
 // created records that an intent's batch exists, and emits it.

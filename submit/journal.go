@@ -12,7 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"cmp"
+
 	"github.com/gofrs/flock"
+
+	"github.com/batchctl/batchctl/provider"
 )
 
 // Intent states, in the order a batch file goes through them.
@@ -60,6 +64,8 @@ type journal struct {
 	// (batchapi.Account), never the key. Journals of version 1 have neither.
 	APIBase string `json:"api_base,omitempty"`
 	Account string `json:"account,omitempty"`
+	// Provider is the batch API (provider.OpenAI when empty: journals written before there were others).
+	Provider string `json:"provider,omitempty"`
 	// LastError is why the last run could not finish this intent, when it set it aside.
 	LastError string `json:"last_error,omitempty"`
 
@@ -79,7 +85,7 @@ func (j *journal) spoolPath() string { return filepath.Join(filepath.Dir(j.path)
 
 func (j *journal) created() Created {
 	return Created{
-		BatchID: j.BatchID, InputFileID: j.FileID, Requests: j.Requests, Bytes: j.Bytes, SpoolSHA256: j.SpoolSHA256,
+		BatchID: j.BatchID, Provider: cmp.Or(j.Provider, provider.OpenAI), InputFileID: j.FileID, Requests: j.Requests, Bytes: j.Bytes, SpoolSHA256: j.SpoolSHA256,
 		Source: j.Source, Endpoint: j.Endpoint, Model: j.Model, Part: j.Part, EstimatedTokens: j.Tokens,
 	}
 }

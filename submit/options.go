@@ -1,10 +1,12 @@
 package submit
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -15,6 +17,9 @@ import (
 	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/cost"
 	"github.com/batchctl/batchctl/jsonl"
+	"github.com/batchctl/batchctl/provider"
+	oaiprov "github.com/batchctl/batchctl/provider/openai"
+	"github.com/batchctl/batchctl/store"
 )
 
 // Limits of the Batch API. The byte ceiling is 200 MB in decimal units, the smaller reading of "200 MB", so a file
@@ -59,7 +64,9 @@ type Input struct {
 
 // Created describes one batch, as the JSON line written to Options.Out as soon as the batch exists.
 type Created struct {
-	BatchID     string `json:"batch_id,omitempty"`
+	BatchID string `json:"batch_id,omitempty"`
+	// Provider is the batch API the batch was created at (openai, azure, anthropic).
+	Provider    string `json:"provider"`
 	InputFileID string `json:"input_file_id,omitempty"`
 	Requests    int    `json:"requests"`
 	Bytes       int64  `json:"bytes"`
@@ -86,6 +93,7 @@ type Created struct {
 // Queued is an uploaded batch file offered to Options.Admit.
 type Queued struct {
 	Intent          string
+	Provider        string
 	Model           string
 	Endpoint        string
 	InputFileID     string
@@ -146,8 +154,22 @@ type Progress struct {
 
 // Options configure Run.
 type Options struct {
-	// Client talks to the API; it is unused by a dry run.
-	Client *openai.Client
+	// Provider is the batch API the batches are created at. When it is nil, Client is the API, spoken to as the
+	// provider ProviderName (openai, or azure for a client built for Azure). Neither is used by a dry run.
+	Provider provider.Provider
+	Client   *openai.Client
+	// ProviderName names the provider when Provider is nil: its limits, its request form (default provider.OpenAI).
+	ProviderName string
+	// MaxOutputTokens, when positive, caps the answer of every request of the built-in form: max_completion_tokens
+	// (chat), max_output_tokens (responses), max_tokens (completions, Anthropic's messages, which require it).
+	MaxOutputTokens int64
+	// SaveRequestIDs, when set, records the requests of a batch file before its batch is created, for a provider
+	// that sends them under other custom_ids than the user's (provider.Renamer): the loader puts the results back
+	// under the user's IDs and input lines from them.
+	SaveRequestIDs func(ctx context.Context, spoolSHA256 string, ids iter.Seq2[store.RequestID, error]) error
+	// OwnedBatch, when set, reports a batch some intent owns already (the batch-ID table has it): never the batch
+	// of a lost create that a provider without metadata looks for. The journals in SpoolDir are asked too.
+	OwnedBatch func(ctx context.Context, batchID string) (bool, error)
 	// APIBase and Account name where Client's calls go: the base URL, and batchapi.Account's fingerprint of it and
 	// the key. Journals record them, so that an intent is never finished, nor its content taken for submitted,
 	// at another endpoint or with another account's key.
@@ -253,17 +275,24 @@ func (o *Options) setDefaults() {
 	if o.Format == "" {
 		o.Format = FormatJSONL
 	}
+	if o.Provider != nil {
+		o.ProviderName = o.Provider.Name()
+	}
+	o.ProviderName = cmp.Or(o.ProviderName, provider.OpenAI)
 	if o.Endpoint == "" {
 		o.Endpoint = jsonl.EndpointChatCompletions
+		if o.ProviderName == provider.Anthropic {
+			o.Endpoint = provider.EndpointMessages
+		}
 	}
 	if o.TextField == "" {
 		o.TextField = "text"
 	}
 	if o.MaxRequests == 0 {
-		o.MaxRequests = MaxRequestsCeiling
+		o.MaxRequests = o.limits().MaxRequests
 	}
 	if o.MaxBytes == 0 {
-		o.MaxBytes = MaxBytesCeiling
+		o.MaxBytes = o.limits().MaxBytes
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -286,12 +315,20 @@ func (o *Options) validate() error {
 	switch {
 	case o.Format != FormatJSONL && o.Format != FormatText:
 		return bad("format %q: want %s or %s", o.Format, FormatJSONL, FormatText)
-	case !jsonl.ValidEndpoint(o.Endpoint):
+	case provider.Check(o.ProviderName) != nil:
+		return bad("%v", provider.Check(o.ProviderName))
+	case o.ProviderName == provider.Anthropic && o.Endpoint != provider.EndpointMessages:
+		return bad("endpoint %q: Anthropic's batches take only %s", o.Endpoint, provider.EndpointMessages)
+	case o.ProviderName != provider.Anthropic && !jsonl.ValidEndpoint(o.Endpoint):
 		return bad("endpoint %q: want one of %s", o.Endpoint, strings.Join(jsonl.Endpoints, ", "))
-	case o.MaxRequests < 1 || o.MaxRequests > MaxRequestsCeiling:
-		return bad("max requests %d: want 1 to %d", o.MaxRequests, MaxRequestsCeiling)
-	case o.MaxBytes < 2 || o.MaxBytes > MaxBytesCeiling:
-		return bad("max bytes %d: want up to %d", o.MaxBytes, MaxBytesCeiling)
+	case o.MaxRequests < 1 || o.MaxRequests > o.limits().MaxRequests:
+		return bad("max requests %d: want 1 to %d (%s's limit)", o.MaxRequests, o.limits().MaxRequests, o.ProviderName)
+	case o.MaxBytes < 2 || o.MaxBytes > o.limits().MaxBytes:
+		return bad("max bytes %d: want up to %d (%s's limit)", o.MaxBytes, o.limits().MaxBytes, o.ProviderName)
+	case o.MaxOutputTokens < 0:
+		return bad("max output tokens %d is negative", o.MaxOutputTokens)
+	case o.ProviderName == provider.Anthropic && o.Template == "" && o.MaxOutputTokens == 0 && o.Model != "":
+		return bad("Anthropic requires max_tokens on every request: set --max-output-tokens")
 	case o.MaxTokens < 0:
 		return bad("max tokens %d is negative", o.MaxTokens)
 	case o.FlushInterval < 0:
@@ -316,7 +353,7 @@ func (o *Options) validate() error {
 		return bad("resume reads no input: drop the files or --resume")
 	case o.Resume && o.DryRun:
 		return bad("resume and dry run exclude each other")
-	case !o.DryRun && o.Client == nil:
+	case !o.DryRun && o.Client == nil && o.Provider == nil:
 		return bad("no API client")
 	case o.SkipInvalid && o.Rejects == nil:
 		return bad("skipping invalid records needs a rejects file")
@@ -338,6 +375,27 @@ func (o *Options) validate() error {
 	}
 	return nil
 }
+
+// Limits of the providers, for a run that names its provider without one (a dry run).
+var providerLimits = map[string]provider.Limits{
+	provider.OpenAI:    oaiprov.OpenAILimits,
+	provider.Azure:     oaiprov.AzureLimits,
+	provider.Anthropic: {MaxRequests: 100_000, MaxBytes: 256_000_000},
+}
+
+// limits are the per-batch limits of the run's provider.
+func (o *Options) limits() provider.Limits {
+	if o.Provider != nil {
+		return o.Provider.Limits()
+	}
+	if l, ok := providerLimits[cmp.Or(o.ProviderName, provider.OpenAI)]; ok {
+		return l
+	}
+	return oaiprov.OpenAILimits
+}
+
+// wireURL is the endpoint as the provider wants it written in request lines.
+func (o *Options) wireURL() string { return provider.WireURL(o.ProviderName, o.Endpoint) }
 
 // validExpiry reports whether d is 0 (the API's default) or a whole number of seconds the API takes.
 func validExpiry(d time.Duration) bool {

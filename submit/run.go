@@ -17,6 +17,7 @@ import (
 	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/cost"
 	"github.com/batchctl/batchctl/jsonl"
+	"github.com/batchctl/batchctl/provider"
 )
 
 // maxReportedErrors bounds the record errors collected from a bounded input before the run gives up reading it.
@@ -27,7 +28,7 @@ type run struct {
 	log     *slog.Logger
 	enc     *json.Encoder
 	emitted map[string]bool
-	api     *batchapi.Client
+	api     provider.Provider
 	// runID is this run's random ID, in every batch's metadata (MetaRun): consumers keep a run's batches together.
 	runID string
 	spent cost.Pico // the estimates of the batches this run sent, against MaxCost
@@ -188,6 +189,9 @@ func runKey(o *Options) (string, error) {
 		o.Template, o.MaxRequests, o.MaxBytes, meta}
 	if o.MaxTokens > 0 { // only then, so that the run directories of earlier versions keep their names
 		shape = append(shape, o.MaxTokens)
+	}
+	if o.ProviderName != provider.OpenAI || o.MaxOutputTokens > 0 { // likewise
+		shape = append(shape, o.ProviderName, o.MaxOutputTokens)
 	}
 	shapeJSON, err := json.Marshal(shape)
 	if err != nil {

@@ -241,7 +241,7 @@ func TestCancelThenPartialLoad(t *testing.T) {
 
 	r := runCLI(t, "", e.env, "cancel", batchID)
 	require.Equal(t, exitOK, r.code, r.stderr)
-	require.JSONEq(t, fmt.Sprintf(`{"batch_id":%q,"status":"cancelling"}`, batchID), r.stdout)
+	require.JSONEq(t, fmt.Sprintf(`{"batch_id":%q,"provider":"openai","status":"cancelling"}`, batchID), r.stdout)
 
 	r = runCLI(t, "", e.env, fastPoll...)
 	require.Equal(t, exitOK, r.code, r.stderr)

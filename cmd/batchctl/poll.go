@@ -104,7 +104,7 @@ func runPoll(ctx context.Context, opts *pollOptions) error {
 	if err := opts.validate(); err != nil {
 		return usageError{err}
 	}
-	api, err := opts.api.client()
+	providers, err := opts.api.providers(opts.global.Logger())
 	if err != nil {
 		return err
 	}
@@ -144,7 +144,7 @@ func runPoll(ctx context.Context, opts *pollOptions) error {
 	}
 
 	d, err := poll.New(poll.Config{
-		Store: s, API: api, Logger: log, Metrics: metrics,
+		Store: s, Providers: providers, Logger: log, Metrics: metrics,
 		Interval: interval, Workers: opts.workers, LoadTimeout: opts.loadTimeout, RescueAfter: opts.rescueAfter,
 		LifelineInterval: opts.lifelineEvery, OutputGrace: opts.outputGrace,
 		SweepInterval: opts.sweepEvery, ExitWhenDone: opts.exitWhenDone, FetchPollInterval: opts.fetchEvery,

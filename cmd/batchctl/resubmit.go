@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/poll"
 )
 
@@ -65,7 +64,7 @@ func runResubmit(ctx context.Context, opts *resubmitOptions) error {
 	if len(opts.ids) > 0 && opts.all {
 		return usageError{errors.New("--all resubmits every candidate: name no batch with it")}
 	}
-	api, err := opts.api.client()
+	providers, err := opts.api.providers(opts.global.Logger())
 	if err != nil {
 		return err
 	}
@@ -75,7 +74,7 @@ func runResubmit(ctx context.Context, opts *resubmitOptions) error {
 	}
 	defer s.Close()
 	log := opts.global.Logger()
-	r := &poll.Resubmitter{Store: s, API: &batchapi.Client{API: &api, Logger: log}, Logger: log,
+	r := &poll.Resubmitter{Store: s, Providers: providers, Logger: log,
 		MaxAttempts: opts.maxAttempts, TokenLimitBackoff: opts.tokenLimitBackoff, Dir: opts.dir}
 
 	ids := opts.ids

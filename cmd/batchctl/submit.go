@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,8 @@ import (
 	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/cost"
 	"github.com/batchctl/batchctl/jsonl"
+	"github.com/batchctl/batchctl/provider"
+	"github.com/batchctl/batchctl/store"
 	"github.com/batchctl/batchctl/submit"
 )
 
@@ -86,14 +89,16 @@ the existing batches, marked "existing") unless --force.`,
 	s := &opts.sub
 	f := cmd.Flags()
 	f.StringVar(&s.Format, "format", submit.FormatJSONL, "input format: jsonl (one JSON object a line) or text (one user message a line)")
-	f.StringVar(&s.Endpoint, "endpoint", jsonl.EndpointChatCompletions, "API endpoint of the requests: "+strings.Join(jsonl.Endpoints, ", "))
+	f.StringVar(&s.ProviderName, "provider", envOr(g.getenv, "BATCHCTL_PROVIDER", provider.OpenAI), "batch API: openai, azure (AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY) or anthropic (ANTHROPIC_API_KEY) (env BATCHCTL_PROVIDER)")
+	f.StringVar(&s.Endpoint, "endpoint", "", "API endpoint of the requests: "+strings.Join(jsonl.Endpoints, ", ")+" (default /v1/chat/completions; Anthropic: "+provider.EndpointMessages+")")
+	f.Int64Var(&s.MaxOutputTokens, "max-output-tokens", 0, "cap each built-in request's answer at this many tokens (required by Anthropic; 0: no cap)")
 	f.StringVar(&s.Model, "model", "", "model of the built-in request form")
 	f.StringVar(&s.System, "system", "", "system prompt (instructions for /v1/responses) of the built-in form")
 	f.StringVar(&s.TextField, "text-field", "text", "field of a record holding the text of the built-in form")
 	f.StringVar(&s.IDField, "id-field", "", `field of a record holding its custom_id (string or integer); default "<file>:<line>"`)
 	f.StringVar(&opts.templateFile, "template", "", `Go text/template file rendering the request body from a record; {{json .field}} writes a value as JSON`)
-	f.IntVar(&s.MaxRequests, "max-requests", submit.MaxRequestsCeiling, "requests per batch, at most 50000")
-	f.Int64Var(&s.MaxBytes, "max-bytes", submit.MaxBytesCeiling, "bytes per batch file, newlines included, at most 200000000")
+	f.IntVar(&s.MaxRequests, "max-requests", 0, "requests per batch (default and most: the provider's limit, 50000 OpenAI, 100000 Azure and Anthropic)")
+	f.Int64Var(&s.MaxBytes, "max-bytes", 0, "bytes per batch file, newlines included (default and most: 200000000; Anthropic 256000000)")
 	f.Int64Var(&s.MaxTokens, "max-tokens", 0, "estimated prompt tokens per batch, to stay under the model's enqueued-token limit (0: no limit)")
 	f.DurationVar(&s.FlushInterval, "flush-interval", 0, "submit a partial batch of a stream that has waited this long (0: only when full or at the end)")
 	f.DurationVar(&s.ReconcileSettle, "reconcile-settle", envDuration(g.getenv, "BATCHCTL_RECONCILE_SETTLE", batchapi.DefaultReconcileSettle),
@@ -186,12 +191,9 @@ func runSubmit(ctx context.Context, opts *submitOptions) error {
 		s.Rejects = f
 	}
 	if !s.DryRun {
-		client, err := opts.api.client()
-		if err != nil {
+		if err := opts.connect(&s); err != nil {
 			return err
 		}
-		s.Client = &client
-		s.APIBase, s.Account = batchapi.Endpoint(opts.api.baseURL), batchapi.Account(opts.api.baseURL, opts.api.apiKey)
 	}
 	if opts.global.DatabaseURL != "" && !s.DryRun {
 		// Connect before anything is uploaded, so a wrong URL costs nothing. A batch created but not recorded (the
@@ -208,8 +210,20 @@ func runSubmit(ctx context.Context, opts *submitOptions) error {
 			_, err := st.TrackBatch(ctx, batchFromCreated(c))
 			return err
 		}
-		if err := quotaAdmission(ctx, &s, st, opts.global.Logger()); err != nil {
-			return err
+		s.SaveRequestIDs = func(ctx context.Context, sha string, ids iter.Seq2[store.RequestID, error]) error {
+			return st.SaveRequestIDs(ctx, sha, ids)
+		}
+		s.OwnedBatch = func(ctx context.Context, id string) (bool, error) {
+			_, err := st.GetBatch(ctx, id)
+			if errors.Is(err, store.ErrNotFound) {
+				return false, nil
+			}
+			return err == nil, err
+		}
+		if s.ProviderName != provider.Anthropic { // Anthropic's batches are created from the spool, by submit only
+			if err := quotaAdmission(ctx, &s, st, opts.global.Logger()); err != nil {
+				return err
+			}
 		}
 	}
 	s.Progress = new(submit.Progress)
@@ -227,6 +241,42 @@ func runSubmit(ctx context.Context, opts *submitOptions) error {
 		}
 		return err
 	}
+}
+
+// connect gives a submit its provider: the OpenAI or Azure client (submit wraps it with its retry settings), or the
+// Anthropic provider, and the account its journals record.
+func (opts *submitOptions) connect(s *submit.Options) error {
+	switch s.ProviderName {
+	case provider.OpenAI, "":
+		client, err := opts.api.client()
+		if err != nil {
+			return err
+		}
+		s.Client = &client
+		s.APIBase, s.Account = batchapi.Endpoint(opts.api.baseURL), batchapi.Account(opts.api.baseURL, opts.api.apiKey)
+	case provider.Azure:
+		client, acct, err := opts.api.azure()
+		if err != nil {
+			return err
+		}
+		s.Client, s.APIBase, s.Account = &client, acct.base, acct.fingerprint
+	case provider.Anthropic:
+		p, acct, err := opts.api.anthropic(opts.global.Logger())
+		if err != nil {
+			return err
+		}
+		p.Retry = batchapi.Retry{Initial: s.RetryInitial, MaxElapsed: s.RetryMaxElapsed, Logger: opts.global.Logger()}
+		p.ReconcileSettle = s.ReconcileSettle
+		// Creates at Anthropic are serialised per spool directory: see anthropic.Provider.Find.
+		if err := os.MkdirAll(s.SpoolDir, 0o700); err != nil {
+			return fmt.Errorf("create spool dir: %w", err)
+		}
+		p.LockPath = filepath.Join(s.SpoolDir, ".anthropic-create.lock")
+		s.Provider, s.APIBase, s.Account = p, acct.base, acct.fingerprint
+	default:
+		return usageError{provider.Check(s.ProviderName)}
+	}
+	return nil
 }
 
 // checkInputPath refuses, before anything is read or spooled, an input that is not a readable file or stream: a

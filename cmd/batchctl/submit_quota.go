@@ -8,6 +8,8 @@ import (
 
 	"github.com/batchctl/batchctl/admission"
 	"github.com/batchctl/batchctl/batchapi"
+	"github.com/batchctl/batchctl/provider"
+	oaiprov "github.com/batchctl/batchctl/provider/openai"
 	"github.com/batchctl/batchctl/store"
 	"github.com/batchctl/batchctl/submit"
 )
@@ -43,7 +45,11 @@ func quotaAdmission(ctx context.Context, s *submit.Options, st *store.Store, log
 	}
 	api := &batchapi.Client{API: s.Client, Logger: log, ReconcileSettle: s.ReconcileSettle,
 		RetryInitial: s.RetryInitial, RetryMaxElapsed: s.RetryMaxElapsed}
-	adm := &admission.Admitter{Store: st, API: api, Logger: log}
+	p := oaiprov.New(api)
+	if s.ProviderName == provider.Azure {
+		p = oaiprov.NewAzure(api)
+	}
+	adm := &admission.Admitter{Store: st, Providers: provider.Set{p.Name(): p}, Logger: log}
 	s.Admit = func(ctx context.Context, q submit.Queued) (string, bool, error) {
 		return admit(ctx, st, adm, q)
 	}
@@ -92,6 +98,6 @@ func queuedRow(q submit.Queued) store.QueuedBatch {
 	return store.QueuedBatch{
 		Intent: q.Intent, Model: q.Model, Endpoint: q.Endpoint, InputFileID: q.InputFileID, Source: q.Source,
 		SpoolSHA256: q.SpoolSHA256, Part: q.Part, Requests: q.Requests, Bytes: q.Bytes,
-		EstimatedTokens: q.EstimatedTokens, Metadata: q.Metadata,
+		EstimatedTokens: q.EstimatedTokens, Metadata: q.Metadata, Provider: q.Provider,
 	}
 }

@@ -166,7 +166,7 @@ func (t *tracker) track(ctx context.Context, b store.Batch) error {
 // batchFromCreated is the batch-ID row of a batch submit created.
 func batchFromCreated(c submit.Created) store.Batch {
 	b := store.Batch{
-		BatchID: c.BatchID, Status: store.StatusValidating, Endpoint: c.Endpoint, Model: c.Model,
+		BatchID: c.BatchID, Provider: c.Provider, Status: store.StatusValidating, Endpoint: c.Endpoint, Model: c.Model,
 		InputFileID: c.InputFileID, RequestTotal: c.Requests, Source: c.Source, SpoolSHA256: c.SpoolSHA256,
 	}
 	if c.EstimatedTokens > 0 {
