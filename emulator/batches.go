@@ -50,6 +50,9 @@ type batch struct {
 	outputTTL        time.Duration
 	seq              int64 // creation ordinal: seeds the per-request fault choices
 	idsPath          string
+	// azure marks a batch created through an Azure path: Azure's endpoints and input rules, no 24-hour expiry,
+	// and both result files always (empty ones too), without a default expiry.
+	azure bool
 
 	Status                    string
 	Model                     string
@@ -198,7 +201,10 @@ func (s *Server) handleBatchCreate(w http.ResponseWriter, r *http.Request) {
 	case req.Endpoint == nil:
 		bad("endpoint", "")
 		return
-	case !supportedEndpoints[*req.Endpoint]:
+	case isAzure(r) && azureEndpointError(*req.Endpoint) != "":
+		bad("endpoint", azureEndpointError(*req.Endpoint))
+		return
+	case !isAzure(r) && !supportedEndpoints[*req.Endpoint]:
 		bad("endpoint", fmt.Sprintf("Invalid value: '%s'. Supported values are: '/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/responses' and '/v1/moderations' (images and videos are not emulated).", *req.Endpoint))
 		return
 	case req.CompletionWindow == nil:
@@ -236,7 +242,7 @@ func (s *Server) handleBatchCreate(w http.ResponseWriter, r *http.Request) {
 	b := &batch{
 		ID: newID("batch_"), Endpoint: *req.Endpoint, InputFileID: input.ID, CompletionWindow: completionWindow,
 		Metadata: req.Metadata, outputTTL: ttl, Status: StatusValidating, CreatedAt: created,
-		ExpiresAt: created + int64(24*time.Hour/time.Second), wake: make(chan struct{}, 1),
+		ExpiresAt: created + int64(24*time.Hour/time.Second), wake: make(chan struct{}, 1), azure: isAzure(r),
 	}
 	b.idsPath = filepath.Join(s.dataDir, "batches", b.ID+".custom_ids")
 	if s.chance(s.Faults().ExpireRate) {

@@ -148,14 +148,18 @@ func (s *Server) handleFileUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	created := s.now()
 	var expiresAt int64
-	if purpose == "batch" {
+	if purpose == "batch" && !isAzure(r) { // Azure's input files have no default expiry
 		expiresAt = created.Add(defaultBatchFileTTL).Unix()
 	}
 	if anchor != "" || seconds != "" {
+		lo, hi := int64(minExpiresAfter), int64(maxExpiresAfter)
+		if isAzure(r) {
+			lo, hi = azureMinExpiresAfter, azureMaxExpiresAfter
+		}
 		secs, err := strconv.ParseInt(seconds, 10, 64)
-		if anchor != "created_at" || err != nil || secs < minExpiresAfter || secs > maxExpiresAfter {
-			writeError(w, http.StatusBadRequest, "invalid_request_error", "",
-				"Invalid 'expires_after': anchor must be 'created_at' and seconds between 3600 and 2592000.", "expires_after")
+		if anchor != "created_at" || err != nil || secs < lo || secs > hi {
+			writeError(w, http.StatusBadRequest, "invalid_request_error", "", fmt.Sprintf(
+				"Invalid 'expires_after': anchor must be 'created_at' and seconds between %d and %d.", lo, hi), "expires_after")
 			return
 		}
 		expiresAt = created.Unix() + secs

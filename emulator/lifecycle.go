@@ -40,7 +40,7 @@ func (s *Server) runBatch(b *batch, input fileMeta) {
 		return
 	}
 
-	v, err := s.validateFile(input.path, b.idsPath, b.Endpoint, input.Bytes)
+	v, err := s.validateInput(b, input)
 	if err != nil {
 		log.Error("validate input file", "err", err)
 		v.Errors = []batchError{newBatchError(CodeServerError, "The emulator could not read the input file: "+err.Error(), "input_file_id", 0)}
@@ -310,7 +310,7 @@ func (s *Server) process(b *batch, inputPath string) (*results, error) {
 				stopCode = CodeBatchCancelled
 			case b.expireReq.Load() && answered >= expireAfter:
 				stopCode = CodeBatchExpired
-			case answered%1024 == 0 && s.now().Unix() >= expiresAt:
+			case !b.azure && answered%1024 == 0 && s.now().Unix() >= expiresAt: // Azure lets a late batch run on
 				stopCode = CodeBatchExpired
 			}
 		}
@@ -386,7 +386,7 @@ func (s *Server) answerLine(b *batch, faults Faults, seed, seq, key string, req 
 	if res.cache == nil {
 		res.cache = newPromptCache()
 	}
-	a := makeAnswer(b.Endpoint, req.Body, s.now().Unix(), key, res.cache)
+	a := makeAnswer(b.apiEndpoint(), req.Body, s.now().Unix(), key, res.cache)
 	res.completed++
 	res.inTok += a.InputTokens
 	res.cachedTok += a.CachedTokens
@@ -433,14 +433,14 @@ func (s *Server) finishCancelled(b *batch, res *results) {
 }
 
 // writeResultFiles concatenates the buckets into files with purpose batch_output. An empty file is not created:
-// its id stays null, as the real service leaves it.
+// its id stays null, as OpenAI leaves it; Azure creates both files, empty or not.
 func (s *Server) writeResultFiles(b *batch, res *results) (outID, errID string, err error) {
-	if res.outLines > 0 {
+	if res.outLines > 0 || b.azure {
 		if outID, err = s.concatBuckets(b, res.outPaths[:], "output"); err != nil {
 			return "", "", err
 		}
 	}
-	if res.errLines > 0 {
+	if res.errLines > 0 || b.azure {
 		if errID, err = s.concatBuckets(b, res.errPaths[:], "error"); err != nil {
 			return outID, "", err
 		}
@@ -457,6 +457,9 @@ func (s *Server) concatBuckets(b *batch, paths []string, kind string) (string, e
 	}
 	var size int64
 	for _, p := range paths {
+		if p == "" {
+			continue // a batch cancelled before it ran has no buckets
+		}
 		src, err := os.Open(filepath.Clean(p))
 		if err != nil {
 			_ = dst.Close()
@@ -475,12 +478,16 @@ func (s *Server) concatBuckets(b *batch, paths []string, kind string) (string, e
 	}
 	now := s.now()
 	ttl := b.outputTTL
-	if ttl == 0 {
+	if ttl == 0 && !b.azure { // Azure's result files have no default expiry
 		ttl = defaultBatchFileTTL
+	}
+	var expiresAt int64
+	if ttl > 0 {
+		expiresAt = now.Add(ttl).Unix()
 	}
 	s.addFile(&fileMeta{
 		ID: id, Filename: fmt.Sprintf("%s_%s.jsonl", b.ID, kind), Purpose: "batch_output",
-		Bytes: size, CreatedAt: now.Unix(), ExpiresAt: now.Add(ttl).Unix(), path: path,
+		Bytes: size, CreatedAt: now.Unix(), ExpiresAt: expiresAt, path: path,
 	})
 	return id, nil
 }

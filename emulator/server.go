@@ -73,6 +73,8 @@ type Options struct {
 	// is answered 429 rate_limit_exceeded, with Retry-After until the oldest leaves the window. Zero means
 	// DefaultMaxBatchCreatesPerHour; negative, no cap.
 	MaxBatchCreatesPerHour int
+	// Azure configures the Azure OpenAI paths (/openai/...): their own limits and deployments.
+	Azure AzureOptions
 
 	// RequestFailRate is the share of request lines (0..1) that fail: their answer is a non-200 response or an
 	// error object, in the error file or, for some 5xx answers, in the output file.
@@ -269,6 +271,7 @@ func (s *Server) routes() {
 	m.Handle("GET /v1/batches", s.route(routeBatchList, s.handleBatchList))
 	m.Handle("GET /v1/batches/{id}", s.route(routeBatchGet, s.handleBatchGet))
 	m.Handle("POST /v1/batches/{id}/cancel", s.route(routeBatchCancel, s.handleBatchCancel))
+	s.azureRoutes(m)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "invalid_request_error", "",
 			fmt.Sprintf("Invalid URL (%s %s)", r.Method, r.URL.Path), "")

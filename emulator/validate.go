@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // Validation error codes written to a failed batch's errors.data[].code.
@@ -57,8 +58,9 @@ type requestLine struct {
 }
 
 // validateLine checks one input line against the rules of the real service, except those that need the whole
-// file (unique custom_id, one model). It never panics on any input.
-func validateLine(line []byte, endpoint string) (requestLine, *batchError) {
+// file (unique custom_id, one model). urls are the spellings of the endpoint a line's url may use; none means the
+// endpoint itself. It never panics on any input.
+func validateLine(line []byte, endpoint string, urls ...string) (requestLine, *batchError) {
 	fail := func(code, msg, param string) (requestLine, *batchError) {
 		e := newBatchError(code, msg, param, 0)
 		return requestLine{}, &e
@@ -93,8 +95,11 @@ func validateLine(line []byte, endpoint string) (requestLine, *batchError) {
 	if method != "POST" {
 		return fail(CodeInvalidMethod, fmt.Sprintf("Invalid method '%s': only POST is supported.", method), "method")
 	}
-	if url != endpoint {
-		return fail(CodeInvalidURL, fmt.Sprintf("The URL '%s' does not match the batch endpoint '%s'.", url, endpoint), "url")
+	if len(urls) == 0 {
+		urls = []string{endpoint}
+	}
+	if !slices.Contains(urls, url) {
+		return fail(CodeInvalidURL, fmt.Sprintf("The URL '%s' does not match the batch endpoint '%s'.", url, urls[0]), "url")
 	}
 	if isNull(raw.Body) {
 		return fail(CodeMissingRequiredParameter, "Missing required parameter: 'body'.", "body")
@@ -154,9 +159,27 @@ type validation struct {
 	Errors       []batchError
 }
 
+// inputRules are what a provider asks of a batch input file beyond what every provider asks.
+type inputRules struct {
+	// endpoint is the batch's endpoint in OpenAI's /v1 spelling: it decides the body checks and the token counts.
+	endpoint string
+	// lineURLs are the spellings a line's url may use; empty means endpoint itself.
+	lineURLs    []string
+	maxRequests int
+}
+
+// validateInput applies to a batch's input file the rules of the API the batch was created through.
+func (s *Server) validateInput(b *batch, input fileMeta) (validation, error) {
+	if b.azure {
+		return s.validateAzureInput(b, input)
+	}
+	return s.validateFile(input.path, b.idsPath, input.Bytes,
+		inputRules{endpoint: b.Endpoint, maxRequests: s.opts.MaxRequestsPerFile})
+}
+
 // validateFile reads the input file line by line (never the whole file) and applies every rule. It writes the
 // custom_ids in input order to idsPath for Server.Batches.
-func (s *Server) validateFile(path, idsPath, endpoint string, size int64) (validation, error) {
+func (s *Server) validateFile(path, idsPath string, size int64, rules inputRules) (validation, error) {
 	var v validation
 	report := func(e batchError) bool {
 		v.Errors = append(v.Errors, e)
@@ -200,12 +223,12 @@ lines:
 			continue // blank lines, such as a doubled final newline, are not requests
 		}
 		v.Total++
-		if v.Total > int64(s.opts.MaxRequestsPerFile) {
+		if v.Total > int64(rules.maxRequests) {
 			v.Errors = append(v.Errors, newBatchError(CodeTooManyRequests,
-				fmt.Sprintf("The input file has more than the maximum of %d requests.", s.opts.MaxRequestsPerFile), "input_file_id", lineNo))
+				fmt.Sprintf("The input file has more than the maximum of %d requests.", rules.maxRequests), "input_file_id", lineNo))
 			break lines
 		}
-		req, lerr := validateLine(buf, endpoint)
+		req, lerr := validateLine(buf, rules.endpoint, rules.lineURLs...)
 		if lerr != nil {
 			line := lineNo // the error keeps its own line, not the loop's counter
 			lerr.Line = &line
@@ -241,7 +264,7 @@ lines:
 				fmt.Sprintf("The batch has more than the maximum of %d embedding inputs.", MaxEmbeddingInputs), "body.input", lineNo))
 			break lines
 		}
-		v.PromptTokens += inputTokens(endpoint, req.Body)
+		v.PromptTokens += inputTokens(rules.endpoint, req.Body)
 		q, _ := json.Marshal(req.CustomID)
 		_, _ = ids.Write(append(q, '\n'))
 	}
