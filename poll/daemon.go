@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -96,6 +97,9 @@ type Daemon struct {
 	client    *river.Client[pgx.Tx]
 	// lifeline is this daemon's registration in the pollers table, set by Run.
 	lifeline *store.Lifeline
+	// noCredsAt is when batches of a provider without credentials were last reported skipped.
+	noCredsMu sync.Mutex
+	noCredsAt map[string]time.Time
 	// unknownPrices warns once per model loaded without a price.
 	unknownPrices cost.UnknownWarner
 }

@@ -66,6 +66,7 @@ func (d *Daemon) Refresh(ctx context.Context) (RefreshStats, error) {
 	for name, want := range byProvider {
 		p, err := d.providers.Get(name)
 		if err != nil {
+			d.warnNoCredentials(name, len(want), err)
 			continue
 		}
 		if err := d.refreshProvider(ctx, p, want, oldest[name], &st); err != nil {
@@ -74,6 +75,22 @@ func (d *Daemon) Refresh(ctx context.Context) (RefreshStats, error) {
 	}
 	d.log.Debug("bulk refresh", "in_flight", st.InFlight, "updated", st.Updated, "list_calls", st.ListCalls)
 	return st, nil
+}
+
+// warnNoCredentials says, at most once a minute per provider, that batches of a provider without credentials are
+// skipped: they stay as they are, never marked failed, until a poller with the credentials runs.
+func (d *Daemon) warnNoCredentials(name string, n int, err error) {
+	d.noCredsMu.Lock()
+	defer d.noCredsMu.Unlock()
+	if d.noCredsAt == nil {
+		d.noCredsAt = map[string]time.Time{}
+	}
+	if time.Since(d.noCredsAt[name]) < time.Minute {
+		return
+	}
+	d.noCredsAt[name] = time.Now()
+	d.log.Error("skipping batches in flight at a provider this poller has no credentials for; they are kept as they are",
+		"provider", name, "batches", n, "error", err)
 }
 
 // refreshProvider is the round of one provider's batches in flight, want, the oldest created at oldest.
