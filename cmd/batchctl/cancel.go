@@ -35,7 +35,7 @@ before it stopped; requests it never ran come back as error rows. Prints one JSO
 A tracked batch is cancelled at its own provider; an untracked one at --provider.`,
 		Example: `  batchctl cancel batch_abc123 batch_def456
   ANTHROPIC_API_KEY=... batchctl cancel --provider anthropic msgbatch_013Zva2CMHLNnXjNJJKqJ2EF`,
-		Args:    usageArgs(cobra.MinimumNArgs(1)),
+		Args: usageArgs(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.ids = args
 			return runCancel(cmd.Context(), opts)
