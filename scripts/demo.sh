@@ -10,13 +10,22 @@
 # leaves in place at the end, so on your own database you can look at it afterwards; it touches nothing else.
 #
 #   DEMO_SCHEMA=my_demo DATABASE_URL=postgres://localhost/app scripts/demo.sh
+#
+# DEMO_PROVIDER=azure or anthropic runs the same pipeline through that provider's API, emulated on the same port
+# (make demo DEMO_PROVIDER=anthropic).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 batchctl=${BATCHCTL:-bin/batchctl}
 schema=${DEMO_SCHEMA:-batchctl_demo}
 input=${DEMO_INPUT:-examples/reviews.jsonl}
-template=${DEMO_TEMPLATE:-examples/classify.tmpl}
+provider=${DEMO_PROVIDER:-openai}
+case "$provider" in
+  openai | azure) default_template=examples/classify.tmpl ;;
+  anthropic) default_template=examples/classify-anthropic.tmpl ;;
+  *) echo "demo: DEMO_PROVIDER=$provider: want openai, azure or anthropic" >&2; exit 2 ;;
+esac
+template=${DEMO_TEMPLATE:-$default_template}
 batch_size=${DEMO_BATCH_SIZE:-500}
 
 if [ -z "${DATABASE_URL:-}" ]; then
@@ -64,10 +73,20 @@ for _ in $(seq 100); do
 done
 base_url=$(sed -n 's/.*"base_url":"\([^"]*\)".*/\1/p' "$work/emulator.out" | head -n 1)
 [ -n "$base_url" ] || { echo "demo: the emulator did not print its base_url" >&2; exit 1; }
-echo "OPENAI_BASE_URL=$base_url"
-
-# The only two things that change against the real API: the key and the base URL (unset it for api.openai.com).
-export OPENAI_BASE_URL=$base_url OPENAI_API_KEY=sk-demo-not-a-real-key
+root_url=${base_url%/v1}
+# The only things that change against the real API: the key and the base URL (unset it for the real one).
+case "$provider" in
+  openai)
+    echo "OPENAI_BASE_URL=$base_url"
+    export OPENAI_BASE_URL=$base_url OPENAI_API_KEY=sk-demo-not-a-real-key ;;
+  azure)
+    echo "AZURE_OPENAI_ENDPOINT=$root_url   (the api-version paths, /openai/...)"
+    export AZURE_OPENAI_ENDPOINT=$root_url AZURE_OPENAI_API_KEY=demo-not-a-real-key ;;
+  anthropic)
+    echo "ANTHROPIC_BASE_URL=$root_url   (Message Batches, /v1/messages/batches)"
+    export ANTHROPIC_BASE_URL=$root_url ANTHROPIC_API_KEY=sk-ant-demo-not-a-real-key ;;
+esac
+export BATCHCTL_PROVIDER=$provider
 export BATCHCTL_SCHEMA=$schema BATCHCTL_SPOOL_DIR=$work/spool
 
 say "2. batchctl migrate   (schema $schema, recreated for the demo)"
@@ -80,8 +99,8 @@ echo "+ batchctl migrate"
 "$batchctl" migrate --status | tail -n 3
 
 records=$(grep -c . "$input")
-say "3. batchctl submit    ($records reviews from $input through $template, $batch_size per batch)"
-echo "+ batchctl submit --template $template --id-field id --max-requests $batch_size $input"
+say "3. batchctl submit    ($records reviews from $input through $template, $batch_size per batch, provider $provider)"
+echo "+ batchctl submit --provider $provider --template $template --id-field id --max-requests $batch_size $input"
 "$batchctl" submit --log-level warn --progress never --template "$template" --id-field id \
   --max-requests "$batch_size" "$input" | tee "$work/batches.jsonl" |
   sed -E 's/"spool_sha256":"([0-9a-f]{12})[0-9a-f]*"/"spool_sha256":"\1…"/'
@@ -114,6 +133,7 @@ if "$batchctl" results --help >/dev/null 2>&1; then
     if (match($0, /"custom_id": ?"[^"]*"/)) { id = substr($0, RSTART, RLENGTH); sub(/^"custom_id": ?"/, "", id); sub(/"$/, "", id) }
     if (match($0, /"input_line": ?[0-9]+/)) { ln = substr($0, RSTART, RLENGTH); sub(/^"input_line": ?/, "", ln) }
     if (match($0, /"content": ?"([^"\\]|\\.)*"/)) { ans = substr($0, RSTART, RLENGTH); sub(/^"content": ?"/, "", ans); sub(/"$/, "", ans); gsub(/\\n/, " ", ans) }
+    else if (match($0, /"text": ?"([^"\\]|\\.)*"/)) { ans = substr($0, RSTART, RLENGTH); sub(/^"text": ?"/, "", ans); sub(/"$/, "", ans); gsub(/\\n/, " ", ans) }
     printf "  %-10s line %-5s %s\n", id, ln, substr(ans, 1, 70)
   }' "$work/sample.jsonl"
 else

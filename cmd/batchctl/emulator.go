@@ -54,8 +54,10 @@ func newEmulatorCmd(g *globalOptions, streams *IOStreams) *cobra.Command {
 	opts := &emulatorOptions{global: g, streams: streams}
 	cmd := &cobra.Command{
 		Use:   "emulator",
-		Short: "Serve a local OpenAI Files + Batches API for tests and demos",
-		Long: `Serve a stateful emulator of the OpenAI Files and Batches API until SIGINT or SIGTERM.
+		Short: "Serve a local OpenAI, Azure OpenAI and Anthropic batch API for tests and demos",
+		Long: `Serve a stateful emulator of the OpenAI Files and Batches API until SIGINT or SIGTERM, with Azure OpenAI's
+global batch (/openai/..., api-key, api-version) and Anthropic's Message Batches (/v1/messages/batches, x-api-key,
+anthropic-version) on the same port, over their own paths.
 
 Batches go through the real lifecycle (validating, in_progress, finalizing, completed; or failed, expired,
 cancelled), one --phase-delay per phase, and every request line gets a deterministic fake answer. Input files are
@@ -65,11 +67,15 @@ limits); output lines come back in an order that is not the input order.
 Faults make clients prove they survive the real service: 429 and 500 answers, connections cut after the call took
 effect, slow and truncated downloads, failed request lines, expired batches, enqueued-token limits.
 
-When ready, one JSON line {"base_url": "..."} is printed on stdout; point OPENAI_BASE_URL at it. Any non-empty
-API key is accepted unless --api-key is set.`,
+When ready, one JSON line {"base_url": "...", "azure_endpoint": "...", "anthropic_base_url": "..."} is printed on
+stdout; point OPENAI_BASE_URL, AZURE_OPENAI_ENDPOINT or ANTHROPIC_BASE_URL at it. Any non-empty API key is accepted
+unless --api-key is set.`,
 		Example: `  batchctl emulator
   batchctl emulator --addr 127.0.0.1:0 --phase-delay 100ms     # free port: read base_url from stdout
   OPENAI_BASE_URL=http://127.0.0.1:8089/v1 OPENAI_API_KEY=test batchctl submit --model gpt-4o-mini in.jsonl
+  AZURE_OPENAI_ENDPOINT=http://127.0.0.1:8089 AZURE_OPENAI_API_KEY=test batchctl submit --provider azure --model my-deployment in.jsonl
+  ANTHROPIC_BASE_URL=http://127.0.0.1:8089 ANTHROPIC_API_KEY=test batchctl submit --provider anthropic \
+      --model claude-haiku-4-5 --max-output-tokens 256 in.jsonl
   batchctl emulator --rate-429 0.1 --rate-500 0.05 --reset-rate 0.02 --fail-rate 0.1 \
       --truncate-rate 0.2 --expire-rate 0.1 --token-limit gpt-4o-mini=2000000`,
 		Args: noArgs,
@@ -143,9 +149,11 @@ func runEmulator(ctx context.Context, opts *emulatorOptions) error {
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 
-	baseURL := "http://" + ln.Addr().String() + "/v1"
+	root := "http://" + ln.Addr().String()
+	baseURL := root + "/v1"
 	log.Info("emulator listening", "base_url", baseURL, "data_dir", srv.DataDir(), "phase_delay", opts.phaseDelay)
-	ready, _ := json.Marshal(map[string]string{"base_url": baseURL})
+	// One port, three providers: OPENAI_BASE_URL, AZURE_OPENAI_ENDPOINT, ANTHROPIC_BASE_URL.
+	ready, _ := json.Marshal(map[string]string{"base_url": baseURL, "azure_endpoint": root, "anthropic_base_url": root})
 	if _, err := fmt.Fprintln(opts.streams.Out, string(ready)); err != nil {
 		_ = hs.Close()
 		return fmt.Errorf("write base_url: %w", err)
