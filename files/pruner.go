@@ -56,7 +56,8 @@ type PruneOptions struct {
 	MaxAttempts int
 	// OlderThan keeps files that may be younger than this (0: any age).
 	OlderThan time.Duration
-	// RootBatchID, when set, limits the prune to the files of one lineage.
+	// RootBatchID, when set, limits the prune to the files of that batch and of the batches whose root it is (its
+	// lineage, when it is a root).
 	RootBatchID string
 	// DryRun reports what would be deleted and deletes nothing.
 	DryRun bool

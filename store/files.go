@@ -73,7 +73,8 @@ type PruneQuery struct {
 	// batch's: an input file is uploaded before its batch is created, output and error files are written before the
 	// batch ends.
 	MadeBefore time.Time
-	// RootBatchID, when set, limits the page to the files of one lineage.
+	// RootBatchID, when set, limits the page to the files of that batch and of the batches whose root it is (its
+	// lineage, when it is a root).
 	RootBatchID string
 	// After is the last file of the previous page; nil for the first.
 	After *BatchFile
