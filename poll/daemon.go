@@ -85,6 +85,10 @@ type Config struct {
 
 	// Prices is the price table that gives each loaded batch its cost_usd (default cost.Default()).
 	Prices *cost.Table
+
+	// DeleteFiles deletes each batch's API files as soon as no batch needs them: its output and error files once its
+	// results are loaded, its input file once nothing will read it again (see Daemon.deleteFiles).
+	DeleteFiles bool
 }
 
 // Daemon runs the poller's River workers.

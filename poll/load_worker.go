@@ -39,8 +39,9 @@ func (w *loadWorker) Work(ctx context.Context, job *river.Job[store.LoadResultsA
 	}
 	dl.stop()
 	if err == nil && loaded != nil {
-		// Outside the load's deadline: the results are committed, and the pass is not part of the load.
+		// Outside the load's deadline: the results are committed, and the passes are not part of the load.
 		w.d.afterLoad(ctx, *loaded)
+		w.d.deleteFiles(ctx, loaded.RootBatchID)
 	}
 	return err
 }

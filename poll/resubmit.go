@@ -272,6 +272,8 @@ func (w *resubmitWorker) Work(ctx context.Context, job *river.Job[store.Resubmit
 	_, err := w.d.resubmitter().Resubmit(ctx, job.Args.BatchID)
 	switch {
 	case err == nil:
+		// The parent's input is read no more, unless its lineage still needs it.
+		w.d.deleteFiles(ctx, job.Args.BatchID)
 		return nil
 	case errors.Is(err, ErrNotYet):
 		return river.JobSnooze(w.d.cfg.Interval.Max)

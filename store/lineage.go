@@ -46,11 +46,16 @@ func (s *Store) FinalCustomIDs(ctx context.Context, batchID string) (map[string]
 	return done, translate("read final results of "+batchID, err)
 }
 
-// candidateSQL selects ended, loaded batches that may have requests to resubmit and were not looked at yet.
-const candidateSQL = `b.results_loaded_at is not null and b.resubmitted_at is null and b.attempt < $1 and b.input_file_id is not null
-	and (b.status = 'expired'
+// resubmittableSQL is, as a predicate over a batches row b, an ended batch that may have requests to resubmit:
+// expired, completed with failed or missing rows, or failed with token_limit_exceeded, and with an input file at
+// the API to resend them from (Anthropic's inline requests have none).
+const resubmittableSQL = `b.input_file_id is not null and (b.status = 'expired'
 		or (b.status = 'completed' and (b.request_failed > 0 or coalesce(b.results_count, 0) < b.request_total))
 		or (b.status = 'failed' and b.errors::text like '%token_limit_exceeded%'))`
+
+// candidateSQL selects ended, loaded batches that may have requests to resubmit and were not looked at yet.
+const candidateSQL = `b.results_loaded_at is not null and b.resubmitted_at is null and b.attempt < $1
+	and ` + resubmittableSQL
 
 // EnqueueResubmits inserts a resubmit job for every candidate batch that has none alive; it returns their IDs.
 func (s *Store) EnqueueResubmits(ctx context.Context, maxAttempts int) ([]string, error) {

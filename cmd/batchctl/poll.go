@@ -38,6 +38,7 @@ type pollOptions struct {
 	resubmit          bool
 	maxAttempts       int
 	tokenLimitBackoff time.Duration
+	deleteFiles       bool
 
 	prices *pricesOptions
 }
@@ -62,11 +63,16 @@ makes their running jobs available again, so a dead poller's work resumes within
 are never taken, however long they run. Run 'batchctl migrate' first.
 
 Each loaded batch's cost is stored with its results (batches.cost_usd), at the Batch API prices of the built-in
-price table or of --prices; a model without a price gets a null cost and a warning.`,
+price table or of --prices; a model without a price gets a null cost and a warning.
+
+With --delete-files, each batch's API files are deleted as soon as no batch needs them, as 'batchctl files prune'
+would (see its --help): the output and error files once the results are loaded, the input file once nothing will
+read it again. Off by default: the results table is then the only copy of the answers.`,
 		Example: `  batchctl poll
   batchctl poll --poll-interval 30s,15m --metrics-addr :9090
   batchctl poll --exit-when-done        # for cron and scripts: exit 0 once everything is loaded
-  batchctl poll --resubmit --max-attempts 3`,
+  batchctl poll --resubmit --max-attempts 3
+  batchctl poll --resubmit --delete-files   # keep no API file longer than a batch needs it`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runPoll(cmd.Context(), opts)
@@ -91,6 +97,7 @@ price table or of --prices; a model without a price gets a null cost and a warni
 	f.BoolVar(&opts.resubmit, "resubmit", false, "send again, as child batches, requests that failed for a retryable cause (see batchctl resubmit --help)")
 	f.IntVar(&opts.maxAttempts, "max-attempts", poll.DefaultMaxAttempts, "with --resubmit: attempts a request gets in all")
 	f.DurationVar(&opts.tokenLimitBackoff, "token-limit-backoff", poll.DefaultTokenLimitBackoff, "with --resubmit: wait before resending a batch that failed with token_limit_exceeded")
+	f.BoolVar(&opts.deleteFiles, "delete-files", false, "delete each batch's API files once no batch needs them (see batchctl files prune --help)")
 	f.DurationVar(&opts.fetchEvery, "fetch-interval", 0, "how often River looks for due jobs (River's default 1s)")
 	_ = f.MarkHidden("fetch-interval")
 	return cmd
@@ -149,7 +156,7 @@ func runPoll(ctx context.Context, opts *pollOptions) error {
 		LifelineInterval: opts.lifelineEvery, OutputGrace: opts.outputGrace,
 		SweepInterval: opts.sweepEvery, ExitWhenDone: opts.exitWhenDone, FetchPollInterval: opts.fetchEvery,
 		Resubmit: opts.resubmit, MaxAttempts: opts.maxAttempts, TokenLimitBackoff: opts.tokenLimitBackoff,
-		Prices: prices,
+		Prices: prices, DeleteFiles: opts.deleteFiles,
 	})
 	if err != nil {
 		return err
