@@ -13,6 +13,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
+
+	"github.com/tidwall/gjson"
 )
 
 // customIDPattern is the rule the real service applies to a message batch request's custom_id.
@@ -220,7 +223,9 @@ func spoolRequests(dec *json.Decoder, w io.Writer, maxRequests int) (int64, erro
 		line.WriteString(`{"custom_id":`)
 		line.WriteString(strconv.Quote(id)) // the pattern admits only ASCII letters, digits, _ and -
 		line.WriteString(`,"params":`)
-		if err := json.Compact(&line, params); err != nil {
+		if strings.IndexByte(params.Raw, '\n') < 0 {
+			line.WriteString(params.Raw) // already one line: spaces do no harm
+		} else if err := json.Compact(&line, []byte(params.Raw)); err != nil {
 			return n, badf("requests.%d.params: Input should be a valid dictionary", n)
 		}
 		line.WriteString("}\n")
@@ -238,76 +243,100 @@ func spoolRequests(dec *json.Decoder, w io.Writer, maxRequests int) (int64, erro
 	return n, nil
 }
 
-// checkMessageRequest applies the rules of one request: custom_id, and the params the Messages API requires.
-func checkMessageRequest(i int64, raw json.RawMessage) (string, json.RawMessage, error) {
-	var req struct {
-		CustomID json.RawMessage `json:"custom_id"`
-		Params   json.RawMessage `json:"params"`
+// checkMessageRequest applies the rules of one request (valid JSON, as the decoder read it): custom_id, and the
+// params the Messages API requires. It walks the keys once with gjson rather than decoding the request, which
+// may carry long prompts.
+func checkMessageRequest(i int64, raw []byte) (string, gjson.Result, error) {
+	req := gjson.ParseBytes(raw)
+	if !req.IsObject() {
+		return "", gjson.Result{}, badf("requests.%d: Input should be a valid dictionary", i)
 	}
-	if len(raw) == 0 || raw[0] != '{' || json.Unmarshal(raw, &req) != nil {
-		return "", nil, badf("requests.%d: Input should be a valid dictionary", i)
-	}
-	var id string
+	var id, params gjson.Result
+	var extra string
+	req.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "custom_id":
+			id = v
+		case "params":
+			params = v
+		default:
+			extra = k.Str
+			return false
+		}
+		return true
+	})
 	switch {
-	case isNull(req.CustomID):
-		return "", nil, badf("requests.%d.custom_id: Field required", i)
-	case json.Unmarshal(req.CustomID, &id) != nil:
-		return "", nil, badf("requests.%d.custom_id: Input should be a valid string", i)
-	case !customIDPattern.MatchString(id):
-		return "", nil, badf("requests.%d.custom_id: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'", i)
-	case isNull(req.Params):
-		return "", nil, badf("requests.%d.params: Field required", i)
-	case req.Params[0] != '{':
-		return "", nil, badf("requests.%d.params: Input should be a valid dictionary", i)
+	case extra != "":
+		return "", params, badf("requests.%d.%s: Extra inputs are not permitted", i, extra)
+	case !id.Exists() || id.Type == gjson.Null:
+		return "", params, badf("requests.%d.custom_id: Field required", i)
+	case id.Type != gjson.String:
+		return "", params, badf("requests.%d.custom_id: Input should be a valid string", i)
+	case !customIDPattern.MatchString(id.Str):
+		return "", params, badf("requests.%d.custom_id: String should match pattern '^[a-zA-Z0-9_-]{1,64}$'", i)
+	case !params.Exists() || params.Type == gjson.Null:
+		return "", params, badf("requests.%d.params: Field required", i)
+	case !params.IsObject():
+		return "", params, badf("requests.%d.params: Input should be a valid dictionary", i)
 	}
-	var p struct {
-		Model     json.RawMessage `json:"model"`
-		MaxTokens json.RawMessage `json:"max_tokens"`
-		Messages  json.RawMessage `json:"messages"`
-	}
-	if json.Unmarshal(req.Params, &p) != nil {
-		return "", nil, badf("requests.%d.params: Input should be a valid dictionary", i)
-	}
+	var model, maxTokens, messages gjson.Result
+	params.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "model":
+			model = v
+		case "max_tokens":
+			maxTokens = v
+		case "messages":
+			messages = v
+		}
+		return true
+	})
 	field := func(name, msg string) error { return badf("requests.%d.params.%s: %s", i, name, msg) }
-	var model string
 	switch {
-	case isNull(p.Model):
-		return "", nil, field("model", "Field required")
-	case json.Unmarshal(p.Model, &model) != nil || model == "":
-		return "", nil, field("model", "Input should be a valid non-empty string")
-	case isNull(p.MaxTokens):
-		return "", nil, field("max_tokens", "Field required")
+	case !model.Exists() || model.Type == gjson.Null:
+		return "", params, field("model", "Field required")
+	case model.Type != gjson.String || model.Str == "":
+		return "", params, field("model", "Input should be a valid non-empty string")
+	case !maxTokens.Exists() || maxTokens.Type == gjson.Null:
+		return "", params, field("max_tokens", "Field required")
 	}
-	maxTokens, err := strconv.ParseInt(string(p.MaxTokens), 10, 64)
+	n, err := strconv.ParseInt(maxTokens.Raw, 10, 64)
 	switch {
 	case err != nil:
-		return "", nil, field("max_tokens", "Input should be a valid integer")
-	case maxTokens < 1:
-		return "", nil, field("max_tokens", "Input should be greater than or equal to 1")
-	case isNull(p.Messages):
-		return "", nil, field("messages", "Field required")
+		return "", params, field("max_tokens", "Input should be a valid integer")
+	case n < 1:
+		return "", params, field("max_tokens", "Input should be greater than or equal to 1")
+	case !messages.Exists() || messages.Type == gjson.Null:
+		return "", params, field("messages", "Field required")
+	case !messages.IsArray():
+		return "", params, field("messages", "Input should be a valid list of messages")
 	}
-	var msgs []struct {
-		Role    *string         `json:"role"`
-		Content json.RawMessage `json:"content"`
-	}
-	if p.Messages[0] != '[' || json.Unmarshal(p.Messages, &msgs) != nil {
-		return "", nil, field("messages", "Input should be a valid list of messages")
-	}
-	if len(msgs) == 0 {
-		return "", nil, field("messages", "at least one message is required")
-	}
-	for j, m := range msgs {
+	var (
+		j      int
+		msgErr error
+	)
+	messages.ForEach(func(_, m gjson.Result) bool {
+		role, content := m.Get("role"), m.Get("content")
 		switch {
-		case m.Role == nil:
-			return "", nil, field(fmt.Sprintf("messages.%d.role", j), "Field required")
-		case *m.Role != "user" && *m.Role != "assistant":
-			return "", nil, field(fmt.Sprintf("messages.%d.role", j), "Input should be 'user' or 'assistant'")
-		case isNull(m.Content):
-			return "", nil, field(fmt.Sprintf("messages.%d.content", j), "Field required")
+		case !m.IsObject():
+			msgErr = field(fmt.Sprintf("messages.%d", j), "Input should be a valid dictionary")
+		case !role.Exists():
+			msgErr = field(fmt.Sprintf("messages.%d.role", j), "Field required")
+		case role.Type != gjson.String || (role.Str != "user" && role.Str != "assistant"):
+			msgErr = field(fmt.Sprintf("messages.%d.role", j), "Input should be 'user' or 'assistant'")
+		case !content.Exists() || content.Type == gjson.Null:
+			msgErr = field(fmt.Sprintf("messages.%d.content", j), "Field required")
 		}
+		j++
+		return msgErr == nil
+	})
+	switch {
+	case msgErr != nil:
+		return "", params, msgErr
+	case j == 0:
+		return "", params, field("messages", "at least one message is required")
 	}
-	return id, req.Params, nil
+	return id.Str, params, nil
 }
 
 // expectDelim reads the next token and refuses the body with msg unless it is the delimiter want.
