@@ -269,8 +269,9 @@ func makeMessage(raw json.RawMessage, key string, cache *promptCache) anthropicM
 	if bytes.Contains(raw, []byte(`"cache_control"`)) {
 		read := cache.cachedTokens(all)
 		var written int64
-		if read == 0 && in >= PromptCacheMinTokens {
-			written = in / PromptCacheStep * PromptCacheStep
+		if read == 0 && len(all) >= 4*PromptCacheMinTokens {
+			// The longest prefix the cache now remembers: whole steps of the prompt.
+			written = int64(len(all) / (4 * PromptCacheStep) * PromptCacheStep)
 		}
 		m.Usage.CacheReadInputTokens, m.Usage.CacheCreationInputTokens = read, written
 		m.Usage.CacheCreation.Ephemeral5mInputTokens = written
