@@ -28,10 +28,18 @@ func (s *Server) serveWithFaults(rt route, w http.ResponseWriter, r *http.Reques
 			wait = DefaultRetryAfter
 		}
 		setRetryAfter(w, wait)
+		if rt.anthropic() {
+			s.writeAnthropicInjected(w, http.StatusTooManyRequests)
+			return
+		}
 		writeError(w, http.StatusTooManyRequests, "requests", "rate_limit_exceeded",
 			"Rate limit reached for requests. Please try again later. (injected by the emulator)", "")
 	case u < f.HTTP429Rate+f.HTTP500Rate:
 		s.count(func(st *Stats) { st.Injected500++ })
+		if rt.anthropic() {
+			s.writeAnthropicInjected(w, http.StatusInternalServerError)
+			return
+		}
 		writeError(w, http.StatusInternalServerError, "server_error", "",
 			"The server had an error while processing your request. Sorry about that! (injected by the emulator)", "")
 	case u < f.HTTP429Rate+f.HTTP500Rate+f.ResetRate:
@@ -46,7 +54,7 @@ func (s *Server) serveWithFaults(rt route, w http.ResponseWriter, r *http.Reques
 // dropping the connection. A content download is cut before anything is sent instead, so a large body is never
 // buffered.
 func (s *Server) serveCut(rt route, w http.ResponseWriter, r *http.Request, h http.HandlerFunc) {
-	if rt == routeFileContent {
+	if rt == routeFileContent || rt == routeMsgBatchResults {
 		panic(http.ErrAbortHandler)
 	}
 	rec := &bufferedResponse{header: make(http.Header), status: http.StatusOK}

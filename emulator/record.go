@@ -53,6 +53,9 @@ type Stats struct {
 	// PeakEnqueuedTokens is, per model, the most prompt tokens enqueued at once (batches in_progress or finalizing).
 	PeakEnqueuedTokens map[string]int64
 	CreatesLimited     int // batch creations refused by the hourly cap (MaxBatchCreatesPerHour)
+
+	// Anthropic counts the Message Batches API's calls and batches.
+	Anthropic AnthropicStats
 }
 
 func (st *Stats) addCall(rt route) {
@@ -75,6 +78,8 @@ func (st *Stats) addCall(rt route) {
 		st.BatchGets++
 	case routeBatchCancel:
 		st.BatchCancels++
+	default:
+		st.Anthropic.addCall(rt)
 	}
 }
 

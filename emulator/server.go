@@ -75,6 +75,12 @@ type Options struct {
 	MaxBatchCreatesPerHour int
 	// Azure configures the Azure OpenAI paths (/openai/...): their own limits and deployments.
 	Azure AzureOptions
+	// MaxMessageBatchRequests caps the requests of an Anthropic message batch; zero means
+	// DefaultMaxMessageBatchRequests.
+	MaxMessageBatchRequests int
+	// MaxMessageBatchBytes caps the body of an Anthropic message batch creation (413 past it); zero means
+	// DefaultMaxMessageBatchBytes.
+	MaxMessageBatchBytes int64
 
 	// RequestFailRate is the share of request lines (0..1) that fail: their answer is a non-200 response or an
 	// error object, in the error file or, for some 5xx answers, in the output file.
@@ -166,6 +172,8 @@ type Server struct {
 	creates  []time.Time // batch creations of the last hour, oldest first
 	stats    Stats
 	closed   bool
+
+	anthropic anthropicState // the Message Batches API's batches
 }
 
 // New creates an emulator. It fails only when the data directory cannot be created.
@@ -272,6 +280,7 @@ func (s *Server) routes() {
 	m.Handle("GET /v1/batches/{id}", s.route(routeBatchGet, s.handleBatchGet))
 	m.Handle("POST /v1/batches/{id}/cancel", s.route(routeBatchCancel, s.handleBatchCancel))
 	s.azureRoutes(m)
+	s.anthropicRoutes(m)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "invalid_request_error", "",
 			fmt.Sprintf("Invalid URL (%s %s)", r.Method, r.URL.Path), "")
