@@ -49,7 +49,7 @@ func TestAnthropicSubmitThenPoll(t *testing.T) {
 	e := anthropicEnv(t, emulator.Options{RequestFailRate: 0.1, Seed: 3}, nil)
 	dir := t.TempDir()
 	valid, validIDs := writeRecords(t, dir, "valid.jsonl", "ok", 30) // ok-001 …: Anthropic takes them as they are
-	mapped, _ := writeRecords(t, dir, "mapped.jsonl", "x", 20)        // ids are generated "mapped.jsonl:N": mapped
+	mapped, _ := writeRecords(t, dir, "mapped.jsonl", "x", 20)       // ids are generated "mapped.jsonl:N": mapped
 
 	r := runCLI(t, "", e.env, "submit", "--model", "claude-haiku-4-5", "--max-output-tokens", "64", "--id-field", "id",
 		"--max-requests", "20", valid)
