@@ -266,6 +266,8 @@ type Options struct {
 const (
 	MinExpiresAfter = time.Hour
 	MaxExpiresAfter = 30 * 24 * time.Hour
+	// AzureMinFileExpiresAfter is the shortest expires_after Azure takes on an upload (14 days).
+	AzureMinFileExpiresAfter = 14 * 24 * time.Hour
 )
 
 // ErrInvalidOptions wraps every problem with Options found before any work starts.
@@ -335,6 +337,10 @@ func (o *Options) validate() error {
 		return bad("flush interval %s is negative", o.FlushInterval)
 	case o.ReconcileSettle < 0:
 		return bad("reconcile settle %s is negative", o.ReconcileSettle)
+	case o.ProviderName == provider.Anthropic && (o.FileExpiresAfter > 0 || o.OutputExpiresAfter > 0):
+		return bad("Anthropic's batches have no files to expire: drop --file-expires-after and --output-expires-after")
+	case o.ProviderName == provider.Azure && o.FileExpiresAfter > 0 && (o.FileExpiresAfter < AzureMinFileExpiresAfter || o.FileExpiresAfter > MaxExpiresAfter):
+		return bad("file expiry %s: Azure takes %s to %s", o.FileExpiresAfter, AzureMinFileExpiresAfter, MaxExpiresAfter)
 	case !validExpiry(o.FileExpiresAfter):
 		return bad("file expiry %s: want %s to %s (0 for the API's default)", o.FileExpiresAfter, MinExpiresAfter, MaxExpiresAfter)
 	case !validExpiry(o.OutputExpiresAfter):

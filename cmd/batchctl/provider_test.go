@@ -135,6 +135,8 @@ func TestSubmitProviderUsageErrors(t *testing.T) {
 		{[]string{"--provider", "anthropic", "--model", "m", "--max-output-tokens", "10", "--endpoint", "/v1/chat/completions"}, "Anthropic's batches take only /v1/messages", withKey},
 		{[]string{"--provider", "azure", "--model", "m", "--max-requests", "100001"}, "want 1 to 100000 (azure's limit)", withKey},
 		{[]string{"--model", "m", "--max-requests", "50001"}, "want 1 to 50000 (openai's limit)", withKey},
+		{[]string{"--provider", "anthropic", "--model", "m", "--max-output-tokens", "9", "--output-expires-after", "2h"}, "no files to expire", withKey},
+		{[]string{"--provider", "azure", "--model", "m", "--file-expires-after", "24h"}, "Azure takes 336h0m0s to 720h0m0s", withKey},
 	} {
 		args := append(append([]string{"submit"}, c.args...), file)
 		runEnv := env

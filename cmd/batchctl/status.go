@@ -93,6 +93,7 @@ func runStatus(ctx context.Context, opts *statusOptions) error {
 // statusJSON is one batch in --output json.
 type statusJSON struct {
 	BatchID          string            `json:"batch_id"`
+	Provider         string            `json:"provider"`
 	Status           string            `json:"status"`
 	Endpoint         string            `json:"endpoint,omitempty"`
 	Model            string            `json:"model,omitempty"`
@@ -122,7 +123,7 @@ func writeStatusJSON(w io.Writer, batches []store.Batch) error {
 	enc := json.NewEncoder(w)
 	for _, b := range batches {
 		if err := enc.Encode(statusJSON{
-			BatchID: b.BatchID, Status: b.Status, Endpoint: b.Endpoint, Model: b.Model, Source: b.Source,
+			BatchID: b.BatchID, Provider: b.Provider, Status: b.Status, Endpoint: b.Endpoint, Model: b.Model, Source: b.Source,
 			CreatedAt: b.CreatedAt, EndedAt: b.EndedAt, RequestTotal: b.RequestTotal, RequestCompleted: b.RequestCompleted,
 			RequestFailed: b.RequestFailed, ResultsLoadedAt: b.ResultsLoadedAt, ResultsCount: b.ResultsCount,
 			PromptTokens: b.Usage.PromptTokens, CompletionTokens: b.Usage.CompletionTokens, TotalTokens: b.Usage.TotalTokens,
