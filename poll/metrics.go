@@ -34,7 +34,7 @@ func NewMetrics(reg prometheus.Registerer, s *store.Store, logger *slog.Logger) 
 			Name: "batchctl_api_calls_total", Help: "Batch API calls made by the poller, by kind (get, list, download).",
 		}, []string{"kind"}),
 		PollErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "batchctl_api_errors_total", Help: "Failed Batch API calls, by kind and class (transient, auth, not_found, permanent, local).",
+			Name: "batchctl_api_errors_total", Help: "Failed Batch API calls, by kind and class (transient, auth, not_found, permanent, local, no_credentials).",
 		}, []string{"kind", "class"}),
 		RowsLoaded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "batchctl_result_rows_loaded_total", Help: "Result rows committed to the results table.",
