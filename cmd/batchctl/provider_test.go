@@ -148,3 +148,20 @@ func TestSubmitProviderUsageErrors(t *testing.T) {
 		require.Contains(t, r.stderr, c.want, c.args)
 	}
 }
+
+// TestTrackRecordsTheProvider: a submit line names its provider; a bare msgbatch_ ID is Anthropic's; any other bare
+// ID is --provider's.
+func TestTrackRecordsTheProvider(t *testing.T) {
+	t.Parallel()
+	e := newAPIEnv(t, emulator.Options{})
+	line := `{"batch_id":"batch_fromline","provider":"azure","requests":3,"spool_sha256":"ab","source":"s","endpoint":"/v1/chat/completions","model":"dep","part":1}`
+	r := runCLI(t, line+"\nmsgbatch_bare1\nbatch_bare2\n", e.env, "track", "--provider", "openai")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	r = runCLI(t, "", e.env, "track", "--provider", "azure", "batch_bare3")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	for id, want := range map[string]string{"batch_fromline": "azure", "msgbatch_bare1": "anthropic", "batch_bare2": "openai", "batch_bare3": "azure"} {
+		require.Equal(t, 1, e.count(t, `select count(*) from $schema.batches where batch_id = $1 and provider = $2`, id, want), id)
+	}
+	r = runCLI(t, "", e.env, "track", "--provider", "bedrock", "batch_x")
+	require.Equal(t, exitUsage, r.code, r.stderr)
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/batchctl/batchctl/jsonl"
+	"github.com/batchctl/batchctl/provider"
 	"github.com/batchctl/batchctl/store"
 	"github.com/batchctl/batchctl/submit"
 )
@@ -20,14 +21,15 @@ import (
 func init() { subcommands = append(subcommands, newTrackCmd) }
 
 type trackOptions struct {
-	global  *globalOptions
-	streams *IOStreams
-	ids     []string
+	global   *globalOptions
+	streams  *IOStreams
+	ids      []string
+	provider string // of bare batch IDs that do not name it
 }
 
 func newTrackCmd(g *globalOptions, streams *IOStreams) *cobra.Command {
 	opts := &trackOptions{global: g, streams: streams}
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "track [BATCH_ID...]",
 		Short: "Insert batches into the batch-ID table and queue their poll jobs",
 		Long: `Track batches created elsewhere: insert each into the batch-ID table and enqueue its River poll job in one
@@ -36,11 +38,15 @@ transaction, as 'batchctl submit' does itself when it has a database.
 Batch IDs come from the arguments, or else from stdin: the JSON lines 'batchctl submit' prints (their
 input_file_id, source, spool_sha256, endpoint, model and request count are kept) or bare batch IDs, one a line.
 Tracking a batch twice is harmless. Prints one JSON line per batch: {"batch_id": ..., "tracked": true} for a new
-row, false for one already tracked.`,
+row, false for one already tracked.
+
+A submit line names its provider. A bare ID msgbatch_... is Anthropic's; any other bare ID is --provider's.`,
 		Example: `  # submitters without database access, a tracker beside the database
   batchctl submit --model gpt-4o-mini big.jsonl | ssh db-host batchctl track
 
-  batchctl track batch_abc123 batch_def456`,
+  batchctl track batch_abc123 batch_def456
+  batchctl track --provider azure batch_0a1b2c
+  batchctl track msgbatch_013Zva2CMHLNnXjNJJKqJ2EF`,
 		Args: usageArgs(func(_ *cobra.Command, args []string) error {
 			for _, id := range args {
 				if err := checkBatchID(id); err != nil {
@@ -51,20 +57,35 @@ row, false for one already tracked.`,
 		}),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.ids = args
+			if err := provider.Check(opts.provider); err != nil {
+				return usageError{err}
+			}
 			return runTrack(cmd.Context(), opts)
 		},
 	}
+	cmd.Flags().StringVar(&opts.provider, "provider", envOr(g.getenv, "BATCHCTL_PROVIDER", provider.OpenAI),
+		"provider of bare batch IDs: openai or azure (msgbatch_ IDs are Anthropic's) (env BATCHCTL_PROVIDER)")
+	return cmd
 }
 
-// batchIDPattern is what the API's batch IDs look like: batch_ and letters, digits, _ or -.
-var batchIDPattern = regexp.MustCompile(`^batch_[A-Za-z0-9_-]+$`)
+// batchIDPattern is what the APIs' batch IDs look like: batch_ (OpenAI, Azure) or msgbatch_ (Anthropic), then
+// letters, digits, _ or -.
+var batchIDPattern = regexp.MustCompile(`^(msg)?batch_[A-Za-z0-9_-]+$`)
 
 // checkBatchID is track's one test of a batch ID, for arguments and stdin lines alike.
 func checkBatchID(id string) error {
 	if !batchIDPattern.MatchString(id) {
-		return fmt.Errorf("%q is not a batch ID (batch_...)", id)
+		return fmt.Errorf("%q is not a batch ID (batch_... or msgbatch_...)", id)
 	}
 	return nil
+}
+
+// bareProvider is the provider of a bare batch ID: Anthropic's IDs say so; the others are def's.
+func bareProvider(id, def string) string {
+	if strings.HasPrefix(id, "msgbatch_") {
+		return provider.Anthropic
+	}
+	return def
 }
 
 func runTrack(ctx context.Context, opts *trackOptions) error {
@@ -73,10 +94,10 @@ func runTrack(ctx context.Context, opts *trackOptions) error {
 		return err
 	}
 	defer s.Close()
-	t := &tracker{store: s, out: opts.streams.Out}
+	t := &tracker{store: s, out: opts.streams.Out, provider: opts.provider}
 	if len(opts.ids) > 0 {
 		for _, id := range opts.ids {
-			if err := t.track(ctx, store.Batch{BatchID: id}); err != nil {
+			if err := t.track(ctx, store.Batch{BatchID: id, Provider: bareProvider(id, opts.provider)}); err != nil {
 				return err
 			}
 		}
@@ -87,8 +108,9 @@ func runTrack(ctx context.Context, opts *trackOptions) error {
 
 // tracker records batches in the batch-ID table and reports each on out.
 type tracker struct {
-	store *store.Store
-	out   io.Writer
+	store    *store.Store
+	out      io.Writer
+	provider string // of bare batch IDs
 }
 
 // trackLines tracks every line of r: a submit JSON line or a bare batch ID.
@@ -106,6 +128,9 @@ func (t *tracker) trackLines(ctx context.Context, r io.Reader, source string) er
 		}
 		if skip {
 			continue
+		}
+		if b.Provider == "" {
+			b.Provider = bareProvider(b.BatchID, t.provider)
 		}
 		if err := t.track(ctx, b); err != nil {
 			return err
