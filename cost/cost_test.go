@@ -67,6 +67,9 @@ func TestResolve(t *testing.T) {
 		{"gpt-4o-mini-2024-07-18-extra", "", false}, // the date is not trailing
 		{"gpt-4o-mini-20240718", "", false},
 		{"gpt-5-mini-2025-08-07", "gpt-5-mini", true},
+		{"claude-haiku-4-5-20251001", "claude-haiku-4-5", true},
+		{"claude-haiku-4-5", "claude-haiku-4-5", true},
+		{"claude-haiku-4-5-2025100", "", false},
 		{"unknown-model", "", false},
 		{"", "", false},
 	} {

@@ -128,18 +128,26 @@ func parse(data []byte, t *Table) (*Table, error) {
 	return t, nil
 }
 
-// snapshotSuffix is the date OpenAI appends to a model's snapshot name: gpt-4o-mini-2024-07-18.
-var snapshotSuffix = regexp.MustCompile(`-\d{4}-\d{2}-\d{2}$`)
+// snapshotSuffix is the date OpenAI appends to a model's snapshot name: gpt-4o-mini-2024-07-18; Anthropic's is
+// YYYYMMDD, on Claude models only: claude-haiku-4-5-20251001.
+var (
+	snapshotSuffix       = regexp.MustCompile(`-\d{4}-\d{2}-\d{2}$`)
+	claudeSnapshotSuffix = regexp.MustCompile(`^(claude-.+)-\d{8}$`)
+)
 
 // Resolve names the table entry that prices model: the model itself when the table has it (so a snapshot can be
-// priced on its own), else the model without a trailing -YYYY-MM-DD snapshot date when the table has that. Nothing
+// priced on its own), else the model without a trailing snapshot date (-YYYY-MM-DD; -YYYYMMDD for Claude) when the
+// table has that. Nothing
 // else: no prefix matching, since gpt-4o-mini is not priced like gpt-4o nor o3-pro like o3. ok is false when
 // neither is in the table.
 func (t *Table) Resolve(model string) (name string, ok bool) {
 	if _, ok := t.prices[model]; ok {
 		return model, true
 	}
-	if base := snapshotSuffix.ReplaceAllString(model, ""); base != model {
+	for _, base := range []string{snapshotSuffix.ReplaceAllString(model, ""), claudeSnapshotSuffix.ReplaceAllString(model, "$1")} {
+		if base == model {
+			continue
+		}
 		if _, ok := t.prices[base]; ok {
 			return base, true
 		}

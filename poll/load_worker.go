@@ -305,9 +305,16 @@ func (u *usageSum) add(body []byte) {
 		return 0
 	}
 	p, c := get("prompt_tokens", "input_tokens"), get("completion_tokens", "output_tokens")
+	cached := get("prompt_tokens_details.cached_tokens", "input_tokens_details.cached_tokens")
+	if read := usage.Get("cache_read_input_tokens"); read.Exists() {
+		// Anthropic's input_tokens leave out the prompt read from and written to the cache: counted in here, so
+		// that prompt tokens mean the whole prompt for every provider, and cached ones the part read from the cache.
+		cached = read.Int()
+		p += cached + get("cache_creation_input_tokens")
+	}
 	u.prompt += p
 	u.completion += c
-	u.cached += get("prompt_tokens_details.cached_tokens", "input_tokens_details.cached_tokens")
+	u.cached += cached
 	u.reasoning += get("completion_tokens_details.reasoning_tokens", "output_tokens_details.reasoning_tokens")
 	if t := usage.Get("total_tokens"); t.Exists() {
 		u.total += t.Int()

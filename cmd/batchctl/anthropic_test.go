@@ -78,6 +78,16 @@ func TestAnthropicSubmitThenPoll(t *testing.T) {
 			and api_custom_id = $3 and input_line = $4`, mappedBatch, fmt.Sprintf("%s:%d", mapped, i), fmt.Sprintf("r%d", i), i),
 			"request %d comes back under the user's ID and line", i)
 	}
+	// Usage and cost: prompt tokens are the whole prompt (Anthropic's input_tokens plus cache reads and writes), as
+	// the emulator counted them; claude-haiku-4-5 has a price, so every batch has a cost.
+	var input, output int64
+	for _, b := range e.emu.MessageBatches() {
+		input, output = input+b.InputTokens, output+b.OutputTokens
+	}
+	require.Positive(t, input)
+	require.Equal(t, int(input), e.count(t, `select sum(prompt_tokens)::int from $schema.batches`))
+	require.Equal(t, int(output), e.count(t, `select sum(completion_tokens)::int from $schema.batches`))
+	require.Equal(t, 3, e.count(t, `select count(*) from $schema.batches where cost_usd > 0`))
 	errored := e.count(t, `select count(*) from $schema.results where status_code is null and error->>'code' <> ''`)
 	require.Positive(t, errored, "RequestFailRate gives errored results")
 	require.Equal(t, errored, e.emu.Stats().Anthropic.ErroredRequests)
