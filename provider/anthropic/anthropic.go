@@ -32,6 +32,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -408,6 +409,7 @@ func (p *Provider) RequestIDs(path string) iter.Seq2[store.RequestID, error] {
 			return
 		}
 		err = eachRequest(path, func(line int, id string, _ []byte) error {
+			id = strings.Clone(id) // id is a view of the reader's buffer; r outlives the line
 			r := store.RequestID{Line: line, CustomID: id, APICustomID: apiID(keep, id, line)}
 			if !yield(r, nil) {
 				return errStop
@@ -424,25 +426,40 @@ var errStop = errors.New("stop")
 
 // keepsIDs reports whether every request of the file may be sent under its own custom_id: each matches idPattern
 // and appears once.
+//
+// The IDs seen are kept as 64-bit FNV-1a hashes, not strings: an ID is a view of the reader's buffer, which the
+// next lines overwrite, and hashes keep 100 000 IDs small. Two IDs that collide only send the file as r<line>,
+// which is always right, and the hash is the same in every process, so RequestIDs and Create always agree.
 func keepsIDs(path string) (bool, error) {
-	seen := map[string]struct{}{}
+	seen := map[uint64]struct{}{}
 	keep := true
 	err := eachRequest(path, func(_ int, id string, _ []byte) error {
 		if !idPattern.MatchString(id) {
 			keep = false
 			return errStop
 		}
-		if _, dup := seen[id]; dup {
+		sum := fnv1a(id)
+		if _, dup := seen[sum]; dup {
 			keep = false
 			return errStop
 		}
-		seen[id] = struct{}{}
+		seen[sum] = struct{}{}
 		return nil
 	})
 	if err != nil && !errors.Is(err, errStop) {
 		return false, err
 	}
 	return keep, nil
+}
+
+// fnv1a is the 64-bit FNV-1a hash of s.
+func fnv1a(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
 }
 
 func apiID(keep bool, id string, line int) string {

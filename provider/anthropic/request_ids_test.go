@@ -147,6 +147,45 @@ func TestRequestIDsAreWhatCreateSends(t *testing.T) {
 	}
 }
 
+// A file larger than the reader's buffer: the IDs are read in several fills of it. An ID repeated far from its
+// first use still sends the file as r<line>, and the IDs RequestIDs yields stay what the file holds.
+func TestRequestIDsLargeFile(t *testing.T) {
+	t.Parallel()
+	const n = 4000 // × ~150 bytes: over twice the reader's 256 KB buffer
+	unique := seqIDs("req", n)
+	dup := seqIDs("req", n)
+	dup[n-1] = dup[0]
+	for _, tc := range []struct {
+		name string
+		ids  []string
+		keep bool
+	}{
+		{"unique", unique, true},
+		{"first ID repeated last", dup, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, emulator.Options{}, nil)
+			path := writeSpool(t, tc.ids, 40)
+			info, err := os.Stat(path)
+			require.NoError(t, err)
+			require.Greater(t, info.Size(), int64(2*256<<10))
+
+			got := collectIDs(t, e.p, path)
+			require.Equal(t, wantIDs(tc.ids, tc.keep), got)
+
+			b, _, err := e.p.Create(t.Context(), intent(path, n), false)
+			require.NoError(t, err)
+			rec, ok := e.emu.MessageBatch(b.BatchID)
+			require.True(t, ok)
+			require.Len(t, rec.CustomIDs, n)
+			for i, r := range got {
+				require.Equal(t, r.APICustomID, rec.CustomIDs[i], "line %d", i+1)
+			}
+		})
+	}
+}
+
 // A line that is not a request line is an error naming the file and line, from RequestIDs and createBody alike.
 func TestRequestIDsBadLine(t *testing.T) {
 	t.Parallel()
