@@ -469,7 +469,8 @@ func apiID(keep bool, id string, line int) string {
 	return "r" + strconv.Itoa(line)
 }
 
-// eachRequest calls fn with the line number, custom_id and body of every request line of a spool file.
+// eachRequest calls fn with the line number, custom_id and body of every request line of a spool file. id and body
+// are views of the reader's buffer, valid until fn returns: copy what must outlive the line.
 func eachRequest(path string, fn func(line int, id string, body []byte) error) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -490,10 +491,18 @@ func eachRequest(path string, fn func(line int, id string, body []byte) error) e
 		if id.Type != gjson.String || !body.IsObject() {
 			return fmt.Errorf("%s:%d: not a request line (custom_id and body)", path, rd.Line())
 		}
-		if err := fn(rd.Line(), id.Str, []byte(body.Raw)); err != nil {
+		if err := fn(rd.Line(), id.Str, rawBytes(line, body)); err != nil {
 			return err
 		}
 	}
+}
+
+// rawBytes is v's JSON text as a view of line, which v was read from, so that no request's body is copied.
+func rawBytes(line []byte, v gjson.Result) []byte {
+	if v.Index > 0 && v.Index+len(v.Raw) <= len(line) {
+		return line[v.Index : v.Index+len(v.Raw)]
+	}
+	return []byte(v.Raw) // gjson did not say where v is
 }
 
 // createBody writes the create call's body for a spool file: {"requests":[{"custom_id","params"},…]}. It returns
@@ -514,7 +523,13 @@ func createBody(w io.Writer, path string) (int64, error) {
 		}
 		first = false
 		buf = append(buf, `{"custom_id":`...)
-		buf = jsonl.AppendString(buf, apiID(keep, id, line))
+		if keep {
+			buf = jsonl.AppendString(buf, id)
+		} else { // apiID's r<line>, without a string per request
+			buf = append(buf, `"r`...)
+			buf = strconv.AppendInt(buf, int64(line), 10)
+			buf = append(buf, '"')
+		}
 		buf = append(buf, `,"params":`...)
 		buf = append(buf, body...)
 		buf = append(buf, '}')

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -208,4 +209,56 @@ func TestRequestIDsBadLine(t *testing.T) {
 
 	_, err = createBody(io.Discard, path)
 	require.ErrorContains(t, err, path+":3")
+}
+
+// largeSpool writes a spool file of n requests with prompts of pad bytes and returns it with its size.
+func largeSpool(tb testing.TB, n, pad int, prefix string) (string, int64) {
+	tb.Helper()
+	path := writeSpool(tb, seqIDs(prefix, n), pad)
+	info, err := os.Stat(path)
+	require.NoError(tb, err)
+	return path, info.Size()
+}
+
+// The create body of a 50 000-request file is streamed: what createBody allocates in all is its buffers and the
+// duplicate check's hash of each ID, whatever the requests' size, whether the IDs are kept or mapped; nothing of
+// the bodies.
+func TestCreateBodyMemoryIsFlat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes a 30 MB file")
+	}
+	const (
+		n       = 50_000
+		buffers = 2 << 20 // the writer's 1 MB and a 256 KB reader per pass, with room
+		perID   = 64      // a hash set entry, with its growth
+	)
+	for _, prefix := range []string{"req", "bad:id"} {
+		path, size := largeSpool(t, n, 500, prefix)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		written, err := createBody(io.Discard, path)
+		runtime.ReadMemStats(&after)
+		require.NoError(t, err)
+		require.Greater(t, written, size*9/10, "the body holds every request")
+		alloc := after.TotalAlloc - before.TotalAlloc
+		t.Logf("%s: file %d MB, body %d MB, allocated %.1f MB", prefix, size>>20, written>>20, float64(alloc)/(1<<20))
+		require.Less(t, alloc, uint64(buffers+perID*n), "allocations are bounded, not proportional to the file")
+	}
+}
+
+// BenchmarkCreateBody measures the create body's throughput and allocations for a 10 000-request file.
+func BenchmarkCreateBody(b *testing.B) {
+	for _, prefix := range []string{"req", "bad:id"} {
+		b.Run(strings.TrimSuffix(prefix, ":id"), func(b *testing.B) {
+			path, size := largeSpool(b, 10_000, 500, prefix)
+			b.SetBytes(size)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := createBody(io.Discard, path); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
