@@ -127,13 +127,19 @@ func (p *Provider) Create(ctx context.Context, in provider.Intent, mayExist bool
 				return nil
 			}
 		}
+		// The body's length, read before anything is sent: a spool file that cannot be read is a local problem,
+		// not a create that may have happened, and retrying will not mend it.
+		size, err := createBody(io.Discard, in.Path)
+		if err != nil {
+			return backoff.Permanent(err)
+		}
 		if in.BeforeCreate != nil {
 			if err := in.BeforeCreate(time.Now()); err != nil {
 				return backoff.Permanent(err)
 			}
 		}
 		sent := time.Now()
-		b, err := p.send(ctx, in.Path)
+		b, err := p.send(ctx, in.Path, size)
 		if err != nil {
 			if batchapi.Classify(err) == batchapi.Transient && !batchapi.IsStatus(err, http.StatusTooManyRequests) {
 				mayExist, lostAt = true, sent
@@ -166,12 +172,9 @@ func (p *Provider) lock(ctx context.Context) (func(), error) {
 	}, nil
 }
 
-// send posts the spool file as one create call, its body streamed from disk with its exact length announced.
-func (p *Provider) send(ctx context.Context, path string) (*sdk.MessageBatch, error) {
-	size, err := createBody(io.Discard, path)
-	if err != nil {
-		return nil, err
-	}
+// send posts the spool file as one create call, its body streamed from disk with its exact length (size, which
+// createBody measured) announced.
+func (p *Provider) send(ctx context.Context, path string, size int64) (*sdk.MessageBatch, error) {
 	pr, pw := io.Pipe()
 	go func() {
 		_, err := createBody(pw, path)
@@ -179,7 +182,7 @@ func (p *Provider) send(ctx context.Context, path string) (*sdk.MessageBatch, er
 	}()
 	defer pr.Close()
 	var res sdk.MessageBatch
-	err = p.API.Post(ctx, "v1/messages/batches", nil, &res,
+	err := p.API.Post(ctx, "v1/messages/batches", nil, &res,
 		option.WithRequestBody("application/json", pr),
 		option.WithMaxRetries(0), // Create retries, after looking for the batch
 		option.WithMiddleware(func(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {

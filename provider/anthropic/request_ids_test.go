@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -209,6 +210,32 @@ func TestRequestIDsBadLine(t *testing.T) {
 
 	_, err = createBody(io.Discard, path)
 	require.ErrorContains(t, err, path+":3")
+}
+
+// A spool file Create cannot read is a local problem: Create fails at once, naming the line, without recording an
+// attempt, sending, or searching the batch list for a create that never left.
+func TestCreateBadSpoolFile(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, emulator.Options{}, nil)
+	e.p.Retry.MaxElapsed = 5 * time.Second
+	path := writeSpool(t, []string{"a", "b"}, 0)
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("{\"custom_id\":\"c\"\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	in := intent(path, 3)
+	attempts := 0
+	in.BeforeCreate = func(time.Time) error { attempts++; return nil }
+	start := time.Now()
+	_, _, err = e.p.Create(t.Context(), in, false)
+	require.ErrorContains(t, err, path+":3")
+	require.Less(t, time.Since(start), time.Second, "not retried")
+	require.Zero(t, attempts, "no attempt recorded: nothing was sent")
+	st := e.emu.Stats().Anthropic
+	require.Zero(t, st.BatchCreates)
+	require.Zero(t, st.BatchLists, "no search for a create that never left")
 }
 
 // largeSpool writes a spool file of n requests with prompts of pad bytes and returns it with its size.
