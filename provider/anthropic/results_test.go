@@ -95,12 +95,16 @@ func TestAppendOutputLineRefuses(t *testing.T) {
 	for _, tc := range []struct{ line, err string }{
 		{`{"result":{"type":"canceled"}}`, "without a custom_id"},
 		{`{"custom_id":7,"result":{"type":"canceled"}}`, "without a custom_id"},
+		{`{"custom_id":"","result":{"type":"canceled"}}`, "without a custom_id"},
 		{`{"custom_id":"a","result":{"type":"succeeded"}}`, "succeeded result without a message"},
 		{`{"custom_id":"a","result":{"type":"succeeded","message":"hi"}}`, "succeeded result without a message"},
 		{`{"custom_id":"a","result":{"type":"bogus"}}`, `unknown result type "bogus"`},
 		{`{"custom_id":"a"}`, `unknown result type ""`},
-		{`not json`, "without a custom_id"},
-		{``, "without a custom_id"},
+		{`not json`, "invalid JSON"},
+		{``, "invalid JSON"},
+		// Cut short, as a results line of a download that stopped mid-line: its custom_id and its type read well.
+		{`{"custom_id":"a","result":{"type":"succeeded","message":{"id":"m","content":[{"text":"cut`, "invalid JSON"},
+		{`{"custom_id":"a","result":{"type":"expired"}`, "invalid JSON"},
 	} {
 		_, err := appendOutputLine(nil, []byte(tc.line))
 		require.ErrorContains(t, err, tc.err, "line %s", tc.line)
@@ -156,6 +160,7 @@ func FuzzAppendOutputLine(f *testing.F) {
 	f.Add([]byte(`{"custom_id":"r2","result":{"type":"errored","error":{"type":"error","error":{"type":"api_error","message":"x"}}}}`))
 	f.Add([]byte(`{"custom_id":"r3","result":{"type":"expired"}}`))
 	f.Add([]byte(`{"custom_id":"a\u00e9","result":{"type":"canceled"}}`))
+	f.Add([]byte(`{"custom_id":"a","result":{"type":"succeeded","message":{"id":"m","content":[{"text":"cut`))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		out, err := appendOutputLine(nil, line)
 		if err != nil {
