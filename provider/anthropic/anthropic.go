@@ -119,7 +119,9 @@ func (p *Provider) Create(ctx context.Context, in provider.Intent, mayExist bool
 		if mayExist {
 			b, err := p.findSettled(ctx, in, lostAt)
 			if err != nil {
-				return backoff.Permanent(err)
+				// Retried if transient (a list call that failed), as the search is repeated before any create;
+				// a search that fails closed (ErrReconcileIncomplete) is permanent.
+				return err
 			}
 			if b != nil {
 				p.log().Info("found the batch of an interrupted create", "batch_id", b.BatchID, "spool_file", in.Path)

@@ -269,3 +269,37 @@ func TestFindStuckCursor(t *testing.T) {
 	require.ErrorIs(t, err, batchapi.ErrReconcileIncomplete)
 	require.ErrorContains(t, err, "cursor does not advance")
 }
+
+// failLists answers the first n batch lists 529 overloaded_error, as Anthropic does under load.
+func failLists(n int32) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		var left atomic.Int32
+		left.Store(n)
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && r.URL.Path == "/v1/messages/batches" && left.Add(-1) >= 0 {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(529)
+				_, _ = w.Write([]byte(`{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`))
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// A search whose list call fails transiently is retried like the create itself: the lost create's batch is found
+// once the list answers, and nothing is created twice. A search that fails closed (ErrReconcileIncomplete) is not
+// retried: see TestCreateRefusesToGuess.
+func TestCreateRetriesAFailedSearch(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, emulator.Options{}, func(h http.Handler) http.Handler { return cutFirstCreate(failLists(2)(h)) })
+	attempts := 0
+	b, existing, err := e.p.Create(t.Context(), lostIntent(t, "req", 3, &attempts), false)
+	require.NoError(t, err)
+	require.True(t, existing)
+	require.Equal(t, e.emu.MessageBatches()[0].ID, b.BatchID)
+	st := e.emu.Stats().Anthropic
+	require.Equal(t, 1, st.BatchesCreated)
+	require.Equal(t, 1, st.BatchCreates, "never sent again")
+	require.Equal(t, 1, attempts)
+}
