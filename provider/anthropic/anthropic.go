@@ -32,6 +32,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -118,7 +119,9 @@ func (p *Provider) Create(ctx context.Context, in provider.Intent, mayExist bool
 		if mayExist {
 			b, err := p.findSettled(ctx, in, lostAt)
 			if err != nil {
-				return backoff.Permanent(err)
+				// Retried if transient (a list call that failed), as the search is repeated before any create;
+				// a search that fails closed (ErrReconcileIncomplete) is permanent.
+				return err
 			}
 			if b != nil {
 				p.log().Info("found the batch of an interrupted create", "batch_id", b.BatchID, "spool_file", in.Path)
@@ -126,13 +129,19 @@ func (p *Provider) Create(ctx context.Context, in provider.Intent, mayExist bool
 				return nil
 			}
 		}
+		// The body's length, read before anything is sent: a spool file that cannot be read is a local problem,
+		// not a create that may have happened, and retrying will not mend it.
+		size, err := createBody(io.Discard, in.Path)
+		if err != nil {
+			return backoff.Permanent(err)
+		}
 		if in.BeforeCreate != nil {
 			if err := in.BeforeCreate(time.Now()); err != nil {
 				return backoff.Permanent(err)
 			}
 		}
 		sent := time.Now()
-		b, err := p.send(ctx, in.Path)
+		b, err := p.send(ctx, in.Path, size)
 		if err != nil {
 			if batchapi.Classify(err) == batchapi.Transient && !batchapi.IsStatus(err, http.StatusTooManyRequests) {
 				mayExist, lostAt = true, sent
@@ -165,12 +174,9 @@ func (p *Provider) lock(ctx context.Context) (func(), error) {
 	}, nil
 }
 
-// send posts the spool file as one create call, its body streamed from disk with its exact length announced.
-func (p *Provider) send(ctx context.Context, path string) (*sdk.MessageBatch, error) {
-	size, err := createBody(io.Discard, path)
-	if err != nil {
-		return nil, err
-	}
+// send posts the spool file as one create call, its body streamed from disk with its exact length (size, which
+// createBody measured) announced.
+func (p *Provider) send(ctx context.Context, path string, size int64) (*sdk.MessageBatch, error) {
 	pr, pw := io.Pipe()
 	go func() {
 		_, err := createBody(pw, path)
@@ -178,7 +184,7 @@ func (p *Provider) send(ctx context.Context, path string) (*sdk.MessageBatch, er
 	}()
 	defer pr.Close()
 	var res sdk.MessageBatch
-	err = p.API.Post(ctx, "v1/messages/batches", nil, &res,
+	err := p.API.Post(ctx, "v1/messages/batches", nil, &res,
 		option.WithRequestBody("application/json", pr),
 		option.WithMaxRetries(0), // Create retries, after looking for the batch
 		option.WithMiddleware(func(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
@@ -408,6 +414,7 @@ func (p *Provider) RequestIDs(path string) iter.Seq2[store.RequestID, error] {
 			return
 		}
 		err = eachRequest(path, func(line int, id string, _ []byte) error {
+			id = strings.Clone(id) // id is a view of the reader's buffer; r outlives the line
 			r := store.RequestID{Line: line, CustomID: id, APICustomID: apiID(keep, id, line)}
 			if !yield(r, nil) {
 				return errStop
@@ -424,25 +431,40 @@ var errStop = errors.New("stop")
 
 // keepsIDs reports whether every request of the file may be sent under its own custom_id: each matches idPattern
 // and appears once.
+//
+// The IDs seen are kept as 64-bit FNV-1a hashes, not strings: an ID is a view of the reader's buffer, which the
+// next lines overwrite, and hashes keep 100 000 IDs small. Two IDs that collide only send the file as r<line>,
+// which is always right, and the hash is the same in every process, so RequestIDs and Create always agree.
 func keepsIDs(path string) (bool, error) {
-	seen := map[string]struct{}{}
+	seen := map[uint64]struct{}{}
 	keep := true
 	err := eachRequest(path, func(_ int, id string, _ []byte) error {
 		if !idPattern.MatchString(id) {
 			keep = false
 			return errStop
 		}
-		if _, dup := seen[id]; dup {
+		sum := fnv1a(id)
+		if _, dup := seen[sum]; dup {
 			keep = false
 			return errStop
 		}
-		seen[id] = struct{}{}
+		seen[sum] = struct{}{}
 		return nil
 	})
 	if err != nil && !errors.Is(err, errStop) {
 		return false, err
 	}
 	return keep, nil
+}
+
+// fnv1a is the 64-bit FNV-1a hash of s.
+func fnv1a(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
 }
 
 func apiID(keep bool, id string, line int) string {
@@ -452,7 +474,8 @@ func apiID(keep bool, id string, line int) string {
 	return "r" + strconv.Itoa(line)
 }
 
-// eachRequest calls fn with the line number, custom_id and body of every request line of a spool file.
+// eachRequest calls fn with the line number, custom_id and body of every request line of a spool file. id and body
+// are views of the reader's buffer, valid until fn returns: copy what must outlive the line.
 func eachRequest(path string, fn func(line int, id string, body []byte) error) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -473,10 +496,18 @@ func eachRequest(path string, fn func(line int, id string, body []byte) error) e
 		if id.Type != gjson.String || !body.IsObject() {
 			return fmt.Errorf("%s:%d: not a request line (custom_id and body)", path, rd.Line())
 		}
-		if err := fn(rd.Line(), id.Str, []byte(body.Raw)); err != nil {
+		if err := fn(rd.Line(), id.Str, rawBytes(line, body)); err != nil {
 			return err
 		}
 	}
+}
+
+// rawBytes is v's JSON text as a view of line, which v was read from, so that no request's body is copied.
+func rawBytes(line []byte, v gjson.Result) []byte {
+	if v.Index > 0 && v.Index+len(v.Raw) <= len(line) {
+		return line[v.Index : v.Index+len(v.Raw)]
+	}
+	return []byte(v.Raw) // gjson did not say where v is
 }
 
 // createBody writes the create call's body for a spool file: {"requests":[{"custom_id","params"},…]}. It returns
@@ -497,7 +528,13 @@ func createBody(w io.Writer, path string) (int64, error) {
 		}
 		first = false
 		buf = append(buf, `{"custom_id":`...)
-		buf = jsonl.AppendString(buf, apiID(keep, id, line))
+		if keep {
+			buf = jsonl.AppendString(buf, id)
+		} else { // apiID's r<line>, without a string per request
+			buf = append(buf, `"r`...)
+			buf = strconv.AppendInt(buf, int64(line), 10)
+			buf = append(buf, '"')
+		}
 		buf = append(buf, `,"params":`...)
 		buf = append(buf, body...)
 		buf = append(buf, '}')

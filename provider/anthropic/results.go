@@ -42,10 +42,15 @@ func convertResults(w io.Writer, r io.Reader, source string) error {
 	}
 }
 
-// appendOutputLine appends the OpenAI output line of one result line, newline included.
+// appendOutputLine appends the OpenAI output line of one result line, newline included. The line is checked whole
+// first: gjson reads the fields of a line cut short as well as of a whole one, and would copy a cut message into
+// the output as if it were JSON.
 func appendOutputLine(out, line []byte) ([]byte, error) {
+	if !gjson.ValidBytes(line) {
+		return nil, errors.New("invalid JSON")
+	}
 	id := jsonl.Peek(line, "custom_id")
-	if id.Type != gjson.String {
+	if id.Type != gjson.String || id.Str == "" {
 		return nil, errors.New("result line without a custom_id")
 	}
 	result := jsonl.Peek(line, "result")
