@@ -365,6 +365,8 @@ func (o *Options) validate() error {
 		return bad("skipping invalid records needs a rejects file")
 	case o.Format == FormatText && o.IDField != "":
 		return bad("text input has no fields: drop the id field")
+	case o.System != "" && o.Template == "" && !takesSystem(o.Endpoint):
+		return bad("the built-in form of %s has no system prompt (chat completions, responses and Anthropic's messages have one): drop --system or write a --template", o.Endpoint)
 	}
 	if len(o.Metadata) > MaxMetadataPairs-batchctlPairs {
 		return bad("%d metadata pairs: at most %d, since batchctl adds %d of the API's %d", len(o.Metadata), MaxMetadataPairs-batchctlPairs, batchctlPairs, MaxMetadataPairs)
@@ -398,6 +400,15 @@ func (o *Options) limits() provider.Limits {
 		return l
 	}
 	return oaiprov.OpenAILimits
+}
+
+// takesSystem reports whether the built-in form of endpoint has a place for a system prompt (Options.System).
+func takesSystem(endpoint string) bool {
+	switch endpoint {
+	case jsonl.EndpointChatCompletions, jsonl.EndpointResponses, provider.EndpointMessages:
+		return true
+	}
+	return false
 }
 
 // wireURL is the endpoint as the provider wants it written in request lines.

@@ -505,6 +505,10 @@ func TestRunOptionsErrors(t *testing.T) {
 		"metadata value":       func(o *submit.Options) { o.Metadata = map[string]string{"k": strings.Repeat("v", 513)} },
 		"bad template":         func(o *submit.Options) { o.Template = "{{" },
 		"skip without rejects": func(o *submit.Options) { o.SkipInvalid = true },
+		// A system prompt the built-in form has no place for is refused, not dropped.
+		"system for completions": func(o *submit.Options) { o.Endpoint, o.System = "/v1/completions", "Classify." },
+		"system for embeddings":  func(o *submit.Options) { o.Endpoint, o.System = "/v1/embeddings", "Classify." },
+		"system for images":      func(o *submit.Options) { o.Endpoint, o.System = "/v1/images/generations", "Watercolour." },
 	}
 	for name, tweak := range tests {
 		var out bytes.Buffer

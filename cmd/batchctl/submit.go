@@ -93,7 +93,7 @@ the existing batches, marked "existing") unless --force.`,
 	f.StringVar(&s.Endpoint, "endpoint", "", "API endpoint of the requests: "+strings.Join(jsonl.Endpoints, ", ")+" (default /v1/chat/completions; Anthropic: "+provider.EndpointMessages+")")
 	f.Int64Var(&s.MaxOutputTokens, "max-output-tokens", 0, "cap each built-in request's answer at this many tokens (required by Anthropic; 0: no cap)")
 	f.StringVar(&s.Model, "model", "", "model of the built-in request form")
-	f.StringVar(&s.System, "system", "", "system prompt (instructions for /v1/responses) of the built-in form")
+	f.StringVar(&s.System, "system", "", "system prompt of the built-in form: chat completions and Anthropic's messages (system), responses (instructions); the other endpoints have none and refuse it")
 	f.StringVar(&s.TextField, "text-field", "text", "field of a record holding the text of the built-in form")
 	f.StringVar(&s.IDField, "id-field", "", `field of a record holding its custom_id (string or integer); default "<file>:<line>"`)
 	f.StringVar(&opts.templateFile, "template", "", `Go text/template file rendering the request body from a record; {{json .field}} writes a value as JSON`)
