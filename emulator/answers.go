@@ -139,7 +139,7 @@ func promptOf(endpoint string, body requestBody) (all, answered string) {
 			}
 		}
 		return b.String(), answered
-	case "/v1/completions":
+	case "/v1/completions", endpointImages, endpointImageEdits:
 		all = textOf(body.Prompt)
 		return all, all
 	case "/v1/responses":

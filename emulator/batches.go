@@ -26,11 +26,16 @@ const (
 // completionWindow is the only window the real service accepts.
 const completionWindow = "24h"
 
-// supportedEndpoints are the batch endpoints the emulator answers. The real service also takes images and videos.
+// supportedEndpoints are the batch endpoints the emulator answers: all those of the Batch API but /v1/videos.
 var supportedEndpoints = map[string]bool{
 	"/v1/responses": true, "/v1/chat/completions": true, "/v1/embeddings": true,
-	"/v1/completions": true, "/v1/moderations": true,
+	"/v1/completions": true, "/v1/moderations": true, endpointImages: true, endpointImageEdits: true,
 }
+
+// endpointVideos is the Batch API's deprecated video endpoint, which the emulator refuses. Its answer would be a
+// video job (VideoResource) whose video is fetched from GET /v1/videos/{id}/content, outside the Batch API: an
+// emulated answer would be a handle to nothing, for an endpoint the API reference marks deprecated.
+const endpointVideos = "/v1/videos"
 
 // Metadata limits of the real service.
 const (
@@ -204,8 +209,11 @@ func (s *Server) handleBatchCreate(w http.ResponseWriter, r *http.Request) {
 	case isAzure(r) && azureEndpointError(*req.Endpoint) != "":
 		bad("endpoint", azureEndpointError(*req.Endpoint))
 		return
+	case !isAzure(r) && *req.Endpoint == endpointVideos:
+		bad("endpoint", "Invalid value: '/v1/videos'. Video generation is deprecated (since 2026-08) and the emulator does not answer it; the other batch endpoints are emulated.")
+		return
 	case !isAzure(r) && !supportedEndpoints[*req.Endpoint]:
-		bad("endpoint", fmt.Sprintf("Invalid value: '%s'. Supported values are: '/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/responses' and '/v1/moderations' (images and videos are not emulated).", *req.Endpoint))
+		bad("endpoint", fmt.Sprintf("Invalid value: '%s'. Supported values are: '/v1/responses', '/v1/chat/completions', '/v1/embeddings', '/v1/completions', '/v1/moderations', '/v1/images/generations', '/v1/images/edits' and '/v1/videos' (deprecated; not emulated).", *req.Endpoint))
 		return
 	case req.CompletionWindow == nil:
 		bad("completion_window", "")

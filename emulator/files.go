@@ -229,6 +229,12 @@ func (s *Server) lookupFile(id string) (fileMeta, error) {
 	return *f, nil
 }
 
+// fileExists reports whether the API holds a live file of that id.
+func (s *Server) fileExists(id string) bool {
+	_, err := s.lookupFile(id)
+	return err == nil
+}
+
 // live reports whether the file is there at unix time now: not deleted, and not past its expires_at (as the API,
 // which answers 404 for an expired file on retrieve and content, and lists it no more).
 func (f *fileMeta) live(now int64) bool {

@@ -197,14 +197,49 @@ func openBuckets(paths *[outputBuckets]string) (*bucketWriter, error) {
 }
 
 func (bw *bucketWriter) write(bucket uint64, line []byte) error {
+	return bw.emit(bucket, answered{line: line})
+}
+
+// emit writes an answered line, streaming its body when it has one to stream.
+func (bw *bucketWriter) emit(bucket uint64, a answered) error {
 	w := bw.bufs[bucket%outputBuckets]
-	if _, err := w.Write(line); err != nil {
+	if _, err := w.Write(a.line); err != nil {
 		return fmt.Errorf("write output bucket: %w", err)
+	}
+	if a.body != nil {
+		if err := a.body.writeJSON(w); err != nil {
+			return fmt.Errorf("write output bucket: %w", err)
+		}
+		if _, err := w.WriteString(`},"error":null}`); err != nil {
+			return fmt.Errorf("write output bucket: %w", err)
+		}
 	}
 	if err := w.WriteByte('\n'); err != nil {
 		return fmt.Errorf("write output bucket: %w", err)
 	}
 	return nil
+}
+
+// answered is one answered line: its JSON, or for a body too large to hold (images) the line up to its
+// response.body, the body to stream after it, and then the rest of the line.
+type answered struct {
+	line []byte
+	body streamedBody
+}
+
+// streamedBody is a response body written straight into the output file.
+type streamedBody interface {
+	writeJSON(w *bufio.Writer) error
+}
+
+// streamedLine is the start of an output line whose 200 response body is streamed after it: the same bytes
+// json.Marshal writes for an outputLine, up to the body.
+func streamedLine(id, customID, requestID string, body streamedBody) answered {
+	q := func(s string) []byte { b, _ := json.Marshal(s); return b }
+	line := append([]byte(`{"id":`), q(id)...)
+	line = append(append(line, `,"custom_id":`...), q(customID)...)
+	line = append(append(line, `,"response":{"status_code":200,"request_id":`...), q(requestID)...)
+	return answered{line: append(line, `,"body":`...), body: body}
 }
 
 func (bw *bucketWriter) close() error {
@@ -335,7 +370,7 @@ func (s *Server) process(b *batch, inputPath string) (*results, error) {
 		} else {
 			res.outLines++
 		}
-		if err := w.write(bucket, line); err != nil {
+		if err := w.emit(bucket, line); err != nil {
 			return res, err
 		}
 		answered++
@@ -353,7 +388,7 @@ func (s *Server) process(b *batch, inputPath string) (*results, error) {
 
 // answerLine builds one answered line: a 200 answer, or an injected failure in one of the shapes the real
 // service uses. It reports whether the line belongs in the error file.
-func (s *Server) answerLine(b *batch, faults Faults, seed, seq, key string, req requestLine, res *results) ([]byte, bool) {
+func (s *Server) answerLine(b *batch, faults Faults, seed, seq, key string, req requestLine, res *results) (answered, bool) {
 	id := fakeID("batch_req_", key)
 	requestID := fakeID("", "req", key)
 	h := hash64(seed, seq, req.CustomID)
@@ -381,7 +416,10 @@ func (s *Server) answerLine(b *batch, faults Faults, seed, seq, key string, req 
 				Body: map[string]apiError{"error": {Message: "The engine is currently overloaded, please try again later.", Type: "server_error"}}}}
 		}
 		line, _ := json.Marshal(l)
-		return line, toError
+		return answered{line: line}, toError
+	}
+	if endpoint := b.apiEndpoint(); isImageEndpoint(endpoint) {
+		return s.answerImages(endpoint, id, requestID, key, req, res)
 	}
 	if res.cache == nil {
 		res.cache = newPromptCache()
@@ -393,7 +431,26 @@ func (s *Server) answerLine(b *batch, faults Faults, seed, seq, key string, req 
 	res.outTok += a.OutputTokens
 	line, _ := json.Marshal(outputLine{ID: id, CustomID: req.CustomID,
 		Response: &lineResponse{StatusCode: 200, RequestID: requestID, Body: a.Body}})
-	return line, false
+	return answered{line: line}, false
+}
+
+// answerImages answers an image request: its pictures streamed into the output file, or the API's 400 answer in
+// the error file for a request the API would refuse.
+func (s *Server) answerImages(endpoint, id, requestID, key string, req requestLine, res *results) (answered, bool) {
+	p, bad := parseImageRequest(endpoint, req.Body, s.fileExists)
+	if bad != nil {
+		res.fail++
+		line, _ := json.Marshal(outputLine{ID: id, CustomID: req.CustomID, Response: &lineResponse{StatusCode: 400,
+			RequestID: requestID, Body: map[string]apiError{"error": *bad}}})
+		return answered{line: line}, true
+	}
+	res.completed++
+	if u := p.usage(); u != nil {
+		res.inTok += u.InputTokens
+		res.outTok += u.OutputTokens
+	}
+	return streamedLine(id, req.CustomID, requestID,
+		imagesAnswer{p: p, created: s.now().Unix(), key: key, seed: hash64(string(req.Body))}), false
 }
 
 func (s *Server) publish(b *batch, res *results) {

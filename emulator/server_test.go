@@ -125,6 +125,7 @@ func (e *env) download(t *testing.T, fileID string) []outputLine {
 	defer resp.Body.Close()
 	var lines []outputLine
 	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 64<<20) // an image answer is megabytes on one line
 	for sc.Scan() {
 		var l outputLine
 		require.NoError(t, json.Unmarshal(sc.Bytes(), &l), sc.Text())

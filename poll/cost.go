@@ -26,9 +26,16 @@ func (d *Daemon) newUsageSum(batchModel string, log *slog.Logger) *usageSum {
 	return &usageSum{pricing: pricing{prices: d.cfg.Prices, unknown: &d.unknownPrices, log: log, batchModel: batchModel}}
 }
 
-// price is the cost of the tokens in USD, exact, as the cost_usd column takes it; nil when the model has no price.
-func (p *pricing) price(input, cached, output int64) *string {
+// price is the cost of the tokens in USD, exact, as the cost_usd column takes it; nil when the model has no price,
+// and when the tokens include input image tokens (image edits), which the API prices apart from text tokens and a
+// price table entry (one input price) cannot.
+func (p *pricing) price(input, cached, imageInput, output int64) *string {
 	p.model = cmp.Or(p.batchModel, p.bodyModel)
+	if imageInput > 0 {
+		p.log.Warn("batch cost not computed: its input image tokens have their own price, which the price table has not; cost_usd stays null",
+			"model", p.model, "image_input_tokens", imageInput)
+		return nil
+	}
 	c, ok, err := p.prices.Cost(p.model, cost.Usage{Input: input, Cached: cached, Output: output})
 	switch {
 	case err != nil:

@@ -279,13 +279,15 @@ func (s *fileSource) Result() store.Result { return s.cur }
 func (s *fileSource) Err() error           { return s.err }
 
 // usageSum adds up the token usage of response bodies: chat and completions report prompt_tokens and
-// completion_tokens, responses input_tokens and output_tokens, embeddings prompt_tokens only. Cached tokens
-// (prompt_tokens_details / input_tokens_details) are part of the prompt tokens, reasoning tokens
-// (completion_tokens_details / output_tokens_details) part of the completion tokens, as the API counts them. The
-// price of the sum is in cost.go.
+// completion_tokens, responses and the GPT image models input_tokens and output_tokens, embeddings prompt_tokens
+// only; moderations and DALL·E report none. Cached tokens (prompt_tokens_details / input_tokens_details) are part of
+// the prompt tokens, reasoning tokens (completion_tokens_details / output_tokens_details) part of the completion
+// tokens, as the API counts them; so are an image edit's input image tokens (input_tokens_details.image_tokens) part
+// of its input tokens. The price of the sum is in cost.go.
 type usageSum struct {
 	prompt, completion, total int64
 	cached, reasoning         int64
+	imageInput                int64 // input image tokens, priced apart by the API: see pricing.price
 	seen                      bool
 	pricing                   // the batch's model and prices; see cost.go
 }
@@ -316,12 +318,13 @@ func (u *usageSum) add(body []byte) {
 	u.completion += c
 	u.cached += cached
 	u.reasoning += get("completion_tokens_details.reasoning_tokens", "output_tokens_details.reasoning_tokens")
+	u.imageInput += get("input_tokens_details.image_tokens")
 	if t := usage.Get("total_tokens"); t.Exists() {
 		u.total += t.Int()
 	} else {
 		u.total += p + c
 	}
-	if u.bodyModel == "" {
+	if u.bodyModel == "" && u.batchModel == "" { // an image body has no model: read it through once, not per row
 		u.bodyModel = jsonl.Peek(body, "model").String()
 	}
 }
@@ -332,5 +335,5 @@ func (u *usageSum) row() store.Usage {
 		return store.Usage{}
 	}
 	return store.Usage{PromptTokens: &u.prompt, CompletionTokens: &u.completion, TotalTokens: &u.total,
-		CachedTokens: &u.cached, ReasoningTokens: &u.reasoning, CostUSD: u.price(u.prompt, u.cached, u.completion)}
+		CachedTokens: &u.cached, ReasoningTokens: &u.reasoning, CostUSD: u.price(u.prompt, u.cached, u.imageInput, u.completion)}
 }

@@ -37,10 +37,11 @@ type builder struct {
 	buf     []byte // the request line
 	bodyBuf []byte // a built-in body
 	textBuf []byte // a text line as a JSON string
+	imgBuf  []byte // an edit's images[]
 	out     bytes.Buffer
 
-	idPath, textPath string // --id-field and --text-field as gjson paths, escaped once
-	model            string // the last model seen, shared by the requests that name it
+	idPath, textPath, imagePath string // --id-field, --text-field and --image-field as gjson paths, escaped once
+	model                       string // the last model seen, shared by the requests that name it
 }
 
 // TemplateFuncs are the functions a --template may call besides text/template's own: json encodes any value as
@@ -62,7 +63,8 @@ func ParseTemplate(name, text string) (*template.Template, error) {
 }
 
 func newBuilder(opts *Options) (*builder, error) {
-	b := &builder{opts: opts, idPath: gjson.Escape(opts.IDField), textPath: gjson.Escape(opts.TextField)}
+	b := &builder{opts: opts, idPath: gjson.Escape(opts.IDField), textPath: gjson.Escape(opts.TextField),
+		imagePath: gjson.Escape(opts.ImageField)}
 	if opts.Template != "" {
 		t, err := ParseTemplate(opts.TemplateName, opts.Template)
 		if err != nil {
@@ -213,6 +215,14 @@ func (b *builder) body(record, text []byte) ([]byte, error) {
 			return nil, fmt.Errorf("field %q is %s, want a string", b.opts.TextField, v.Raw)
 		}
 	}
+	if b.opts.Endpoint == jsonl.EndpointImageEdits { // record is set: text input is refused for edits
+		var err error
+		if b.imgBuf, err = appendImageRefs(b.imgBuf[:0], b.opts.ImageField, jsonl.Peek(record, b.imagePath)); err != nil {
+			return nil, err
+		}
+		b.bodyBuf = AppendImageEditBody(b.bodyBuf[:0], b.opts.Model, value, b.imgBuf)
+		return b.bodyBuf, nil
+	}
 	b.bodyBuf = AppendBuiltinBodyLimit(b.bodyBuf[:0], b.opts.Endpoint, b.opts.Model, b.opts.System, b.opts.MaxOutputTokens, value)
 	return b.bodyBuf, nil
 }
@@ -287,7 +297,7 @@ func AppendBuiltinBodyLimit(b []byte, endpoint, model, system string, maxOut int
 	case jsonl.EndpointEmbeddings, jsonl.EndpointModerations:
 		b = append(b, `,"input":`...)
 		b = append(b, text...)
-	default: // completions, images, videos
+	default: // completions, images (an edit also needs its pictures: AppendImageEditBody), videos
 		b = append(b, `,"prompt":`...)
 		b = append(b, text...)
 	}
@@ -332,11 +342,13 @@ func CompactBody(rendered []byte) ([]byte, error) {
 const DefaultOutputTokens = 1024
 
 // outputBound is the most output tokens a request may be billed for: the limit its body sets, else
-// DefaultOutputTokens; embeddings and moderations answer no tokens.
+// DefaultOutputTokens; embeddings and moderations answer no tokens, images the image tokens of their pictures.
 func outputBound(endpoint string, body []byte) int64 {
 	switch endpoint {
 	case jsonl.EndpointEmbeddings, jsonl.EndpointModerations:
 		return 0
+	case jsonl.EndpointImages, jsonl.EndpointImageEdits:
+		return imageOutputBound(body)
 	}
 	if !bytes.Contains(body, []byte(`"max_`)) {
 		return DefaultOutputTokens

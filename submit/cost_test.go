@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -57,6 +59,38 @@ func TestEstimatedCost(t *testing.T) {
 	var c submit.Created
 	require.NoError(t, json.Unmarshal(out.Bytes(), &c))
 	require.Nil(t, c.EstimatedCostUSD, "null reads back as no estimate")
+}
+
+// An image request's output bound is the image tokens of its pictures (n at its quality and size; high and the
+// largest standard size for auto), not DefaultOutputTokens.
+func TestEstimatedCostImages(t *testing.T) {
+	t.Parallel()
+	prices := filepath.Join(t.TempDir(), "prices.json")
+	require.NoError(t, os.WriteFile(prices, []byte(`{"gpt-image-1": {"input": 2.5, "output": 20}}`), 0o600))
+	table, err := cost.Load(prices)
+	require.NoError(t, err)
+	price, _ := table.Lookup("gpt-image-1")
+	for _, tt := range []struct {
+		body string
+		out  int64
+	}{
+		{`{"model":"gpt-image-1","prompt":"a fox","n":2,"quality":"low"}`, 2 * 408},
+		{`{"model":"gpt-image-1","prompt":"a fox","n":2,"quality":"low","size":"1024x1024"}`, 2 * 272},
+		{`{"model":"gpt-image-1","prompt":"a fox"}`, 6240},
+		{`{"model":"gpt-image-1","prompt":"a fox","quality":"medium","size":"1536x1024"}`, 1568},
+		{`{"model":"gpt-image-1","prompt":"a fox","quality":"low","size":"2048x2048"}`, 4 * 272},
+	} {
+		var out bytes.Buffer
+		opts := baseOptions(t, nil, &out)
+		opts.Prices, opts.DryRun, opts.Endpoint = table, true, "/v1/images/generations"
+		opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", `{"custom_id":"a","body":`+tt.body+`}`)}
+		require.NoError(t, submit.Run(t.Context(), opts))
+		cs := decodeCreated(t, out.String())
+		require.Len(t, cs, 1)
+		want, err := price.Cost(cost.Usage{Input: submit.EstimateTokens([]byte(tt.body)), Output: tt.out})
+		require.NoError(t, err)
+		require.Equal(t, want, cs[0].EstimatedCostUSD.Pico, tt.body)
+	}
 }
 
 // --max-cost refuses a file whose estimate passes it before anything is uploaded; a cap above it lets it through;

@@ -185,6 +185,9 @@ type Options struct {
 	Model     string
 	System    string
 	TextField string // default "text"
+	// ImageField names the field of a data record holding the pictures an /v1/images/edits request edits (default
+	// "image"): a URL, a data: URL or a file ID, or an array of them (see AppendImageEditBody).
+	ImageField string
 	// IDField names the field of a data record holding its custom_id; empty generates "<input name>:<line>".
 	IDField string
 	// Template is the text of a Go text/template rendering the request body from a data record.
@@ -290,6 +293,9 @@ func (o *Options) setDefaults() {
 	if o.TextField == "" {
 		o.TextField = "text"
 	}
+	if o.ImageField == "" {
+		o.ImageField = "image"
+	}
 	if o.MaxRequests == 0 {
 		o.MaxRequests = o.limits().MaxRequests
 	}
@@ -365,6 +371,10 @@ func (o *Options) validate() error {
 		return bad("skipping invalid records needs a rejects file")
 	case o.Format == FormatText && o.IDField != "":
 		return bad("text input has no fields: drop the id field")
+	case o.Format == FormatText && o.Template == "" && o.Endpoint == jsonl.EndpointImageEdits:
+		return bad("text input has no image field: an edit of the built-in form needs JSON records with the pictures in --image-field")
+	case o.System != "" && o.Template == "" && !takesSystem(o.Endpoint):
+		return bad("the built-in form of %s has no system prompt (chat completions, responses and Anthropic's messages have one): drop --system or write a --template", o.Endpoint)
 	}
 	if len(o.Metadata) > MaxMetadataPairs-batchctlPairs {
 		return bad("%d metadata pairs: at most %d, since batchctl adds %d of the API's %d", len(o.Metadata), MaxMetadataPairs-batchctlPairs, batchctlPairs, MaxMetadataPairs)
@@ -398,6 +408,15 @@ func (o *Options) limits() provider.Limits {
 		return l
 	}
 	return oaiprov.OpenAILimits
+}
+
+// takesSystem reports whether the built-in form of endpoint has a place for a system prompt (Options.System).
+func takesSystem(endpoint string) bool {
+	switch endpoint {
+	case jsonl.EndpointChatCompletions, jsonl.EndpointResponses, provider.EndpointMessages:
+		return true
+	}
+	return false
 }
 
 // wireURL is the endpoint as the provider wants it written in request lines.

@@ -42,6 +42,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err := opts.validate(); err != nil {
 		return err
 	}
+	if opts.Endpoint == jsonl.EndpointVideos && len(opts.Inputs) > 0 {
+		opts.Logger.Warn("/v1/videos is deprecated (since 2026-08): the API may refuse its batches, and their answers are video jobs whose videos are fetched from /v1/videos/{id}/content, which batchctl does not load")
+	}
 	r := &run{opts: &opts, log: opts.Logger, enc: json.NewEncoder(opts.Out), emitted: map[string]bool{}, runID: newIntent()}
 	r.api = r.apiClient()
 	if err := os.MkdirAll(opts.SpoolDir, 0o700); err != nil {
@@ -192,6 +195,9 @@ func runKey(o *Options) (string, error) {
 	}
 	if o.ProviderName != provider.OpenAI || o.MaxOutputTokens > 0 { // likewise
 		shape = append(shape, o.ProviderName, o.MaxOutputTokens)
+	}
+	if o.Endpoint == jsonl.EndpointImageEdits { // likewise
+		shape = append(shape, o.ImageField)
 	}
 	shapeJSON, err := json.Marshal(shape)
 	if err != nil {

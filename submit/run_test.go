@@ -252,6 +252,15 @@ func TestRunBadInput(t *testing.T) {
 		{"good lines before a bad one are not uploaded either", []string{good, good, good, `{"text":1}`},
 			func(o *submit.Options) { o.MaxRequests = 1 }, `in.jsonl:4: field "text" is 1, want a string`},
 		{"no model flag", []string{good}, func(o *submit.Options) { o.Model = "" }, "in.jsonl:1: not a request line"},
+		{"edit of a local path", []string{`{"text":"add a hat","image":"https://x/fox.png"}`, `{"text":"add a hat","image":"fox.png"}`},
+			func(o *submit.Options) { o.Endpoint, o.Model = "/v1/images/edits", "gpt-image-1" },
+			`in.jsonl:2: field "image": "fox.png" is neither an http(s) URL, a data:image/ URL nor a file ID (file-…)`},
+		{"edit without pictures", []string{`{"text":"add a hat"}`},
+			func(o *submit.Options) { o.Endpoint, o.Model = "/v1/images/edits", "gpt-image-1" }, `in.jsonl:1: field "image" is missing`},
+		{"edit of too many pictures", []string{`{"text":"add a hat","image":[` + strings.Repeat(`"file-a",`, 16) + `"file-b"]}`},
+			func(o *submit.Options) { o.Endpoint, o.Model = "/v1/images/edits", "gpt-image-1" }, `in.jsonl:1: field "image" holds 17 pictures, want 1 to 16`},
+		{"edit of a bad reference", []string{`{"text":"add a hat","image":{"image_url":"https://x/a.png","file_id":"file-a"}}`},
+			func(o *submit.Options) { o.Endpoint, o.Model = "/v1/images/edits", "gpt-image-1" }, `in.jsonl:1: field "image": {"image_url"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -471,6 +480,21 @@ func TestRunBuiltinForms(t *testing.T) {
 			o.Template = "{\n  \"model\": \"m2\",\n  \"messages\": [{\"role\": \"user\", \"content\": {{json .text}}}],\n  \"max_tokens\": {{.n}}\n}"
 		}, `{"text":"say \"hi\"","n":12345678901234567890}`,
 			`{"custom_id":"in:1","method":"POST","url":"/v1/chat/completions","body":{"model":"m2","messages":[{"role":"user","content":"say \"hi\""}],"max_tokens":12345678901234567890}}`},
+		{"completions", func(o *submit.Options) { o.Endpoint = "/v1/completions" }, `{"text":"Once upon"}`,
+			`{"custom_id":"in:1","method":"POST","url":"/v1/completions","body":{"model":"gpt-4o-mini","prompt":"Once upon"}}`},
+		{"moderations of an array", func(o *submit.Options) { o.Endpoint, o.Model = "/v1/moderations", "omni-moderation-latest" }, `{"text":["a","b"]}`,
+			`{"custom_id":"in:1","method":"POST","url":"/v1/moderations","body":{"model":"omni-moderation-latest","input":["a","b"]}}`},
+		{"image generations", func(o *submit.Options) { o.Endpoint, o.Model = "/v1/images/generations", "gpt-image-1" }, `{"text":"a red fox"}`,
+			`{"custom_id":"in:1","method":"POST","url":"/v1/images/generations","body":{"model":"gpt-image-1","prompt":"a red fox"}}`},
+		{"image edit of a URL", func(o *submit.Options) { o.Endpoint, o.Model = "/v1/images/edits", "gpt-image-1" },
+			`{"text":"add a hat","image":"https://example.com/fox.png"}`,
+			`{"custom_id":"in:1","method":"POST","url":"/v1/images/edits","body":{"model":"gpt-image-1","prompt":"add a hat","images":[{"image_url":"https://example.com/fox.png"}]}}`},
+		{"image edit of several, by file and reference", func(o *submit.Options) {
+			o.Endpoint, o.Model, o.ImageField, o.TextField = "/v1/images/edits", "gpt-image-1", "pics", "ask"
+		}, `{"ask":"merge","pics":["file-abc","data:image/png;base64,iVBO",{"image_url":"https://x/y.png"}]}`,
+			`{"custom_id":"in:1","method":"POST","url":"/v1/images/edits","body":{"model":"gpt-image-1","prompt":"merge","images":[{"file_id":"file-abc"},{"image_url":"data:image/png;base64,iVBO"},{"image_url":"https://x/y.png"}]}}`},
+		{"videos", func(o *submit.Options) { o.Endpoint, o.Model = "/v1/videos", "sora-2" }, `{"text":"a cat at a piano"}`,
+			`{"custom_id":"in:1","method":"POST","url":"/v1/videos","body":{"model":"sora-2","prompt":"a cat at a piano"}}`},
 		{"request line passes through", nil, `{"custom_id":"x","body":{"model":"m","messages":[]},"url":"/v1/chat/completions"}`,
 			`{"custom_id":"x","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}`},
 	}
@@ -505,6 +529,11 @@ func TestRunOptionsErrors(t *testing.T) {
 		"metadata value":       func(o *submit.Options) { o.Metadata = map[string]string{"k": strings.Repeat("v", 513)} },
 		"bad template":         func(o *submit.Options) { o.Template = "{{" },
 		"skip without rejects": func(o *submit.Options) { o.SkipInvalid = true },
+		// A system prompt the built-in form has no place for is refused, not dropped.
+		"system for completions": func(o *submit.Options) { o.Endpoint, o.System = "/v1/completions", "Classify." },
+		"system for embeddings":  func(o *submit.Options) { o.Endpoint, o.System = "/v1/embeddings", "Classify." },
+		"system for images":      func(o *submit.Options) { o.Endpoint, o.System = "/v1/images/generations", "Watercolour." },
+		"text input for edits":   func(o *submit.Options) { o.Endpoint, o.Format = "/v1/images/edits", submit.FormatText },
 	}
 	for name, tweak := range tests {
 		var out bytes.Buffer

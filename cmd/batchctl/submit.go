@@ -54,7 +54,8 @@ batch_id, input_file_id, requests, bytes, spool_sha256, source, endpoint, model,
 
 A record that is already a request line (custom_id, body, optional method and url) passes through. Any
 other JSON object becomes one: rendered by --template, or the built-in form of --endpoint from --model,
---system and the --text-field. custom_id comes from --id-field or is "<file>:<line>".
+--system and the --text-field (and, for /v1/images/edits, the pictures in --image-field). custom_id comes
+from --id-field or is "<file>:<line>".
 
 Every record is checked before its batch is uploaded; a file is checked whole before anything from it
 is uploaded (stdin cannot be: batches filled before a bad line stay submitted). Errors name the file and
@@ -72,6 +73,9 @@ the existing batches, marked "existing") unless --force.`,
 
   # a template for the body, and embeddings
   batchctl submit --endpoint /v1/embeddings --template body.tmpl docs.jsonl
+
+  # edit pictures: records {"text": "add a hat", "image": "https://…/fox.png" or "file-…"}
+  batchctl submit --endpoint /v1/images/edits --model gpt-image-1 edits.jsonl
 
   # one request per line of text; check and spool only
   batchctl submit --format text --model gpt-4o-mini --dry-run questions.txt
@@ -93,8 +97,9 @@ the existing batches, marked "existing") unless --force.`,
 	f.StringVar(&s.Endpoint, "endpoint", "", "API endpoint of the requests: "+strings.Join(jsonl.Endpoints, ", ")+" (default /v1/chat/completions; Anthropic: "+provider.EndpointMessages+")")
 	f.Int64Var(&s.MaxOutputTokens, "max-output-tokens", 0, "cap each built-in request's answer at this many tokens (required by Anthropic; 0: no cap)")
 	f.StringVar(&s.Model, "model", "", "model of the built-in request form")
-	f.StringVar(&s.System, "system", "", "system prompt (instructions for /v1/responses) of the built-in form")
+	f.StringVar(&s.System, "system", "", "system prompt of the built-in form: chat completions and Anthropic's messages (system), responses (instructions); the other endpoints have none and refuse it")
 	f.StringVar(&s.TextField, "text-field", "text", "field of a record holding the text of the built-in form")
+	f.StringVar(&s.ImageField, "image-field", "image", "field of a record holding the pictures a built-in /v1/images/edits request edits: a URL, a data:image/ URL or a file ID, or an array of them")
 	f.StringVar(&s.IDField, "id-field", "", `field of a record holding its custom_id (string or integer); default "<file>:<line>"`)
 	f.StringVar(&opts.templateFile, "template", "", `Go text/template file rendering the request body from a record; {{json .field}} writes a value as JSON`)
 	f.IntVar(&s.MaxRequests, "max-requests", 0, "requests per batch (default and most: the provider's limit, 50000 OpenAI, 100000 Azure and Anthropic)")
