@@ -13,7 +13,7 @@ import (
 // Metrics are the daemon's Prometheus metrics. Gauges that describe the database (batches by status, the oldest
 // batch in flight) are read from it at scrape time, so every daemon of a shared database reports the same values.
 type Metrics struct {
-	PollCalls      *prometheus.CounterVec // API calls by kind: get, list
+	PollCalls      *prometheus.CounterVec // API calls by kind: get, list, download, file
 	PollErrors     *prometheus.CounterVec // failed API calls by kind and error class
 	RowsLoaded     prometheus.Counter
 	LoadDuration   prometheus.Histogram
@@ -21,7 +21,9 @@ type Metrics struct {
 	LoadMismatches prometheus.Counter     // loads whose row count differs from request_counts.total
 	// LoadsWithoutOutput counts completed batches loaded without the output file they should have (OutputGrace).
 	LoadsWithoutOutput prometheus.Counter
-	BatchDuration      *prometheus.HistogramVec // creation to end, by final status, observed by the daemon that loaded it
+	// OutputExpired counts batches whose output files expired before they were loaded: results lost, not retried.
+	OutputExpired prometheus.Counter
+	BatchDuration *prometheus.HistogramVec // creation to end, by final status, observed by the daemon that loaded it
 	// CostUSD is what loaded batches cost at the price table's Batch API prices, by priced model (the table's entry,
 	// a snapshot counted under its base model), added once per batch by the poller that commits its load.
 	CostUSD *prometheus.CounterVec
@@ -31,7 +33,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer, s *store.Store, logger *slog.Logger) *Metrics {
 	m := &Metrics{
 		PollCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "batchctl_api_calls_total", Help: "Batch API calls made by the poller, by kind (get, list, download).",
+			Name: "batchctl_api_calls_total", Help: "Batch API calls made by the poller, by kind (get, list, download, file: a file object read for its expiry).",
 		}, []string{"kind"}),
 		PollErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "batchctl_api_errors_total", Help: "Failed Batch API calls, by kind and class (transient, auth, not_found, permanent, local, no_credentials).",
@@ -59,6 +61,10 @@ func NewMetrics(reg prometheus.Registerer, s *store.Store, logger *slog.Logger) 
 			Name: "batchctl_loads_without_output_total",
 			Help: "Completed batches with answered requests loaded without an output file, after waiting the grace for it.",
 		}),
+		OutputExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "batchctl_loads_output_expired_total",
+			Help: "Batches whose output files expired before their results were loaded: the results are lost (results_lost_at in the batch-ID table), and the load is not retried.",
+		}),
 		CostUSD: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "batchctl_cost_usd_total",
 			Help: "USD that loaded batches cost at Batch API prices, by model; batches of a model without a price are not counted.",
@@ -67,7 +73,8 @@ func NewMetrics(reg prometheus.Registerer, s *store.Store, logger *slog.Logger) 
 	if reg != nil {
 		reg.MustRegister(m.CostUSD)
 		reg.MustRegister(m.PollCalls, m.PollErrors, m.RowsLoaded, m.LoadDuration, m.Requests, m.LoadMismatches,
-			m.LoadsWithoutOutput, m.BatchDuration, &dbCollector{store: s, logger: logger})
+			m.LoadsWithoutOutput, m.OutputExpired, m.BatchDuration,
+			&dbCollector{store: s, logger: logger})
 	}
 	return m
 }
