@@ -12,6 +12,11 @@ import (
 	"github.com/batchctl/batchctl/store"
 )
 
+// MaxLoadDownloads bounds the downloads of one load's files: a load whose files hold fewer rows than the batch's
+// request counts (store.Batch.ExpectedRows) is rolled back and downloads them again, up to this many times in all;
+// then it commits what it has, loudly.
+const MaxLoadDownloads = 3
+
 // loadSource is what a load reads a batch's results from.
 type loadSource struct {
 	row store.Batch
@@ -27,17 +32,50 @@ type copied struct {
 	usage    *usageSum
 }
 
-// copyFiles copies the batch's output and error files into a load. It returns the load to commit, or nil and the
-// job's error (nil when the batch turned out loaded already).
-func (w *loadWorker) copyFiles(ctx context.Context, dl *loadDeadline, src loadSource, log *slog.Logger) (*copied, error) {
-	c, fileID, err := w.copyOnce(ctx, dl, src, log)
-	if errors.Is(err, store.ErrAlreadyLoaded) {
-		return nil, nil
+// copyVerified copies the batch's output and error files into a load and checks the rows against the batch's
+// request counts before the load is committed. A server can announce a file complete and send it cut short at a line
+// boundary, with a Content-Length to match (or none): every line parses and the body ends cleanly, and only the count
+// tells. Such a load is rolled back and its files downloaded again after the minimum poll interval, up to
+// MaxLoadDownloads in all; a count still short is committed as it is, with an error log and
+// batchctl_loads_short_total, and results_count below the request counts in the batch-ID table. A completed batch
+// loaded without its output file (awaitOutput gave up waiting) is short for a reason a download cannot fix, and is
+// not downloaded again.
+//
+// It returns the load to commit, or nil and the job's error (nil when the batch turned out loaded already).
+func (w *loadWorker) copyVerified(ctx context.Context, dl *loadDeadline, src loadSource, log *slog.Logger) (*copied, error) {
+	want := int64(src.row.ExpectedRows())
+	for try := 1; ; try++ {
+		c, fileID, err := w.copyOnce(ctx, dl, src, log)
+		if errors.Is(err, store.ErrAlreadyLoaded) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, w.copyFailure(ctx, src.row, fileID, err, log)
+		}
+		rows := c.load.Rows()
+		if rows >= want || missingOutput(src.row) {
+			if try > 1 {
+				log.Info("files downloaded again hold every row", "rows", rows, "expected", want, "downloads", try)
+			}
+			return c, nil
+		}
+		if try >= MaxLoadDownloads {
+			w.d.m.ShortLoads.Inc()
+			log.Error("the batch's files still hold fewer rows than its request counts after every download; committing the rows there are (results_count shows the shortfall)",
+				"rows", rows, "expected", want, "request_total", src.row.RequestTotal, "completed", src.row.RequestCompleted,
+				"failed", src.row.RequestFailed, "downloads", try)
+			return c, nil
+		}
+		_ = c.load.Rollback(ctx)
+		w.d.m.ShortDownloads.Inc()
+		log.Warn("the batch's files hold fewer rows than its request counts (cut short?); rolled back, downloading them again",
+			"rows", rows, "expected", want, "download", try, "of", MaxLoadDownloads, "after", w.d.cfg.Interval.Min)
+		select {
+		case <-ctx.Done():
+			return nil, shutdownAware(ctx, ctx.Err())
+		case <-time.After(w.d.cfg.Interval.Min):
+		}
 	}
-	if err != nil {
-		return nil, w.copyFailure(ctx, src.row, fileID, err, log)
-	}
-	return c, nil
 }
 
 // copyOnce begins a load and copies the output and error files into it. On error the load is rolled back, and

@@ -100,7 +100,7 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 		log.Debug("input index built", "input_file_id", inputFileID, "took", time.Since(start).Round(time.Millisecond))
 	}
 
-	c, err := w.copyFiles(ctx, dl, src, log)
+	c, err := w.copyVerified(ctx, dl, src, log)
 	if c == nil {
 		return nil, err
 	}

@@ -23,7 +23,11 @@ type Metrics struct {
 	LoadsWithoutOutput prometheus.Counter
 	// OutputExpired counts batches whose output files expired before they were loaded: results lost, not retried.
 	OutputExpired prometheus.Counter
-	BatchDuration *prometheus.HistogramVec // creation to end, by final status, observed by the daemon that loaded it
+	// ShortDownloads counts downloads of a batch's files that held fewer rows than its request counts and were
+	// started again; ShortLoads the loads committed short all the same, after MaxLoadDownloads tries.
+	ShortDownloads prometheus.Counter
+	ShortLoads     prometheus.Counter
+	BatchDuration  *prometheus.HistogramVec // creation to end, by final status, observed by the daemon that loaded it
 	// CostUSD is what loaded batches cost at the price table's Batch API prices, by priced model (the table's entry,
 	// a snapshot counted under its base model), added once per batch by the poller that commits its load.
 	CostUSD *prometheus.CounterVec
@@ -65,6 +69,14 @@ func NewMetrics(reg prometheus.Registerer, s *store.Store, logger *slog.Logger) 
 			Name: "batchctl_loads_output_expired_total",
 			Help: "Batches whose output files expired before their results were loaded: the results are lost (results_lost_at in the batch-ID table), and the load is not retried.",
 		}),
+		ShortDownloads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "batchctl_load_short_downloads_total",
+			Help: "Downloads of a batch's output and error files that held fewer rows than the batch's request counts, rolled back and downloaded again.",
+		}),
+		ShortLoads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "batchctl_loads_short_total",
+			Help: "Loads committed with fewer rows than the batch's request counts because every download of its files came up short.",
+		}),
 		CostUSD: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "batchctl_cost_usd_total",
 			Help: "USD that loaded batches cost at Batch API prices, by model; batches of a model without a price are not counted.",
@@ -73,7 +85,7 @@ func NewMetrics(reg prometheus.Registerer, s *store.Store, logger *slog.Logger) 
 	if reg != nil {
 		reg.MustRegister(m.CostUSD)
 		reg.MustRegister(m.PollCalls, m.PollErrors, m.RowsLoaded, m.LoadDuration, m.Requests, m.LoadMismatches,
-			m.LoadsWithoutOutput, m.OutputExpired, m.BatchDuration,
+			m.LoadsWithoutOutput, m.OutputExpired, m.ShortDownloads, m.ShortLoads, m.BatchDuration,
 			&dbCollector{store: s, logger: logger})
 	}
 	return m

@@ -34,8 +34,9 @@ func newStatusCmd(g *globalOptions, streams *IOStreams) *cobra.Command {
 		Short: "Show tracked batches: status, age, request counts, results loaded, tokens",
 		Long: `Show batches from the batch-ID table: the named ones, or the most recent (--limit), with totals.
 
-Columns: batch, status, age, requests (total/completed/failed), results loaded (rows, or - until loaded; "lost: output
-expired" when the output files expired before they were loaded: the results are gone), tokens (summed from the loaded
+Columns: batch, status, age, requests (total/completed/failed), results loaded (rows, or - until loaded; "N (short
+M)" when the files held M fewer rows than the request counts promise, even downloaded again; "lost: output expired"
+when the output files expired before they were loaded: the results are gone), tokens (summed from the loaded
 results), cost (USD at Batch API prices, stored when the results were loaded; - until then, or when the model has no
 price), attempt (resubmissions count up from 1). The total cost adds the known costs
 and ends in "+?" when a loaded batch's cost is unknown. --output json gives cost_usd exactly (null when unknown),
@@ -171,13 +172,16 @@ func writeStatusTable(w io.Writer, batches []store.Batch, now time.Time) error {
 	return tw.Flush()
 }
 
-// loadedCell is the LOADED column: the rows loaded, or why there are none.
+// loadedCell is the LOADED column: the rows loaded, flagged when they fall short of the request counts, or why there
+// are none.
 func loadedCell(b store.Batch) string {
 	switch {
 	case b.ResultsLostAt != nil:
 		return "lost: output expired"
 	case b.ResultsLoadedAt == nil || b.ResultsCount == nil:
 		return "-"
+	case *b.ResultsCount < b.ExpectedRows():
+		return fmt.Sprintf("%d (short %d)", *b.ResultsCount, b.ExpectedRows()-*b.ResultsCount)
 	}
 	return strconv.Itoa(*b.ResultsCount)
 }
