@@ -9,7 +9,6 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchctl/batchctl/batchapi"
@@ -48,12 +47,15 @@ func (e *env) endedExpiring(t *testing.T, prefix string, n int, after time.Durat
 	return b.ID, ids
 }
 
-// counterValue reads a counter.
+// counterValue reads a counter (through a registry of its own: the metrics under test may be unregistered).
 func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	t.Helper()
-	var m dto.Metric
-	require.NoError(t, c.Write(&m))
-	return m.GetCounter().GetValue()
+	reg := prometheus.NewRegistry()
+	require.NoError(t, reg.Register(c))
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	require.Len(t, families, 1)
+	return families[0].GetMetric()[0].GetCounter().GetValue()
 }
 
 // loadJob is the state and attempts of batchID's load job.
