@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"testing"
 	"time"
@@ -31,7 +33,27 @@ type env struct {
 func newEnv(t *testing.T, opts emulator.Options) *env {
 	t.Helper()
 	emu, baseURL := emulator.Start(t, opts)
+	return newEnvAt(t, emu, baseURL)
+}
 
+// newEnvWrapped is newEnv with the emulator served through wrap: a test's own fault in front of the real handler.
+func newEnvWrapped(t *testing.T, opts emulator.Options, wrap func(http.Handler) http.Handler) *env {
+	t.Helper()
+	if opts.PhaseDelay == 0 {
+		opts.PhaseDelay = emulator.TestPhaseDelay
+	}
+	emu, err := emulator.New(opts)
+	require.NoError(t, err)
+	ts := httptest.NewServer(wrap(emu))
+	t.Cleanup(func() {
+		ts.Close()
+		_ = emu.Close()
+	})
+	return newEnvAt(t, emu, ts.URL+"/v1")
+}
+
+func newEnvAt(t *testing.T, emu *emulator.Server, baseURL string) *env {
+	t.Helper()
 	s := pgtest.NewStore(t)
 	return &env{
 		emu:   emu,

@@ -55,7 +55,7 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 	if err != nil {
 		return nil, err
 	}
-	if row.ResultsLoadedAt != nil {
+	if row.ResultsLoadedAt != nil || row.ResultsLostAt != nil {
 		return nil, nil
 	}
 	if !store.IsTerminal(row.Status) {
@@ -71,6 +71,7 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 			return nil, err
 		}
 	}
+	row = w.d.outputExpiry(ctx, p, row, log)
 
 	// The input file gives each request its line, so consumers can restore input order without submitter state. A
 	// resubmission's requests take their line in the original (root) input, not in the child's own file.
@@ -82,15 +83,14 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 		}
 		inputFileID = root.InputFileID
 	}
-	var idx *inputIndex
+	src := loadSource{row: row, p: p}
 	// A provider that took the requests inline keeps no input file: the submitter recorded each request's line, and
 	// its own custom_id where the API was sent another (request_ids).
-	ids, err := w.d.store.RequestIDs(ctx, row.SpoolSHA256)
-	if err != nil {
+	if src.ids, err = w.d.store.RequestIDs(ctx, row.SpoolSHA256); err != nil {
 		return nil, shutdownAware(ctx, err)
 	}
-	if inputFileID != "" && ids == nil {
-		if idx, err = w.inputIndex(ctx, p, inputFileID, dl); err != nil {
+	if inputFileID != "" && src.ids == nil {
+		if src.idx, err = w.inputIndex(ctx, p, inputFileID, dl); err != nil {
 			if batchapi.Classify(err) == batchapi.NotFound {
 				log.Warn("input file is gone; input_line stays null", "input_file_id", inputFileID)
 			} else {
@@ -100,40 +100,23 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 		log.Debug("input index built", "input_file_id", inputFileID, "took", time.Since(start).Round(time.Millisecond))
 	}
 
-	load, err := w.d.store.BeginLoad(ctx, id, false)
-	if errors.Is(err, store.ErrAlreadyLoaded) {
-		return nil, nil
+	c, err := w.copyVerified(ctx, dl, src, log)
+	if c == nil {
+		return nil, err
 	}
-	if err != nil {
-		return nil, shutdownAware(ctx, err)
-	}
-	defer load.Rollback(context.Background())
-
-	outcomes := map[string]int{}
-	usage := w.d.newUsageSum(row.Model, log)
-	for _, fileID := range []string{row.OutputFileID, row.ErrorFileID} {
-		if fileID == "" {
-			continue
-		}
-		if err := w.copyFile(ctx, dl, load, p, id, fileID, idx, ids, outcomes, usage); err != nil {
-			if batchapi.Classify(err) != batchapi.Transient {
-				return nil, w.d.apiFailure(ctx, "download", id, age, err)
-			}
-			return nil, shutdownAware(ctx, fmt.Errorf("load file %s of batch %s: %w", fileID, id, err))
-		}
-	}
-	rows := load.Rows()
-	if err := load.MarkLoaded(ctx, usage.row()); err != nil {
+	defer c.load.Rollback(context.Background())
+	rows := c.load.Rows()
+	if err := c.load.MarkLoaded(ctx, c.usage.row()); err != nil {
 		return nil, shutdownAware(ctx, err)
 	}
 
 	w.d.m.RowsLoaded.Add(float64(rows))
-	usage.count(w.d.m)
+	c.usage.count(w.d.m)
 	w.d.m.LoadDuration.Observe(time.Since(start).Seconds())
 	if row.EndedAt != nil { // a batch's results are loaded once, so its duration is observed once
 		w.d.m.BatchDuration.WithLabelValues(row.Status).Observe(row.EndedAt.Sub(row.CreatedAt).Seconds())
 	}
-	for outcome, n := range outcomes {
+	for outcome, n := range c.outcomes {
 		w.d.m.Requests.WithLabelValues(outcome).Add(float64(n))
 	}
 	if rows != int64(row.RequestTotal) {
@@ -203,15 +186,15 @@ func (w *loadWorker) inputIndex(ctx context.Context, p provider.Provider, fileID
 }
 
 // copyFile streams one output or error file into the load.
-func (w *loadWorker) copyFile(ctx context.Context, dl *loadDeadline, load *store.Load, p provider.Provider, batchID, fileID string, idx *inputIndex, ids map[string]store.RequestID, outcomes map[string]int, usage *usageSum) error {
-	body, size, err := w.d.download(ctx, p, fileID)
+func (w *loadWorker) copyFile(ctx context.Context, dl *loadDeadline, load *store.Load, src loadSource, fileID string, outcomes map[string]int, usage *usageSum) error {
+	body, size, err := w.d.download(ctx, src.p, fileID)
 	if err != nil {
 		return err
 	}
 	defer body.Close()
 	dl.add(size, fileID)
-	src := &fileSource{dec: jsonl.NewOutputDecoder(body, fileID), batchID: batchID, idx: idx, ids: ids, outcomes: outcomes, usage: usage}
-	_, err = load.CopyResults(ctx, src)
+	fs := &fileSource{dec: jsonl.NewOutputDecoder(body, fileID), batchID: src.row.BatchID, idx: src.idx, ids: src.ids, outcomes: outcomes, usage: usage}
+	_, err = load.CopyResults(ctx, fs)
 	return err
 }
 

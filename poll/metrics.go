@@ -13,7 +13,7 @@ import (
 // Metrics are the daemon's Prometheus metrics. Gauges that describe the database (batches by status, the oldest
 // batch in flight) are read from it at scrape time, so every daemon of a shared database reports the same values.
 type Metrics struct {
-	PollCalls      *prometheus.CounterVec // API calls by kind: get, list
+	PollCalls      *prometheus.CounterVec // API calls by kind: get, list, download, file
 	PollErrors     *prometheus.CounterVec // failed API calls by kind and error class
 	RowsLoaded     prometheus.Counter
 	LoadDuration   prometheus.Histogram
@@ -21,7 +21,13 @@ type Metrics struct {
 	LoadMismatches prometheus.Counter     // loads whose row count differs from request_counts.total
 	// LoadsWithoutOutput counts completed batches loaded without the output file they should have (OutputGrace).
 	LoadsWithoutOutput prometheus.Counter
-	BatchDuration      *prometheus.HistogramVec // creation to end, by final status, observed by the daemon that loaded it
+	// OutputExpired counts batches whose output files expired before they were loaded: results lost, not retried.
+	OutputExpired prometheus.Counter
+	// ShortDownloads counts downloads of a batch's files that held fewer rows than its request counts and were
+	// started again; ShortLoads the loads committed short all the same, after MaxLoadDownloads tries.
+	ShortDownloads prometheus.Counter
+	ShortLoads     prometheus.Counter
+	BatchDuration  *prometheus.HistogramVec // creation to end, by final status, observed by the daemon that loaded it
 	// CostUSD is what loaded batches cost at the price table's Batch API prices, by priced model (the table's entry,
 	// a snapshot counted under its base model), added once per batch by the poller that commits its load.
 	CostUSD *prometheus.CounterVec
@@ -31,7 +37,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer, s *store.Store, logger *slog.Logger) *Metrics {
 	m := &Metrics{
 		PollCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "batchctl_api_calls_total", Help: "Batch API calls made by the poller, by kind (get, list, download).",
+			Name: "batchctl_api_calls_total", Help: "Batch API calls made by the poller, by kind (get, list, download, file: a file object read for its expiry).",
 		}, []string{"kind"}),
 		PollErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "batchctl_api_errors_total", Help: "Failed Batch API calls, by kind and class (transient, auth, not_found, permanent, local, no_credentials).",
@@ -59,6 +65,18 @@ func NewMetrics(reg prometheus.Registerer, s *store.Store, logger *slog.Logger) 
 			Name: "batchctl_loads_without_output_total",
 			Help: "Completed batches with answered requests loaded without an output file, after waiting the grace for it.",
 		}),
+		OutputExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "batchctl_loads_output_expired_total",
+			Help: "Batches whose output files expired before their results were loaded: the results are lost (results_lost_at in the batch-ID table), and the load is not retried.",
+		}),
+		ShortDownloads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "batchctl_load_short_downloads_total",
+			Help: "Downloads of a batch's output and error files that held fewer rows than the batch's request counts, rolled back and downloaded again.",
+		}),
+		ShortLoads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "batchctl_loads_short_total",
+			Help: "Loads committed with fewer rows than the batch's request counts because every download of its files came up short.",
+		}),
 		CostUSD: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "batchctl_cost_usd_total",
 			Help: "USD that loaded batches cost at Batch API prices, by model; batches of a model without a price are not counted.",
@@ -67,7 +85,8 @@ func NewMetrics(reg prometheus.Registerer, s *store.Store, logger *slog.Logger) 
 	if reg != nil {
 		reg.MustRegister(m.CostUSD)
 		reg.MustRegister(m.PollCalls, m.PollErrors, m.RowsLoaded, m.LoadDuration, m.Requests, m.LoadMismatches,
-			m.LoadsWithoutOutput, m.BatchDuration, &dbCollector{store: s, logger: logger})
+			m.LoadsWithoutOutput, m.OutputExpired, m.ShortDownloads, m.ShortLoads, m.BatchDuration,
+			&dbCollector{store: s, logger: logger})
 	}
 	return m
 }

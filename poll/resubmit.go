@@ -140,7 +140,7 @@ func (r *Resubmitter) Resubmit(ctx context.Context, batchID string) (Resubmissio
 	}
 	child, _, err := api.Create(ctx, provider.Intent{
 		Endpoint: p.Endpoint, InputFileID: fileID, Path: path, Requests: n, Since: *p.EndedAt, Match: isChildOf(p.BatchID),
-		Metadata: r.childMetadata(p, n, sum),
+		Metadata: r.childMetadata(p, n, sum), OutputExpiresAfter: p.OutputExpiresAfter,
 	}, false) // the search above covered an earlier run; Create still searches again after a lost answer
 	if err != nil {
 		return res, err
@@ -250,6 +250,7 @@ func (r *Resubmitter) record(ctx context.Context, res Resubmission, p store.Batc
 	// names no model before validation.
 	row.Model = cmp.Or(row.Model, p.Model)
 	row.EstimatedTokens = childEstimate(p, n)
+	row.OutputExpiresAfter = p.OutputExpiresAfter // the child's files expire as its parent's were asked to
 	if err := r.Store.RecordResubmission(ctx, p.BatchID, &row, n); err != nil {
 		return res, err
 	}

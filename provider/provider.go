@@ -117,6 +117,16 @@ type Provider interface {
 	BatchExists(ctx context.Context, id string) (bool, error)
 }
 
+// Expirer is a provider whose batches' output and error files expire, and can say when.
+type Expirer interface {
+	// OutputExpiry says when the output and error files of the ended batch b expire, the earlier of the two. While
+	// the API has a file, that is the file's own expires_at: exact (the anchor of output_expires_after is the file's
+	// creation, which the batch does not report). For a file the API no longer has, it is the latest the file can
+	// have expired: b.EndedAt plus b.OutputExpiresAfter, or plus the API's default lifetime. Zero when the files
+	// never expire, or b names none.
+	OutputExpiry(ctx context.Context, b store.Batch) (time.Time, error)
+}
+
 // Renamer is a provider that may send a request under another custom_id than the user's (Anthropic allows fewer
 // characters). RequestIDs yields every request of a request file with its line, the user's custom_id and the one
 // the API is sent, the same as Create sends them; the submitter records them so results come back under the user's

@@ -49,8 +49,17 @@ type Batch struct {
 	UpdatedAt        time.Time
 	EndedAt          *time.Time
 	ResultsLoadedAt  *time.Time
-	ResultsCount     *int // rows written by the last load; compare with RequestTotal
+	ResultsCount     *int // rows written by the last load; compare with ExpectedRows
 	Usage            Usage
+	// OutputExpiresAfter is the output_expires_after the batch was created with (whole seconds); 0 for the API's
+	// default. Written by TrackBatch, kept by later upserts: the batch object does not echo it.
+	OutputExpiresAfter time.Duration
+	// OutputExpiresAt is when the batch's output and error files expire (the earlier of the two), as the load
+	// found out (SetOutputExpiry); nil while unknown and for files that never expire.
+	OutputExpiresAt *time.Time
+	// ResultsLostAt is when a load found the output files expired before it had loaded them (MarkResultsLost): the
+	// results are lost, and ResultsLoadedAt stays nil.
+	ResultsLostAt *time.Time
 	// EstimatedTokens is batchctl's conservative estimate of the batch's prompt tokens, which quota admission
 	// counts while the batch is in flight; nil when unknown (a batch created outside admission).
 	EstimatedTokens *int64
@@ -65,6 +74,18 @@ type Batch struct {
 	ResubmittedAs    string     // the child batch carrying this batch's retryable requests
 	ResubmittedAt    *time.Time // when resubmission was decided (also when nothing needed resending)
 	ResubmitRequests *int       // requests handed to the child
+}
+
+// ExpectedRows is how many result rows the batch's output and error files hold by the API's request counts: a line
+// for every request it answered (completed and failed), and for a completed or expired batch a line for every request
+// (an expired batch's unanswered requests come as batch_expired lines in its error file). A load that copies fewer
+// rows than this read files that were cut short.
+func (b Batch) ExpectedRows() int {
+	n := b.RequestCompleted + b.RequestFailed
+	if b.Status == StatusCompleted || b.Status == StatusExpired {
+		n = max(n, b.RequestTotal)
+	}
+	return n
 }
 
 // Usage is the token usage summed over a batch's loaded results; nil until they are loaded.

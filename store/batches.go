@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -17,11 +18,12 @@ const NotifyChannel = "batchctl_batches"
 // insertColumns are written by TrackBatch and UpsertBatch, in the order of batchArgs (updated_at is now()).
 const insertColumns = `batch_id, status, endpoint, model, input_file_id, output_file_id, error_file_id,
 	request_total, request_completed, request_failed, metadata, source, spool_sha256, errors,
-	created_at, updated_at, ended_at, root_batch_id, parent_batch_ids, attempt, estimated_tokens, estimated_cost_usd, provider`
+	created_at, updated_at, ended_at, root_batch_id, parent_batch_ids, attempt, estimated_tokens, estimated_cost_usd, provider,
+	output_expires_after`
 
 // insertValues match insertColumns: an original batch is its own root, attempt 1.
 const insertValues = `$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, coalesce($15, now()), now(), $16,
-	coalesce($17, $1), $18, coalesce($19, 1), $20, $21::numeric, coalesce($22, 'openai')`
+	coalesce($17, $1), $18, coalesce($19, 1), $20, $21::numeric, coalesce($22, 'openai'), $23`
 
 // batchColumns are read into a Batch by scanBatch.
 const batchColumns = `batch_id, status, endpoint, model, input_file_id, output_file_id, error_file_id,
@@ -29,7 +31,12 @@ const batchColumns = `batch_id, status, endpoint, model, input_file_id, output_f
 	created_at, updated_at, ended_at, results_loaded_at, results_count,
 	prompt_tokens, completion_tokens, total_tokens,
 	root_batch_id, parent_batch_ids, attempt, resubmitted_as, resubmitted_at, resubmit_requests, estimated_tokens,
-	cached_tokens, reasoning_tokens, cost_usd::text, provider`
+	cached_tokens, reasoning_tokens, cost_usd::text, provider, output_expires_after, output_expires_at, results_lost_at`
+
+// loadExpirySQL is, over a batches row, the best known time its output files expire, which orders its results load
+// (LoadPriority): the files' own, once a load looked them up, or else the latest that output_expires_after allows
+// (the files were written by the time the batch ended). Null when neither is known.
+const loadExpirySQL = `coalesce(output_expires_at, ended_at + output_expires_after * interval '1 second')`
 
 // terminalSQL lists the terminal statuses for SQL predicates.
 const terminalSQL = `('completed', 'failed', 'expired', 'cancelled')`
@@ -45,19 +52,20 @@ func (s *Store) TrackBatch(ctx context.Context, b Batch) (inserted bool, err err
 }
 
 func (s *Store) insertTracked(ctx context.Context, tx pgx.Tx, b Batch) (inserted bool, err error) {
-	tag, err := tx.Exec(ctx, `insert into `+s.table("batches")+` (`+insertColumns+`) values (`+insertValues+`)
-		on conflict (batch_id) do nothing`, batchArgs(b)...)
-	if err != nil {
+	var expiry *time.Time
+	err = tx.QueryRow(ctx, `insert into `+s.table("batches")+` (`+insertColumns+`) values (`+insertValues+`)
+		on conflict (batch_id) do nothing returning `+loadExpirySQL, batchArgs(b)...).Scan(&expiry)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return false, translate("insert batch "+b.BatchID, err)
 	}
-	inserted = tag.RowsAffected() == 1
+	inserted = err == nil
 	if inserted {
 		if err := s.notify(ctx, tx, b, ""); err != nil {
 			return false, err
 		}
 		if IsTerminal(b.Status) {
 			// Tracked already ended: queue its load now, as UpsertBatch does for a status that ends a batch.
-			if _, err := s.river.InsertTx(ctx, tx, LoadResultsArgs{BatchID: b.BatchID}, nil); err != nil {
+			if _, err := s.river.InsertTx(ctx, tx, LoadResultsArgs{BatchID: b.BatchID}, loadInsertOpts(expiry)); err != nil {
 				return false, translate("enqueue results load for "+b.BatchID, err)
 			}
 		}
@@ -82,7 +90,8 @@ func (s *Store) UpsertBatch(ctx context.Context, b Batch) (previous string, err 
 		if IsTerminal(previous) && !IsTerminal(b.Status) {
 			b.Status = previous
 		}
-		_, err = tx.Exec(ctx, `insert into `+s.table("batches")+` as t (`+insertColumns+`) values (`+insertValues+`)
+		var expiry *time.Time
+		err = tx.QueryRow(ctx, `insert into `+s.table("batches")+` as t (`+insertColumns+`) values (`+insertValues+`)
 			on conflict (batch_id) do update set
 				status            = excluded.status,
 				endpoint          = coalesce(excluded.endpoint, t.endpoint),
@@ -102,7 +111,9 @@ func (s *Store) UpsertBatch(ctx context.Context, b Batch) (previous string, err 
 				ended_at          = coalesce(t.ended_at, excluded.ended_at),
 				estimated_tokens  = coalesce(excluded.estimated_tokens, t.estimated_tokens),
 				estimated_cost_usd = coalesce(excluded.estimated_cost_usd, t.estimated_cost_usd),
-				provider          = case when $22::text is null then t.provider else excluded.provider end`, batchArgs(b)...)
+				provider          = case when $22::text is null then t.provider else excluded.provider end,
+				output_expires_after = coalesce(excluded.output_expires_after, t.output_expires_after)
+			returning `+loadExpirySQL, batchArgs(b)...).Scan(&expiry)
 		if err != nil {
 			return translate("upsert batch "+b.BatchID, err)
 		}
@@ -112,7 +123,7 @@ func (s *Store) UpsertBatch(ctx context.Context, b Batch) (previous string, err 
 		if IsTerminal(b.Status) {
 			// The load is queued in the same transaction as the status that calls for it, so an ended batch can
 			// never be left without one, whoever noticed the end (a poll job or a bulk refresh).
-			if _, err := s.river.InsertTx(ctx, tx, LoadResultsArgs{BatchID: b.BatchID}, nil); err != nil {
+			if _, err := s.river.InsertTx(ctx, tx, LoadResultsArgs{BatchID: b.BatchID}, loadInsertOpts(expiry)); err != nil {
 				return translate("enqueue results load for "+b.BatchID, err)
 			}
 		}
@@ -193,11 +204,16 @@ func batchArgs(b Batch) []any {
 	if b.Attempt > 0 {
 		attempt = &b.Attempt
 	}
+	var expiresAfter *int64
+	if secs := int64(b.OutputExpiresAfter / time.Second); secs > 0 {
+		expiresAfter = &secs
+	}
 	return []any{
 		b.BatchID, b.Status, nullable(b.Endpoint), nullable(b.Model), nullable(b.InputFileID),
 		nullable(b.OutputFileID), nullable(b.ErrorFileID), b.RequestTotal, b.RequestCompleted, b.RequestFailed,
 		meta, nullable(b.Source), nullable(b.SpoolSHA256), errs, createdAt, endedAt(b),
 		nullable(b.RootBatchID), b.ParentBatchIDs, attempt, b.EstimatedTokens, b.EstimatedCostUSD, nullable(b.Provider),
+		expiresAfter,
 	}
 }
 
@@ -225,15 +241,20 @@ func scanBatch(row pgx.CollectableRow) (Batch, error) {
 		b                                                                Batch
 		endpoint, model, in, out, errFile, source, sha, resubmitAs, root *string
 		errorsJSON                                                       []byte
+		expiresAfter                                                     *int64
 	)
 	err := row.Scan(&b.BatchID, &b.Status, &endpoint, &model, &in, &out, &errFile,
 		&b.RequestTotal, &b.RequestCompleted, &b.RequestFailed, &b.Metadata, &source, &sha, &errorsJSON,
 		&b.CreatedAt, &b.UpdatedAt, &b.EndedAt, &b.ResultsLoadedAt, &b.ResultsCount,
 		&b.Usage.PromptTokens, &b.Usage.CompletionTokens, &b.Usage.TotalTokens,
 		&root, &b.ParentBatchIDs, &b.Attempt, &resubmitAs, &b.ResubmittedAt, &b.ResubmitRequests, &b.EstimatedTokens,
-		&b.Usage.CachedTokens, &b.Usage.ReasoningTokens, &b.Usage.CostUSD, &b.Provider)
+		&b.Usage.CachedTokens, &b.Usage.ReasoningTokens, &b.Usage.CostUSD, &b.Provider,
+		&expiresAfter, &b.OutputExpiresAt, &b.ResultsLostAt)
 	if err != nil {
 		return Batch{}, err
+	}
+	if expiresAfter != nil {
+		b.OutputExpiresAfter = time.Duration(*expiresAfter) * time.Second
 	}
 	b.Endpoint, b.Model, b.InputFileID, b.OutputFileID = deref(endpoint), deref(model), deref(in), deref(out)
 	b.ErrorFileID, b.Source, b.SpoolSHA256, b.ResubmittedAs = deref(errFile), deref(source), deref(sha), deref(resubmitAs)

@@ -36,5 +36,29 @@ func (LoadResultsArgs) InsertOpts() river.InsertOpts {
 	return river.InsertOpts{Queue: QueueBatches, UniqueOpts: river.UniqueOpts{ByArgs: true}}
 }
 
+// LoadPriority is the River priority of the results load of a batch whose output files expire at expiresAt (nil:
+// never, or not known), as of now. The sooner the files expire, the sooner River works the load: a backlog of loads
+// (a poller back after a long stop, many batches ending at once) takes first the batches that would otherwise lose
+// their output. Every other job of batchctl's has River's default, 1: those that must not wait behind a long load
+// (polls, refreshes, admission) are short.
+func LoadPriority(expiresAt *time.Time, now time.Time) int {
+	if expiresAt == nil {
+		return 3
+	}
+	switch left := expiresAt.Sub(now); {
+	case left < 24*time.Hour:
+		return 1
+	case left < 7*24*time.Hour:
+		return 2
+	}
+	return 3
+}
+
+// loadInsertOpts are the insert options of the load of a batch whose files expire at expiresAt (LoadPriority); the
+// rest come from LoadResultsArgs.InsertOpts.
+func loadInsertOpts(expiresAt *time.Time) *river.InsertOpts {
+	return &river.InsertOpts{Priority: LoadPriority(expiresAt, time.Now())}
+}
+
 // pollDelay lets a freshly created batch validate before its first poll.
 const pollDelay = 5 * time.Second

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
@@ -59,8 +60,9 @@ const candidateSQL = `b.results_loaded_at is not null and b.resubmitted_at is nu
 
 // EnqueueResubmits inserts a resubmit job for every candidate batch that has none alive; it returns their IDs.
 func (s *Store) EnqueueResubmits(ctx context.Context, maxAttempts int) ([]string, error) {
-	return s.enqueueMissing(ctx, ResubmitArgs{}.Kind(), func(id string) river.JobArgs { return ResubmitArgs{BatchID: id} },
-		candidateSQL, `b.ended_at`, maxAttempts)
+	return s.enqueueMissing(ctx, ResubmitArgs{}.Kind(), func(id string, _ *time.Time) river.InsertManyParams {
+		return river.InsertManyParams{Args: ResubmitArgs{BatchID: id}}
+	}, candidateSQL, `b.ended_at`, maxAttempts)
 }
 
 // ResubmitCandidates returns the IDs of batches that may have requests to resubmit, oldest ended first.

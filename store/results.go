@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -126,4 +127,25 @@ func jsonValue(b []byte) any {
 		return nil
 	}
 	return b
+}
+
+// SetOutputExpiry records when batchID's output and error files expire (the earlier of the two), unless it is
+// recorded already: a file's expiry never moves once it is written.
+func (s *Store) SetOutputExpiry(ctx context.Context, batchID string, at time.Time) error {
+	_, err := s.pool.Exec(ctx, `update `+s.table("batches")+` set output_expires_at = $2
+		where batch_id = $1 and output_expires_at is null`, batchID, at)
+	return translate("record the output expiry of "+batchID, err)
+}
+
+// MarkResultsLost records that batchID's output files expired before its results were loaded: results_lost_at is
+// set, and the batch no longer counts as waiting for a load (the sweep queues none, Pending does not count it). It
+// reports whether this call marked it (false when it was loaded or marked before). Call it outside a Load of the
+// batch, which holds its row.
+func (s *Store) MarkResultsLost(ctx context.Context, batchID string) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `update `+s.table("batches")+` set results_lost_at = now(), updated_at = now()
+		where batch_id = $1 and results_loaded_at is null and results_lost_at is null`, batchID)
+	if err != nil {
+		return false, translate("mark the results of "+batchID+" lost", err)
+	}
+	return tag.RowsAffected() == 1, nil
 }

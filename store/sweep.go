@@ -24,28 +24,32 @@ var liveJobStates = func() string {
 }()
 
 // unloadedSQL selects, as a predicate over a batches row b, an ended batch whose results are not loaded yet. Every
-// write of an ended status sets ended_at, and the predicate is that of the index batches_unloaded_idx.
-const unloadedSQL = `b.ended_at is not null and b.results_loaded_at is null`
+// write of an ended status sets ended_at, and the predicate narrows that of the index batches_unloaded_idx.
+// A batch whose results were lost (its output files expired before a load) is not waiting for one.
+const unloadedSQL = `b.ended_at is not null and b.results_loaded_at is null and b.results_lost_at is null`
 
 // EnqueueStrandedPolls inserts a poll job for every batch in flight that has none alive (after a restart that lost
 // it, a job discarded after too many errors, or a row inserted by hand), skipping batches created before
 // notBefore (past their deadline). It returns the batch IDs it enqueued.
 func (s *Store) EnqueueStrandedPolls(ctx context.Context, notBefore time.Time) ([]string, error) {
-	return s.enqueueMissing(ctx, PollBatchArgs{}.Kind(), func(id string) river.JobArgs { return PollBatchArgs{BatchID: id} },
-		`b.status not in `+terminalSQL+` and b.created_at >= $1`, `b.created_at`, notBefore)
+	return s.enqueueMissing(ctx, PollBatchArgs{}.Kind(), func(id string, _ *time.Time) river.InsertManyParams {
+		return river.InsertManyParams{Args: PollBatchArgs{BatchID: id}}
+	}, `b.status not in `+terminalSQL+` and b.created_at >= $1`, `b.created_at`, notBefore)
 }
 
-// EnqueueStrandedLoads inserts a load job for every ended batch whose results are not loaded and that has no load
-// job alive. It returns the batch IDs it enqueued.
+// EnqueueStrandedLoads inserts a load job for every ended batch whose results are not loaded (nor lost) and that
+// has no load job alive, at the priority of its files' expiry (LoadPriority). It returns the batch IDs it enqueued.
 func (s *Store) EnqueueStrandedLoads(ctx context.Context) ([]string, error) {
-	return s.enqueueMissing(ctx, LoadResultsArgs{}.Kind(), func(id string) river.JobArgs { return LoadResultsArgs{BatchID: id} },
-		unloadedSQL, `b.ended_at`)
+	return s.enqueueMissing(ctx, LoadResultsArgs{}.Kind(), func(id string, expiry *time.Time) river.InsertManyParams {
+		return river.InsertManyParams{Args: LoadResultsArgs{BatchID: id}, InsertOpts: loadInsertOpts(expiry)}
+	}, unloadedSQL, `b.ended_at`)
 }
 
-// enqueueMissing inserts a job of kind, made by job, for each batch b that matches where (a predicate over the
-// batches row b) and has no job of that kind alive, at most 10 000 in the given order. It returns their IDs.
-func (s *Store) enqueueMissing(ctx context.Context, kind string, job func(string) river.JobArgs, where, orderBy string, args ...any) ([]string, error) {
-	query := `select b.batch_id from ` + s.table("batches") + ` b where ` + where + `
+// enqueueMissing inserts a job of kind, made by job from the batch ID and its files' best known expiry, for each
+// batch b that matches where (a predicate over the batches row b) and has no job of that kind alive, at most 10 000
+// in the given order. It returns their IDs.
+func (s *Store) enqueueMissing(ctx context.Context, kind string, job func(id string, expiry *time.Time) river.InsertManyParams, where, orderBy string, args ...any) ([]string, error) {
+	query := `select b.batch_id, ` + loadExpirySQL + ` from ` + s.table("batches") + ` b where ` + where + `
 		and not exists (select 1 from ` + s.table("river_job") + ` j
 			where j.kind = '` + kind + `' and j.state in ` + liveJobStates + `
 			and j.args @> jsonb_build_object('batch_id', b.batch_id))
@@ -56,16 +60,21 @@ func (s *Store) enqueueMissing(ctx context.Context, kind string, job func(string
 		if err != nil {
 			return translate("find stranded batches", err)
 		}
-		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		var (
+			params []river.InsertManyParams
+			id     string
+			expiry *time.Time
+		)
+		_, err = pgx.ForEachRow(rows, []any{&id, &expiry}, func() error {
+			ids = append(ids, id)
+			params = append(params, job(id, expiry))
+			return nil
+		})
 		if err != nil {
 			return translate("find stranded batches", err)
 		}
 		if len(ids) == 0 {
 			return nil
-		}
-		params := make([]river.InsertManyParams, len(ids))
-		for i, id := range ids {
-			params[i] = river.InsertManyParams{Args: job(id)}
 		}
 		_, err = s.river.InsertManyTx(ctx, tx, params)
 		return translate("enqueue jobs for stranded batches", err)

@@ -87,6 +87,7 @@ func (j *journal) created() Created {
 	return Created{
 		BatchID: j.BatchID, Provider: cmp.Or(j.Provider, provider.OpenAI), InputFileID: j.FileID, Requests: j.Requests, Bytes: j.Bytes, SpoolSHA256: j.SpoolSHA256,
 		Source: j.Source, Endpoint: j.Endpoint, Model: j.Model, Part: j.Part, EstimatedTokens: j.Tokens,
+		OutputExpiresAfter: j.OutputExpiresAfter,
 	}
 }
 

@@ -75,6 +75,9 @@ type Created struct {
 	Endpoint    string `json:"endpoint"`
 	Model       string `json:"model"`
 	Part        int    `json:"part"`
+	// OutputExpiresAfter is the batch's output_expires_after in seconds, when one was asked for (0: the API's
+	// default). The API does not report it back; the poller orders and checks loads by it.
+	OutputExpiresAfter int64 `json:"output_expires_after,omitempty"`
 	// EstimatedTokens is the batch's estimated prompt tokens (EstimateTokens summed), when estimated.
 	EstimatedTokens int64 `json:"estimated_tokens,omitempty"`
 	// EstimatedCostUSD is the batch's estimated cost at Batch API prices (Options.Prices): its estimated prompt tokens

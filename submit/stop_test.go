@@ -286,6 +286,7 @@ func TestExpiryOptions(t *testing.T) {
 	opts.FileExpiresAfter, opts.OutputExpiresAfter = 2*time.Hour, 3*time.Hour
 	require.NoError(t, submit.Run(t.Context(), opts))
 	c := decodeCreated(t, out.String())[0]
+	require.EqualValues(t, 3*3600, c.OutputExpiresAfter, "the line says what the poller will go by")
 	f, ok := srv.File(c.InputFileID)
 	require.True(t, ok)
 	require.Equal(t, f.CreatedAt+7200, f.ExpiresAt)

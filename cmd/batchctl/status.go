@@ -34,10 +34,13 @@ func newStatusCmd(g *globalOptions, streams *IOStreams) *cobra.Command {
 		Short: "Show tracked batches: status, age, request counts, results loaded, tokens",
 		Long: `Show batches from the batch-ID table: the named ones, or the most recent (--limit), with totals.
 
-Columns: batch, status, age, requests (total/completed/failed), results loaded (rows, or - until loaded),
-tokens (summed from the loaded results), cost (USD at Batch API prices, stored when the results were loaded; - until
-then, or when the model has no price), attempt (resubmissions count up from 1). The total cost adds the known costs
-and ends in "+?" when a loaded batch's cost is unknown. --output json gives cost_usd exactly (null when unknown).`,
+Columns: batch, status, age, requests (total/completed/failed), results loaded (rows, or - until loaded; "N (short
+M)" when the files held M fewer rows than the request counts promise, even downloaded again; "lost: output expired"
+when the output files expired before they were loaded: the results are gone), tokens (summed from the loaded
+results), cost (USD at Batch API prices, stored when the results were loaded; - until then, or when the model has no
+price), attempt (resubmissions count up from 1). The total cost adds the known costs
+and ends in "+?" when a loaded batch's cost is unknown. --output json gives cost_usd exactly (null when unknown),
+expected_rows, output_expires_at (when the output files expire, once a load looked) and results_lost_at.`,
 		Example: `  batchctl status
   batchctl status batch_abc123 --output json
   batchctl status --watch --interval 5s`,
@@ -92,31 +95,36 @@ func runStatus(ctx context.Context, opts *statusOptions) error {
 
 // statusJSON is one batch in --output json.
 type statusJSON struct {
-	BatchID          string            `json:"batch_id"`
-	Provider         string            `json:"provider"`
-	Status           string            `json:"status"`
-	Endpoint         string            `json:"endpoint,omitempty"`
-	Model            string            `json:"model,omitempty"`
-	Source           string            `json:"source,omitempty"`
-	CreatedAt        time.Time         `json:"created_at"`
-	EndedAt          *time.Time        `json:"ended_at"`
-	RequestTotal     int               `json:"request_total"`
-	RequestCompleted int               `json:"request_completed"`
-	RequestFailed    int               `json:"request_failed"`
-	ResultsLoadedAt  *time.Time        `json:"results_loaded_at"`
-	ResultsCount     *int              `json:"results_count"`
-	PromptTokens     *int64            `json:"prompt_tokens"`
-	CompletionTokens *int64            `json:"completion_tokens"`
-	TotalTokens      *int64            `json:"total_tokens"`
-	CachedTokens     *int64            `json:"cached_tokens"`
-	ReasoningTokens  *int64            `json:"reasoning_tokens"`
-	CostUSD          *json.Number      `json:"cost_usd"`
-	RootBatchID      string            `json:"root_batch_id"`
-	ParentBatchIDs   []string          `json:"parent_batch_ids,omitempty"`
-	Attempt          int               `json:"attempt"`
-	ResubmittedAs    string            `json:"resubmitted_as,omitempty"`
-	Metadata         map[string]string `json:"metadata,omitempty"`
-	Errors           json.RawMessage   `json:"errors,omitempty"`
+	BatchID          string     `json:"batch_id"`
+	Provider         string     `json:"provider"`
+	Status           string     `json:"status"`
+	Endpoint         string     `json:"endpoint,omitempty"`
+	Model            string     `json:"model,omitempty"`
+	Source           string     `json:"source,omitempty"`
+	CreatedAt        time.Time  `json:"created_at"`
+	EndedAt          *time.Time `json:"ended_at"`
+	RequestTotal     int        `json:"request_total"`
+	RequestCompleted int        `json:"request_completed"`
+	RequestFailed    int        `json:"request_failed"`
+	ResultsLoadedAt  *time.Time `json:"results_loaded_at"`
+	ResultsCount     *int       `json:"results_count"`
+	ExpectedRows     int        `json:"expected_rows"`
+	// OutputExpiresAfter is the output_expires_after submit asked for, in seconds (absent: the API's default).
+	OutputExpiresAfter int64             `json:"output_expires_after,omitempty"`
+	OutputExpiresAt    *time.Time        `json:"output_expires_at"`
+	ResultsLostAt      *time.Time        `json:"results_lost_at"`
+	PromptTokens       *int64            `json:"prompt_tokens"`
+	CompletionTokens   *int64            `json:"completion_tokens"`
+	TotalTokens        *int64            `json:"total_tokens"`
+	CachedTokens       *int64            `json:"cached_tokens"`
+	ReasoningTokens    *int64            `json:"reasoning_tokens"`
+	CostUSD            *json.Number      `json:"cost_usd"`
+	RootBatchID        string            `json:"root_batch_id"`
+	ParentBatchIDs     []string          `json:"parent_batch_ids,omitempty"`
+	Attempt            int               `json:"attempt"`
+	ResubmittedAs      string            `json:"resubmitted_as,omitempty"`
+	Metadata           map[string]string `json:"metadata,omitempty"`
+	Errors             json.RawMessage   `json:"errors,omitempty"`
 }
 
 func writeStatusJSON(w io.Writer, batches []store.Batch) error {
@@ -126,6 +134,8 @@ func writeStatusJSON(w io.Writer, batches []store.Batch) error {
 			BatchID: b.BatchID, Provider: b.Provider, Status: b.Status, Endpoint: b.Endpoint, Model: b.Model, Source: b.Source,
 			CreatedAt: b.CreatedAt, EndedAt: b.EndedAt, RequestTotal: b.RequestTotal, RequestCompleted: b.RequestCompleted,
 			RequestFailed: b.RequestFailed, ResultsLoadedAt: b.ResultsLoadedAt, ResultsCount: b.ResultsCount,
+			ExpectedRows: b.ExpectedRows(), OutputExpiresAfter: int64(b.OutputExpiresAfter / time.Second),
+			OutputExpiresAt: b.OutputExpiresAt, ResultsLostAt: b.ResultsLostAt,
 			PromptTokens: b.Usage.PromptTokens, CompletionTokens: b.Usage.CompletionTokens, TotalTokens: b.Usage.TotalTokens,
 			CachedTokens: b.Usage.CachedTokens, ReasoningTokens: b.Usage.ReasoningTokens, CostUSD: usdNumber(b.Usage.CostUSD),
 			RootBatchID: b.RootBatchID, ParentBatchIDs: b.ParentBatchIDs, Attempt: b.Attempt, ResubmittedAs: b.ResubmittedAs,
@@ -162,9 +172,16 @@ func writeStatusTable(w io.Writer, batches []store.Batch, now time.Time) error {
 	return tw.Flush()
 }
 
+// loadedCell is the LOADED column: the rows loaded, flagged when they fall short of the request counts, or why there
+// are none.
 func loadedCell(b store.Batch) string {
-	if b.ResultsLoadedAt == nil || b.ResultsCount == nil {
+	switch {
+	case b.ResultsLostAt != nil:
+		return "lost: output expired"
+	case b.ResultsLoadedAt == nil || b.ResultsCount == nil:
 		return "-"
+	case *b.ResultsCount < b.ExpectedRows():
+		return fmt.Sprintf("%d (short %d)", *b.ResultsCount, b.ExpectedRows()-*b.ResultsCount)
 	}
 	return strconv.Itoa(*b.ResultsCount)
 }

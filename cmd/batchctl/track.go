@@ -9,6 +9,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -193,6 +194,7 @@ func batchFromCreated(c submit.Created) store.Batch {
 	b := store.Batch{
 		BatchID: c.BatchID, Provider: c.Provider, Status: store.StatusValidating, Endpoint: c.Endpoint, Model: c.Model,
 		InputFileID: c.InputFileID, RequestTotal: c.Requests, Source: c.Source, SpoolSHA256: c.SpoolSHA256,
+		OutputExpiresAfter: time.Duration(c.OutputExpiresAfter) * time.Second,
 	}
 	if c.EstimatedTokens > 0 {
 		b.EstimatedTokens = &c.EstimatedTokens

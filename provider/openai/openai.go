@@ -5,9 +5,11 @@ package openai
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	sdk "github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -22,6 +24,11 @@ var (
 	OpenAILimits = provider.Limits{MaxRequests: 50_000, MaxBytes: 200_000_000}
 	AzureLimits  = provider.Limits{MaxRequests: 100_000, MaxBytes: 200_000_000}
 )
+
+// DefaultOutputLifetime is how long OpenAI keeps a batch's output and error files when the batch was created without
+// output_expires_after: 30 days after they are written, as for every file of purpose batch. Azure's have no default
+// expiry.
+const DefaultOutputLifetime = 30 * 24 * time.Hour
 
 // Provider is the OpenAI protocol behind provider.Provider.
 type Provider struct {
@@ -40,7 +47,10 @@ func NewAzure(c *batchapi.Client) *Provider {
 	return &Provider{C: c, name: provider.Azure, limits: AzureLimits}
 }
 
-var _ provider.Provider = (*Provider)(nil)
+var (
+	_ provider.Provider = (*Provider)(nil)
+	_ provider.Expirer  = (*Provider)(nil)
+)
 
 // Name implements provider.Provider.
 func (p *Provider) Name() string { return p.name }
@@ -156,6 +166,46 @@ func (p *Provider) Open(ctx context.Context, fileID string, from int64) (provide
 		}
 	}
 	return body, nil
+}
+
+// OutputExpiry implements provider.Expirer with GET /v1/files/{id} of the output and error files.
+func (p *Provider) OutputExpiry(ctx context.Context, b store.Batch) (time.Time, error) {
+	var first time.Time
+	for _, id := range []string{b.OutputFileID, b.ErrorFileID} {
+		if id == "" {
+			continue
+		}
+		at, err := p.fileExpiry(ctx, b, id)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if !at.IsZero() && (first.IsZero() || at.Before(first)) {
+			first = at
+		}
+	}
+	return first, nil
+}
+
+// fileExpiry is when one of b's result files expires; see OutputExpiry.
+func (p *Provider) fileExpiry(ctx context.Context, b store.Batch, id string) (time.Time, error) {
+	f, err := p.C.API.Files.Get(ctx, id)
+	switch {
+	case err == nil && f.ExpiresAt > 0:
+		return time.Unix(f.ExpiresAt, 0), nil
+	case err == nil:
+		return time.Time{}, nil // it never expires
+	case batchapi.Classify(err) != batchapi.NotFound:
+		return time.Time{}, fmt.Errorf("get file %s: %w", id, err)
+	}
+	// Gone already. The file was written by the time the batch ended, so it expired no later than its lifetime after.
+	life := b.OutputExpiresAfter
+	if life <= 0 && p.name == provider.OpenAI {
+		life = DefaultOutputLifetime
+	}
+	if life <= 0 || b.EndedAt == nil {
+		return time.Time{}, nil // no lifetime to go by: deleted, not expired
+	}
+	return b.EndedAt.Add(life), nil
 }
 
 // FileExists implements provider.Provider.
