@@ -102,7 +102,8 @@ func (p *Provider) log() *slog.Logger {
 }
 
 // Create implements provider.Provider. A create whose answer was lost (or an earlier run's, with mayExist) is
-// looked for with Find before it is sent again; an ambiguous or unfinished search fails the create.
+// looked for with Find before it is sent again; a search cut by a transient failure is retried with backoff, and
+// an ambiguous or incomplete one fails the create.
 func (p *Provider) Create(ctx context.Context, in provider.Intent, mayExist bool) (store.Batch, bool, error) {
 	unlock, err := p.lock(ctx)
 	if err != nil {
@@ -118,7 +119,9 @@ func (p *Provider) Create(ctx context.Context, in provider.Intent, mayExist bool
 		if mayExist {
 			b, err := p.findSettled(ctx, in, lostAt)
 			if err != nil {
-				return backoff.Permanent(err)
+				// A failed list call is retried like the create, searching again before any create; a search that
+				// cannot tell (batchapi.ErrReconcileIncomplete) or a cancelled context stops (Retry classifies them).
+				return err
 			}
 			if b != nil {
 				p.log().Info("found the batch of an interrupted create", "batch_id", b.BatchID, "spool_file", in.Path)
