@@ -49,16 +49,17 @@ func (b *resumingBody) Read(p []byte) (int, error) {
 		switch {
 		case err == nil:
 			return n, nil
-		case errors.Is(err, io.EOF) && (b.size < 0 || b.off >= b.size):
+		case err == io.EOF && (b.size < 0 || b.off >= b.size): //nolint:errorlint // the end of a body is io.EOF itself
 			return n, io.EOF
 		case errors.Is(err, io.EOF):
-			err = io.ErrUnexpectedEOF // fewer bytes than announced
+			err = io.ErrUnexpectedEOF // fewer bytes than announced, or a failure that carries io.EOF
 		}
 		if b.ctx.Err() != nil || batchapi.Classify(err) != batchapi.Transient || b.stalled >= maxStalledResumes {
 			return n, err
 		}
 		if rerr := b.resume(); rerr != nil {
-			return n, fmt.Errorf("download of %s cut at byte %d (%w); resuming failed: %w", b.fileID, b.off, err, rerr)
+			return n, &cutError{msg: fmt.Sprintf("download of %s cut at byte %d (%v); resuming failed: %v", b.fileID, b.off, err, rerr),
+				causes: []error{err, rerr}}
 		}
 		if n > 0 {
 			return n, nil
@@ -88,6 +89,38 @@ func (b *resumingBody) resume() error {
 }
 
 func (b *resumingBody) Close() error { return b.body.Close() }
+
+// cutError is a download cut short whose resume failed. Whatever its causes, it is not the end of the file: a resume
+// that met a connection closed before any answer fails with the client's io.EOF, and a reader that stops at
+// errors.Is(err, io.EOF) (jsonl.Reader, the loader) would take the cut for the end and load the lines before it as
+// the whole file, for good. So errors.Is and errors.As see its causes, except io.EOF.
+type cutError struct {
+	msg    string
+	causes []error
+}
+
+func (e *cutError) Error() string { return e.msg }
+
+func (e *cutError) Is(target error) bool {
+	if target == io.EOF { //nolint:errorlint // io.EOF itself is what must not match
+		return false
+	}
+	for _, c := range e.causes {
+		if errors.Is(c, target) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *cutError) As(target any) bool {
+	for _, c := range e.causes {
+		if errors.As(c, target) {
+			return true
+		}
+	}
+	return false
+}
 
 type eofReader struct{}
 

@@ -30,7 +30,8 @@ const (
 	eventTimeout = time.Minute
 )
 
-// apiKey is what the tests give batchctl as OPENAI_API_KEY, except the secrets test, which uses its own.
+// apiKey is what the tests give batchctl as the API key (OPENAI_API_KEY, AZURE_OPENAI_API_KEY or
+// ANTHROPIC_API_KEY), except the secrets test, which uses its own.
 const apiKey = "sk-reliability-test"
 
 // env is one emulator over real HTTP, optionally a migrated schema, and the environment of the batchctl processes
@@ -38,6 +39,7 @@ const apiKey = "sk-reliability-test"
 type env struct {
 	emu   *emulator.Server
 	trap  *trap
+	api   api // the API batchctl is pointed at
 	vars  map[string]string
 	dir   string // scratch directory: inputs, spool, rejects
 	stdin string // file in dir that processes read as stdin; "" for none
@@ -50,8 +52,15 @@ type env struct {
 	procs []*proc // every process started, for the secrets check
 }
 
-// newEnv starts an emulator behind a trap and returns its environment, with BATCHCTL_SPOOL_DIR set and no database.
+// newEnv starts an emulator behind a trap and returns its environment for OpenAI, with BATCHCTL_SPOOL_DIR set and
+// no database.
 func newEnv(t *testing.T, opts emulator.Options) *env {
+	t.Helper()
+	return newAPIEnv(t, openAIAPI, opts)
+}
+
+// newAPIEnv is newEnv for the API a: batchctl gets a's credentials only.
+func newAPIEnv(t *testing.T, a api, opts emulator.Options) *env {
 	t.Helper()
 	if opts.PhaseDelay == 0 {
 		opts.PhaseDelay = 5 * time.Millisecond
@@ -71,13 +80,11 @@ func newEnv(t *testing.T, opts emulator.Options) *env {
 		key = apiKey
 	}
 	dir := t.TempDir()
-	return &env{emu: emu, trap: tr, dir: dir, vars: map[string]string{
-		"OPENAI_API_KEY":     key,
-		"OPENAI_BASE_URL":    ts.URL + "/v1",
-		"BATCHCTL_SPOOL_DIR": filepath.Join(dir, "spool"),
-		// The emulator's batch list shows a batch at once.
-		"BATCHCTL_RECONCILE_SETTLE": "100ms",
-	}}
+	vars := a.vars(ts.URL, key)
+	vars["BATCHCTL_SPOOL_DIR"] = filepath.Join(dir, "spool")
+	// The emulator's batch list shows a batch at once.
+	vars["BATCHCTL_RECONCILE_SETTLE"] = "100ms"
+	return &env{emu: emu, trap: tr, api: a, dir: dir, vars: vars}
 }
 
 // withDB gives the environment a fresh migrated schema of the test database.
@@ -110,12 +117,13 @@ func (e *env) count(t *testing.T, query string, args ...any) int {
 }
 
 // environ is the process environment without any setting that could point batchctl elsewhere (make test runs
-// under DATABASE_URL), plus vars.
+// under DATABASE_URL; a developer's shell may hold any provider's credentials), plus vars.
 func environ(vars map[string]string) []string {
 	var out []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if k == "DATABASE_URL" || strings.HasPrefix(k, "OPENAI_") || strings.HasPrefix(k, "BATCHCTL_") {
+		if k == "DATABASE_URL" || strings.HasPrefix(k, "BATCHCTL_") || strings.HasPrefix(k, "OPENAI_") ||
+			strings.HasPrefix(k, "AZURE_OPENAI_") || strings.HasPrefix(k, "ANTHROPIC_") {
 			continue
 		}
 		out = append(out, kv)
@@ -340,10 +348,10 @@ func waitValidated(t *testing.T, emu *emulator.Server) []emulator.BatchRecord {
 	return bs
 }
 
-// injected sums the faults the emulator injected.
+// injected sums the faults the emulator injected, in the calls and batches of every API it serves.
 func injected(s emulator.Stats) int64 {
 	return int64(s.Injected429 + s.Injected500 + s.InjectedResets + s.TruncatedDownloads + s.FailedRequests +
-		s.ExpiredBatches + s.TokenLimitFailures)
+		s.ExpiredBatches + s.TokenLimitFailures + s.Anthropic.ErroredRequests + s.Anthropic.ExpiredBatches)
 }
 
 // writeRecords writes n data records {"id": "<prefix>-<i>", "text": "..."} (each text padded to about pad bytes)
@@ -360,4 +368,15 @@ func writeRecords(t *testing.T, dir, name, prefix string, n, pad int) (string, [
 	path := filepath.Join(dir, name)
 	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o600))
 	return path, ids
+}
+
+// recordOfText is the id of the record writeRecords wrote with this text ("record 7 of s1 lorem..." is s1-00007):
+// how a check tells which record a request was made from when the API got it under another custom_id.
+func recordOfText(text string) (string, bool) {
+	var n int
+	var prefix string
+	if _, err := fmt.Sscanf(text, "record %d of %s ", &n, &prefix); err != nil || n < 1 {
+		return "", false
+	}
+	return fmt.Sprintf("%s-%05d", prefix, n), true
 }

@@ -2,13 +2,14 @@ package reliability_test
 
 import (
 	"fmt"
-	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchctl/batchctl/emulator"
+	"github.com/batchctl/batchctl/provider"
 )
 
 // chaos is the fault mix of the API-fault runs: 20 % of every call answered 429, 20 % answered 500, 20 % cut after
@@ -19,23 +20,36 @@ var chaos = emulator.Faults{
 }
 
 // testAPIFaults runs the whole pipeline, submit then poll, against an API that fails as chaos says from start to
-// end: every record is in exactly one batch and the results table equals the emulator's files. Short: one run of 3
-// batches; full: 5 runs of 8 batches with different seeds.
+// end, for each API: every record is in exactly one batch and the results table equals the emulator's answers.
+// Short: one run of 3 batches against each API; full: 5 runs of 8 batches against each, with different seeds. The
+// APIs' runs go at once: they spend their time in backoff.
 func testAPIFaults(t *testing.T, tl *tally) {
-	for i := range runsOf(1, 5) {
-		t.Run(fmt.Sprintf("seed%d", i+1), func(t *testing.T) { apiFaultRun(t, tl, int64(i+1)) })
+	var wg sync.WaitGroup
+	for _, a := range apis {
+		wg.Go(func() {
+			for i := range runsOf(1, 5) {
+				seed := faultSeeds[a.name] + int64(i)
+				t.Run(fmt.Sprintf("%s/seed%d", a.name, seed), func(t *testing.T) { apiFaultRun(t, tl, a, seed) })
+			}
+		})
 	}
+	wg.Wait()
 }
 
-func apiFaultRun(t *testing.T, tl *tally, seed int64) {
+// faultSeeds is each API's first seed. The emulator draws failed lines and expiries from its seed, and the short
+// run of an API has only three batches: Anthropic's at seed 1 draw neither, at seed 3 an expired batch (its failed
+// lines come in PollKills).
+var faultSeeds = map[string]int64{provider.OpenAI: 1, provider.Azure: 1, provider.Anthropic: 3}
+
+func apiFaultRun(t *testing.T, tl *tally, a api, seed int64) {
 	opts := emulator.Options{Seed: seed, PhaseDelay: 50 * time.Millisecond}
-	e := newEnv(t, opts).withDB(t)
+	e := newAPIEnv(t, a, opts).withDB(t)
 	e.emu.SetFaults(chaos)
 	start := time.Now()
 	// Every failed call costs the client a backoff of about a second, so the short form submits fewer batches.
 	records, per := runsOf(150, 400), 50
 	_, ids := writeRecords(t, e.dir, "records.jsonl", "f", records, 200)
-	args := []string{"submit", "--model", "gpt-4o-mini", "--id-field", "id", "--max-requests", strconv.Itoa(per), "records.jsonl"}
+	args := e.submitArgs("records.jsonl", per)
 	// submit retries 429, 5xx and cut connections itself (exponential backoff, up to 15 minutes), so one run is
 	// expected to succeed; it may be rerun if it gives up, as a user would.
 	attempts := 0
@@ -49,14 +63,15 @@ func apiFaultRun(t *testing.T, tl *tally, seed int64) {
 		t.Logf("submit attempt %d exited %d: %s", attempts, p.code, tail(p.stderr.String(), 300))
 	}
 	submitted := time.Since(start)
-	checkSubmitted(t, tl, e.emu, ids, records/per)
+	checkSubmitted(t, tl, e, ids, records/per)
 
 	polled := pollUntilDone(t, tl, e)
 	rows := checkResults(t, tl, e)
 	s := e.emu.Stats()
 	tl.faults.Add(injected(s))
 	t.Logf("submit in %d attempt(s), %s; poll %s; %d result rows exact; injected: %d×429, %d×500, %d resets, %d truncated "+
-		"downloads, %d failed lines, %d expired batches; %d uploads, %d creates for %d batches",
+		"downloads, %d failed lines, %d expired batches; %d uploads, %d create calls for %d batches",
 		attempts, submitted.Round(time.Millisecond), polled.Round(time.Millisecond), rows, s.Injected429, s.Injected500,
-		s.InjectedResets, s.TruncatedDownloads, s.FailedRequests, s.ExpiredBatches, s.FileUploads, s.BatchCreates, records/per)
+		s.InjectedResets, s.TruncatedDownloads, s.FailedRequests+s.Anthropic.ErroredRequests,
+		s.ExpiredBatches+s.Anthropic.ExpiredBatches, e.uploads(), e.createCalls(), records/per)
 }

@@ -2,8 +2,9 @@
 // lost: it kills `batchctl submit` and `batchctl poll` with SIGKILL at chosen and random moments, injects API faults,
 // restarts Postgres under a running poller, feeds a corpus of bad input, and looks for the API key everywhere.
 //
-// Every check compares what batchctl did with the emulator's own record of what it received and answered, never
-// with batchctl's account of itself. The short form runs inside `make test`; BATCHCTL_RELIABILITY=full (`make
+// The kill and fault parts (SubmitKills, APIFaults, PollKills) run against each API the emulator serves: OpenAI,
+// Azure OpenAI and Anthropic's Message Batches. Every check compares what batchctl did with the emulator's own
+// record of what it received and answered, never with batchctl's account of itself. The short form runs inside `make test`; BATCHCTL_RELIABILITY=full (`make
 // reliability`) runs at least 20 crash runs of each kind and prints a summary.
 package reliability_test
 

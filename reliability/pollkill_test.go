@@ -29,23 +29,24 @@ func pollUntilDone(t *testing.T, tl *tally, e *env, extra ...string) time.Durati
 }
 
 // submitWave submits n records in batches of per through `batchctl submit` with the database configured, so the
-// batches are tracked as they are created. pad makes the records, and so the output files, larger.
+// batches are tracked as they are created. pad makes the records, and so the output files, larger. The records'
+// IDs hold the name, so a dot in it makes Anthropic's batches carry r<line> IDs in their stead.
 func submitWave(t *testing.T, tl *tally, e *env, name string, n, per, pad int) []string {
 	t.Helper()
 	_, ids := writeRecords(t, e.dir, name, name, n, pad)
-	p := e.run(t, tl, "submit", "--model", "gpt-4o-mini", "--id-field", "id", "--max-requests", strconv.Itoa(per), name)
+	p := e.run(t, tl, e.submitArgs(name, per)...)
 	require.Equal(t, exitOK, p.code, "submit; stderr:\n%s", tail(p.stderr.String(), 4000))
 	return ids
 }
 
 // testPollKills kills pollers with SIGKILL during status updates and during result loads, restarts them, and
-// finally lets one run until everything is loaded: the results table must equal the emulator's output and error
-// files exactly. Batches come in waves (a second half way, another whenever everything is loaded), so status updates
-// and loads go on throughout; some requests fail and
-// some batches expire, so error files and partial outputs are loaded too. Two pollers finish the work side by side. Short: one scenario of 3 kills; full: 4
-// scenarios of 5 kills.
+// finally lets one run until everything is loaded, for each API: the results table must equal the emulator's
+// answers exactly. Batches come in waves (a second half way, another whenever everything is loaded), so status
+// updates and loads go on throughout; some requests fail and some batches expire, so error files, partial outputs
+// and errored and expired results are loaded too. Two pollers finish the work side by side. Short: one scenario of
+// 3 kills against each API; full: 3 scenarios of 5 kills against each.
 func testPollKills(t *testing.T, tl *tally) {
-	scenarios, kills := runsOf(1, 4), runsOf(3, 5)
+	scenarios, kills := runsOf(1, 3), runsOf(3, 5)
 	base := uint64(time.Now().UnixNano())
 	if !full {
 		base = 1
@@ -53,12 +54,18 @@ func testPollKills(t *testing.T, tl *tally) {
 		base = s
 	}
 	t.Logf("seed %d", base)
-	// Scenarios run at once: each spends much of its time waiting on slow downloads and the emulator's phases.
+	// Scenarios run at once, up to 4: each spends much of its time waiting on slow downloads and the emulator's
+	// phases.
+	sem := make(chan struct{}, 4)
 	var wg sync.WaitGroup
 	for i := range scenarios {
-		wg.Go(func() {
-			t.Run(fmt.Sprintf("scenario%d", i+1), func(t *testing.T) { pollKillScenario(t, tl, base+uint64(i), kills) })
-		})
+		for _, a := range apis {
+			wg.Go(func() {
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				t.Run(fmt.Sprintf("%s/scenario%d", a.name, i+1), func(t *testing.T) { pollKillScenario(t, tl, a, base+uint64(i), kills) })
+			})
+		}
 	}
 	wg.Wait()
 }
@@ -75,9 +82,9 @@ func waitUntil(d time.Duration, cond func() bool) bool {
 	return true
 }
 
-func pollKillScenario(t *testing.T, tl *tally, seed uint64, kills int) {
+func pollKillScenario(t *testing.T, tl *tally, a api, seed uint64, kills int) {
 	rng := rand.New(rand.NewPCG(seed, 0x9011))
-	e := newEnv(t, emulator.Options{Seed: int64(seed), PhaseDelay: 400 * time.Millisecond,
+	e := newAPIEnv(t, a, emulator.Options{Seed: int64(seed), PhaseDelay: 400 * time.Millisecond,
 		RequestFailRate: 0.1, ExpireRate: 0.2, ExpireCompletedShare: 0.5}).withDB(t)
 	start := time.Now()
 	submitWave(t, tl, e, "wave1.jsonl", 240, 60, 300)
@@ -108,21 +115,18 @@ func pollKillScenario(t *testing.T, tl *tally, seed uint64, kills int) {
 		if kind == "load" {
 			e.emu.SetFaults(slow)
 		}
-		before := e.emu.Stats()
+		statusBefore, downloadsBefore := e.statusCalls(), e.downloads()
 		p := e.start(t, tl, pollFlags...)
 		what := kind
 		switch kind {
 		case "load":
 			// Wait for a download to start, then kill within its first 600 ms.
-			if !waitUntil(time.Minute, func() bool { return e.emu.Stats().ContentDownloads > before.ContentDownloads || p.exited() }) {
+			if !waitUntil(time.Minute, func() bool { return e.downloads() > downloadsBefore || p.exited() }) {
 				what = "idle (no load came)"
 			}
 			time.Sleep(time.Duration(rng.IntN(600)) * time.Millisecond)
 		case "status":
-			if !waitUntil(time.Minute, func() bool {
-				s := e.emu.Stats()
-				return s.BatchGets+s.BatchLists > before.BatchGets+before.BatchLists || p.exited()
-			}) {
+			if !waitUntil(time.Minute, func() bool { return e.statusCalls() > statusBefore || p.exited() }) {
 				what = "idle (no status update came)"
 			}
 			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
@@ -132,21 +136,11 @@ func pollKillScenario(t *testing.T, tl *tally, seed uint64, kills int) {
 		require.False(t, p.exited(), "a poller without --exit-when-done runs until killed; stderr:\n%s", tail(p.stderr.String(), 4000))
 		require.True(t, p.kill(tl))
 		e.emu.SetFaults(fast)
-		after := e.emu.Stats()
 		loaded := e.count(t, `select count(*) from $schema.batches where results_loaded_at is not null`)
 		log = append(log, fmt.Sprintf("kill %d during %s: %d status calls, %d downloads by this poller; %d batches loaded so far",
-			k+1, what, after.BatchGets+after.BatchLists-before.BatchGets-before.BatchLists,
-			after.ContentDownloads-before.ContentDownloads, loaded))
+			k+1, what, e.statusCalls()-statusBefore, e.downloads()-downloadsBefore, loaded))
 	}
-	waitFor(t, "every batch ended at the API", func() bool {
-		for _, b := range e.emu.Batches() {
-			if b.Status != emulator.StatusCompleted && b.Status != emulator.StatusFailed &&
-				b.Status != emulator.StatusExpired && b.Status != emulator.StatusCancelled {
-				return false
-			}
-		}
-		return true
-	})
+	waitFor(t, "every batch ended at the API", e.allEnded)
 	// Two pollers finish the work side by side, as several daemons share a database.
 	begin := time.Now()
 	drain := []*proc{e.start(t, tl, append(append([]string{}, pollFlags...), "--exit-when-done")...),
@@ -161,5 +155,5 @@ func pollKillScenario(t *testing.T, tl *tally, seed uint64, kills int) {
 		t.Log(l)
 	}
 	t.Logf("%d result rows of %d batches exact; the last pollers finished in %s; scenario %s",
-		rows, len(e.emu.Batches()), final.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+		rows, e.made(), final.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 }

@@ -62,6 +62,9 @@ func testSecrets(t *testing.T, tl *tally) {
 	require.Equal(t, 4, p.code, "a refused key is an API error; stderr:\n%s", p.stderr.String())
 	require.Contains(t, p.stderr.String(), "401")
 	p = e.start(t, tl, pollFlags...)
+	// It runs 1.5 s from its first log line, not from its start: on a loaded machine a poller may take seconds to
+	// start, and the check below wants its debug logs.
+	waitFor(t, "the poller's first log line", func() bool { return strings.Contains(p.stderr.String(), "level=") || p.exited() })
 	time.Sleep(1500 * time.Millisecond)
 	p.kill(tl)
 	e.vars["OPENAI_API_KEY"] = key

@@ -73,7 +73,7 @@ func streamStopRun(t *testing.T, tl *tally, seed uint64, sig syscall.Signal) {
 		require.Equal(t, exitOK, code, "SIGTERM submits what was read and exits 0; stderr:\n%s", tail(p.stderr.String(), 4000))
 	}
 	_ = pw.Close()
-	checkSubmitted(t, tl, e.emu, ids[:k], (k+streamPerBatch-1)/streamPerBatch)
+	checkSubmitted(t, tl, e, ids[:k], (k+streamPerBatch-1)/streamPerBatch)
 
 	// The stream goes on in a new run: the rest, each once, in parts numbered after the first run's.
 	pr, pw, err = os.Pipe()
@@ -86,11 +86,11 @@ func streamStopRun(t *testing.T, tl *tally, seed uint64, sig syscall.Signal) {
 	require.NoError(t, pw.Close())
 	require.Equal(t, exitOK, p.wait(t, commandTimeout), "stderr:\n%s", tail(p.stderr.String(), 4000))
 	rest := streamRecords - k
-	batches := checkSubmitted(t, tl, e.emu, ids, (k+streamPerBatch-1)/streamPerBatch+(rest+streamPerBatch-1)/streamPerBatch)
+	batches := checkSubmitted(t, tl, e, ids, (k+streamPerBatch-1)/streamPerBatch+(rest+streamPerBatch-1)/streamPerBatch)
 	parts := map[string]bool{}
 	for _, b := range batches {
-		require.False(t, parts[b.Metadata[submit.MetaPart]], "part %s twice", b.Metadata[submit.MetaPart])
-		parts[b.Metadata[submit.MetaPart]] = true
+		require.False(t, parts[b.metadata[submit.MetaPart]], "part %s twice", b.metadata[submit.MetaPart])
+		parts[b.metadata[submit.MetaPart]] = true
 	}
 	t.Logf("%s after %d of %d records: every record in exactly one of %d batches", sig, k, streamRecords, len(batches))
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -124,6 +125,45 @@ func TestAnthropicLostCreateAnswer(t *testing.T) {
 	r = runCLI(t, "", e.env, fastPoll...)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.Equal(t, 10, e.count(t, `select count(*) from $schema.results where custom_id = any($1) and status_code = 200`, ids))
+}
+
+// TestAnthropicLostCreateListCut: the API creates the batch and the answer is lost, and the batch lists that look
+// for it are cut mid-answer, more often than the SDK retries a call. A search that could not finish is a transient
+// failure like any other: the create backs off and searches again (it finds the batch, and creates nothing)
+// instead of giving up the run.
+func TestAnthropicLostCreateListCut(t *testing.T) {
+	t.Parallel()
+	const listCuts = 4 // anthropic-sdk-go makes 3 attempts of a call
+	var creates, lists atomic.Int32
+	e := anthropicEnv(t, emulator.Options{}, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch {
+			case r.Method == http.MethodPost && r.URL.Path == "/v1/messages/batches" && creates.Add(1) == 1:
+				next.ServeHTTP(httptest.NewRecorder(), r) // the batch is created, the answer lost
+				panic(http.ErrAbortHandler)
+			case r.Method == http.MethodGet && r.URL.Path == "/v1/messages/batches" && lists.Add(1) <= listCuts:
+				// Half the list, under a Content-Length that announces all of it, then the connection goes.
+				rec := httptest.NewRecorder()
+				next.ServeHTTP(rec, r)
+				body := rec.Body.Bytes()
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+				w.WriteHeader(rec.Code)
+				_, _ = w.Write(body[:len(body)/2])
+				_ = http.NewResponseController(w).Flush()
+				panic(http.ErrAbortHandler)
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+	file, _ := writeRecords(t, t.TempDir(), "r.jsonl", "rec", 10)
+	r := runCLI(t, "", e.env, "submit", "--model", "claude-haiku-4-5", "--max-output-tokens", "16", "--id-field", "id",
+		"--max-requests", "5", file)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	require.Len(t, submitLines(t, r.stdout), 2)
+	require.Greater(t, lists.Load(), int32(listCuts), "the cut search was repeated")
+	require.Equal(t, 2, e.emu.Stats().Anthropic.BatchesCreated, "the lost create was found, not repeated")
+	require.Contains(t, r.stderr, "found the batch of an interrupted create")
 }
 
 // TestAnthropicCancel: batchctl cancel of a tracked message batch cancels it at Anthropic; the poller loads its

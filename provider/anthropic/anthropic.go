@@ -103,7 +103,8 @@ func (p *Provider) log() *slog.Logger {
 }
 
 // Create implements provider.Provider. A create whose answer was lost (or an earlier run's, with mayExist) is
-// looked for with Find before it is sent again; an ambiguous or unfinished search fails the create.
+// looked for with Find before it is sent again; a search cut by a transient failure is retried with backoff, and
+// an ambiguous or incomplete one fails the create.
 func (p *Provider) Create(ctx context.Context, in provider.Intent, mayExist bool) (store.Batch, bool, error) {
 	unlock, err := p.lock(ctx)
 	if err != nil {
