@@ -103,6 +103,18 @@ type requestBody struct {
 	MaxTokens           int64 `json:"max_tokens"`
 	MaxCompletionTokens int64 `json:"max_completion_tokens"`
 	MaxOutputTokens     int64 `json:"max_output_tokens"`
+	// What a response echoes of its request (responses).
+	Temperature *float64          `json:"temperature"`
+	TopP        *float64          `json:"top_p"`
+	Metadata    map[string]string `json:"metadata"`
+}
+
+// echo is a sampling parameter as a response echoes it: the request's, else the default 1.
+func echo(v *float64) float64 {
+	if v == nil {
+		return 1
+	}
+	return *v
 }
 
 // limit is the request's output limit, 0 for none.
@@ -219,16 +231,21 @@ func makeAnswer(endpoint string, raw json.RawMessage, created int64, key string,
 		if cut {
 			status, incomplete = "incomplete", map[string]any{"reason": "max_output_tokens"}
 		}
+		metadata := body.Metadata
+		if metadata == nil {
+			metadata = map[string]string{}
+		}
 		return answer{InputTokens: in, CachedTokens: cached, OutputTokens: out, Body: map[string]any{
 			"id": fakeID("resp_", key), "object": "response", "created_at": created, "status": status,
 			"model": body.Model, "error": nil, "incomplete_details": incomplete, "instructions": nil,
 			"output": []any{map[string]any{
 				"type": "message", "id": fakeID("msg_", key), "status": status, "role": "assistant",
-				"content": []any{map[string]any{"type": "output_text", "text": text, "annotations": []any{}}},
+				"content": []any{map[string]any{"type": "output_text", "text": text, "annotations": []any{}, "logprobs": []any{}}},
 			}},
 			"parallel_tool_calls": true, "tool_choice": "auto", "tools": []any{},
+			"metadata": metadata, "temperature": echo(body.Temperature), "top_p": echo(body.TopP),
 			"usage": map[string]any{
-				"input_tokens": in, "input_tokens_details": map[string]any{"cached_tokens": cached},
+				"input_tokens": in, "input_tokens_details": map[string]any{"cached_tokens": cached, "cache_write_tokens": 0},
 				"output_tokens": out, "output_tokens_details": map[string]any{"reasoning_tokens": 0},
 				"total_tokens": in + out,
 			},

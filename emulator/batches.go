@@ -92,12 +92,13 @@ func (b *batch) terminal() bool {
 }
 
 // batchObject is the Batch schema. Pointers are null until the state they describe is reached, as the real
-// service sends them.
+// service sends them. The model is left out until validation has read it from the input file: the schema types it
+// a string, never null, and the API reference's example of a batch just created has none.
 type batchObject struct {
 	ID               string            `json:"id"`
 	Object           string            `json:"object"`
 	Endpoint         string            `json:"endpoint"`
-	Model            *string           `json:"model"`
+	Model            string            `json:"model,omitempty"`
 	Errors           *batchErrors      `json:"errors"`
 	InputFileID      string            `json:"input_file_id"`
 	CompletionWindow string            `json:"completion_window"`
@@ -151,7 +152,7 @@ func unixOrNull(t int64) *int64 {
 // object renders the batch as of now; the caller holds s.mu.
 func (b *batch) object(now time.Time) batchObject {
 	o := batchObject{
-		ID: b.ID, Object: "batch", Endpoint: b.Endpoint, Model: nullable(b.Model), InputFileID: b.InputFileID,
+		ID: b.ID, Object: "batch", Endpoint: b.Endpoint, Model: b.Model, InputFileID: b.InputFileID,
 		CompletionWindow: b.CompletionWindow, Status: b.Status,
 		OutputFileID: nullable(b.OutputFileID), ErrorFileID: nullable(b.ErrorFileID),
 		CreatedAt: b.CreatedAt, InProgressAt: unixOrNull(b.InProgressAt), ExpiresAt: unixOrNull(b.ExpiresAt),

@@ -31,7 +31,7 @@ func TestPollLoadsLargeImageRowsInFlatMemory(t *testing.T) {
 	wide := loadImages(t, bin, 4, 10)
 	require.Greater(t, large.file, int64(250<<20), "an output file of hundreds of MB")
 	require.Less(t, large.peak, small.peak+int64(16<<20), "eight times the file, the same memory")
-	require.Less(t, large.peak, large.file/2, "well below the file (the race detector doubles a poller's memory)")
+	require.Less(t, large.peak, large.file/2, "well below the file")
 	require.Less(t, wide.peak, small.peak+6*wide.line, "the largest line sets the memory")
 }
 
