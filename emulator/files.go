@@ -385,17 +385,26 @@ func (s *Server) handleFileContent(w http.ResponseWriter, r *http.Request) {
 	}
 	defer f.Close()
 
-	// A Range of the form bytes=N- (what a download that was cut asks to resume with) is honoured with 206 and
-	// the rest of the body; any other Range, or one past the end, is answered whole, as a server may.
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", meta.Filename))
+	if err := s.serveContent(w, r, f, meta.Bytes, "application/octet-stream"); err != nil {
+		s.log.Debug("download interrupted", "file", id, "err", err)
+	}
+}
+
+// serveContent sends the body of f, size bytes, as a file download of every provider: a Range of the form bytes=N-
+// (what a download that was cut asks to resume with) is honoured with 206 and the rest of the body, any other
+// Range, or one past the end, is answered whole, as a server may; the truncation and throttling faults apply. Its
+// error is the copy's: the client went away, or the fault cut the body.
+func (s *Server) serveContent(w http.ResponseWriter, r *http.Request, f *os.File, size int64, contentType string) error {
 	start, status := int64(0), http.StatusOK
-	if n, ok := rangeStart(r.Header.Get("Range")); ok && n < meta.Bytes {
+	if n, ok := rangeStart(r.Header.Get("Range")); ok && n < size {
 		if _, err := f.Seek(n, io.SeekStart); err == nil {
 			start, status = n, http.StatusPartialContent
-			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", n, meta.Bytes-1, meta.Bytes))
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", n, size-1, size))
 			s.count(func(st *Stats) { st.RangeDownloads++ })
 		}
 	}
-	length := meta.Bytes - start
+	length := size - start
 
 	faults := s.Faults()
 	var body io.Reader = f
@@ -405,23 +414,19 @@ func (s *Server) handleFileContent(w http.ResponseWriter, r *http.Request) {
 		cut := length/10 + s.int64n(length*8/10+1)
 		body = io.LimitReader(f, max(cut, 1))
 	}
-	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Type", contentType)
 	w.Header().Set("Accept-Ranges", "bytes")
 	w.Header().Set("Content-Length", strconv.FormatInt(length, 10))
-	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", meta.Filename))
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
-		return
+		return nil
 	}
 	if faults.DownloadBytesPerSec > 0 {
 		s.count(func(st *Stats) { st.ThrottledDownloads++ })
-		err = copyThrottled(r.Context(), w, body, faults.DownloadBytesPerSec)
-	} else {
-		_, err = io.Copy(w, body)
+		return copyThrottled(r.Context(), w, body, faults.DownloadBytesPerSec)
 	}
-	if err != nil {
-		s.log.Debug("download interrupted", "file", id, "err", err)
-	}
+	_, err := io.Copy(w, body)
+	return err
 }
 
 // rangeStart parses a Range header of the form "bytes=N-" (N ≥ 0).
