@@ -85,11 +85,13 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 	}
 	src := loadSource{row: row, p: p}
 	// A provider that took the requests inline keeps no input file: the submitter recorded each request's line, and
-	// its own custom_id where the API was sent another (request_ids).
-	if src.ids, err = w.d.store.RequestIDs(ctx, row.SpoolSHA256); err != nil {
-		return nil, shutdownAware(ctx, err)
-	}
-	if inputFileID != "" && src.ids == nil {
+	// its own custom_id where the API was sent another (request_ids). A batch with an input file is read from it,
+	// without that query.
+	if inputFileID == "" {
+		if src.ids, err = w.d.store.RequestIDs(ctx, row.SpoolSHA256); err != nil {
+			return nil, shutdownAware(ctx, err)
+		}
+	} else {
 		if src.idx, err = w.inputIndex(ctx, p, inputFileID, dl); err != nil {
 			if batchapi.Classify(err) == batchapi.NotFound {
 				log.Warn("input file is gone; input_line stays null", "input_file_id", inputFileID)
