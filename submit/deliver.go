@@ -129,7 +129,9 @@ func (r *run) finishOnce(ctx context.Context, j *journal) error {
 		if err := j.save(); err != nil {
 			return err
 		}
-		r.log.Info("uploaded batch file", "spool_file", j.SpoolFile, "file_id", id, "bytes", j.Bytes)
+		if id != "" {
+			r.log.Info("uploaded batch file", "spool_file", j.SpoolFile, "file_id", id, "bytes", j.Bytes)
+		} // else the provider takes the requests inline, from the spool file, at create
 		if r.opts.afterUpload != nil {
 			if err := r.opts.afterUpload(); err != nil {
 				return err
