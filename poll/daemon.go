@@ -244,7 +244,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return nil
 }
 
-// waitDone returns once nothing is in flight, nothing waits to be loaded, and nothing waits to be admitted.
+// waitDone returns once nothing is in flight, nothing waits to be loaded, nothing waits to be admitted, and no dead
+// poller's job is left running.
 func (d *Daemon) waitDone(ctx context.Context) {
 	tick := time.NewTicker(min(d.cfg.Interval.Min, time.Second))
 	defer tick.Stop()
@@ -260,6 +261,11 @@ func (d *Daemon) waitDone(ctx context.Context) {
 		case err != nil && ctx.Err() == nil:
 			d.log.Warn("count pending batches", "error", err) // a database restart: keep waiting
 		case err == nil && inFlight == 0 && unloaded == 0 && resubmits == 0 && queued == 0:
+			// A poller that died since the last lifeline round may still show jobs as running: hand them back
+			// first and look again, so that an exit leaves nothing running in a dead poller's name.
+			if d.rescueDead(ctx) > 0 {
+				break
+			}
 			d.log.Info("every batch has been admitted, has ended and has its results loaded; exiting")
 			return
 		}

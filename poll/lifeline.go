@@ -89,14 +89,15 @@ func (d *Daemon) runLifeline(ctx context.Context) {
 	}
 }
 
-// rescueDead runs one lifeline round: dead pollers' running jobs become available to the live ones.
-func (d *Daemon) rescueDead(ctx context.Context) {
+// rescueDead runs one lifeline round: dead pollers' running jobs become available to the live ones. It reports how
+// many jobs it handed back (0 on error).
+func (d *Daemon) rescueDead(ctx context.Context) int64 {
 	res, err := d.store.RescueDeadPollers(ctx, d.cfg.ClientID, d.cfg.RescueAfter)
 	if err != nil {
 		if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
 			d.log.Warn("lifeline: look for dead pollers", "error", err)
 		}
-		return
+		return 0
 	}
 	if len(res.DeadPollers) > 0 {
 		d.log.Warn("lifeline: pollers died; their running jobs are available again", "dead", res.DeadPollers, "jobs", res.Jobs)
@@ -105,4 +106,5 @@ func (d *Daemon) rescueDead(ctx context.Context) {
 		d.log.Warn("lifeline: jobs left running by a client without a lifeline are available again",
 			"jobs", res.OrphanJobs, "running_for_over", d.cfg.RescueAfter)
 	}
+	return res.Jobs + res.OrphanJobs
 }
