@@ -10,7 +10,7 @@
 #   BENCH_DIR=/mnt/fast scripts/bench.sh   # where the temporary files go (default /tmp; about 6 GB at scale 1)
 #   BENCH_RUNS=5                           # runs of the spool timings, median reported (default 5)
 #   BENCH_LOAD_RUNS=3                      # runs of each side of the load figure, medians compared (default 3)
-#   BENCH_ONLY=load scripts/bench.sh       # only these stages (comma-separated: spool, load, round, e2e, submit, quota);
+#   BENCH_ONLY=load scripts/bench.sh       # only these stages (comma-separated: spool, load, round, e2e, submit, quota, cut);
 #                                          # prints their raw figures instead of the table
 #
 # The figures:
@@ -22,6 +22,8 @@
 #   6. end to end: 1 000 000 records from input file to result rows (submit, then poll) vs cp + psql \copy of them
 #   7. quota admission: 20 batches whose tokens pass the model's enqueued-token limit 4× (internal/tools/quotabench),
 #      with `batchctl quota` vs without (fail, back off, resubmit): failures, makespan vs the ideal packing, peak
+#   8. the load of figure 2 through a connection cut every 100 MB (internal/tools/cutproxy; BENCH_CUT_EVERY bytes)
+#      vs the same load uncut: each cut download resumes with a Range request
 # Everything it creates (schemas bench_<pid>*, emulator processes, the work directory) is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,6 +96,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int(
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 size_mb() { calc '%.0f' "$(stat -c %s "$1") / 1e6"; }
 psql_q() { psql "$DATABASE_URL" -qtAX -v ON_ERROR_STOP=1 "$@"; }
+fmt_runs() { printf '%s\n' "$@" | awk '{ printf "%s%.1f", (NR > 1 ? ", " : ""), $1 }'; }
 
 # start_emulator NAME ARGS...: start `batchctl emulator` on a free port; sets $base_url.
 start_emulator() {
@@ -184,7 +187,7 @@ fi
 
 # --- 2. + 4. results load ---------------------------------------------------------------------------------------
 
-if want load; then
+if want load || want cut; then
 
 log "[load] results load: generating $n request lines for one batch"
 "$gen" requests -text-bytes 200 "$n" >"$work/load.jsonl"
@@ -221,7 +224,7 @@ poll_load() { # poll_load I: one timed load into the fresh schema ${schema}_I
   local loaded
   loaded=$(psql_q -c "select count(*) from $s.results")
   [ "$loaded" -eq "$n" ] || die "load run $1 left $loaded rows, want $n"
-  [ "$1" -eq 1 ] && export_rows "$s" "$work/load.tsv"
+  [ "$1" = 1 ] && want load && export_rows "$s" "$work/load.tsv"
   psql_q -c "drop schema $s cascade" >/dev/null 2>&1 || true # frees the disk
 }
 psql_load() { # psql_load I
@@ -229,18 +232,61 @@ psql_load() { # psql_load I
   copy_twin "$schema" "psql_load_$1" "$work/load.tsv"
   psql_q -c "drop table $schema.results_twin" >/dev/null
 }
+fi
+
+if want load; then
 load_times=() psql_load_times=() load_rss=0
 for i in $(seq "$load_runs"); do
   if [ $((i % 2)) -eq 1 ]; then poll_load "$i"; psql_load "$i"; else psql_load "$i"; poll_load "$i"; fi
   load_times+=("$(secs "load_$i")") psql_load_times+=("$(secs "psql_load_$i")")
   load_rss=$(( $(rss_kib "load_$i") > load_rss ? $(rss_kib "load_$i") : load_rss ))
 done
-stop_emulator "$load_emulator"
-rm -rf "$work/emu-load" "$work/load.tsv"
+rm -f "$work/load.tsv"
 load_s=$(median "${load_times[@]}")
 psql_load_s=$(median "${psql_load_times[@]}")
-fmt_runs() { printf '%s\n' "$@" | awk '{ printf "%s%.1f", (NR > 1 ? ", " : ""), $1 }'; }
 load_runs_text="poll $(fmt_runs "${load_times[@]}") s; psql $(fmt_runs "${psql_load_times[@]}") s"
+fi
+
+# --- 8. results load through a connection cut every 100 MB -----------------------------------------------------
+
+if want cut; then
+# The same batch, loaded through internal/tools/cutproxy, which drops every response's connection after
+# $cut_every bytes of its body: each download resumes with Range from the byte it reached. Uncut and cut runs
+# alternate, each into a fresh schema; the medians are compared.
+cut_every=${BENCH_CUT_EVERY:-100000000}
+"$go" build -o "$work/cutproxy" ./internal/tools/cutproxy
+"$work/cutproxy" -target "$base_url" -every "$cut_every" >"$work/cutproxy.out" 2>"$work/cutproxy.log" &
+cutproxy_pid=$!
+emulator_pids+=("$cutproxy_pid")
+for _ in $(seq 100); do grep -q base_url "$work/cutproxy.out" 2>/dev/null && break; sleep 0.05; done
+cut_url=$(sed -n 's/.*"base_url":"\([^"]*\)".*/\1/p' "$work/cutproxy.out")
+[ -n "$cut_url" ] || die "cutproxy printed no base_url"
+uncut_url=$base_url
+uncut_times=() cut_times=() cut_rss=0
+for i in $(seq "$load_runs"); do
+  for side in $([ $((i % 2)) -eq 1 ] && echo "uncut cut" || echo "cut uncut"); do
+    if [ "$side" = cut ]; then base_url=$cut_url; else base_url=$uncut_url; fi
+    poll_load "${side}_$i"
+    if [ "$side" = cut ]; then
+      cut_times+=("$(secs "load_cut_$i")")
+      cut_rss=$(( $(rss_kib "load_cut_$i") > cut_rss ? $(rss_kib "load_cut_$i") : cut_rss ))
+    else
+      uncut_times+=("$(secs "load_uncut_$i")")
+    fi
+  done
+done
+base_url=$uncut_url
+stop_emulator "$cutproxy_pid"
+cuts=$(sed -n 's/^cutproxy: \([0-9]*\) .*/\1/p' "$work/cutproxy.log")
+[ "${cuts:-0}" -gt 0 ] || die "cutproxy cut no download: the cut runs measured nothing"
+uncut_s=$(median "${uncut_times[@]}")
+cut_s=$(median "${cut_times[@]}")
+cut_runs_text="uncut $(fmt_runs "${uncut_times[@]}") s; cut $(fmt_runs "${cut_times[@]}") s"
+fi
+
+if want load || want cut; then
+stop_emulator "$load_emulator"
+rm -rf "$work/emu-load"
 fi
 
 # --- 5. API calls per poll round --------------------------------------------------------------------------------
@@ -330,6 +376,7 @@ if [ -n "$only" ]; then # raw figures of the stages run; the table needs them al
   want e2e && echo "e2e: $e2e_s s, floor $e2e_floor_s s, peak RSS submit $(rss_kib e2e_submit) KiB, poll $(rss_kib e2e_poll) KiB"
   want submit && echo "submit: $big_mb MB, $big_batches batches, peak RSS $(rss_kib big_submit) KiB"
   want quota && cat "$work/quota.kv"
+  want cut && echo "cut: uncut $uncut_s s, cut every $cut_every bytes $cut_s s (medians; $cut_runs_text), $cuts cuts, ratio $(calc '%.2f' "$cut_s / $uncut_s"), peak RSS $cut_rss KiB"
   exit 0
 fi
 pass() { if awk "BEGIN { exit !($1) }"; then echo pass; else echo MISS; fi; }
@@ -345,6 +392,7 @@ submit_rss_ratio=$(calc '%.2f' "$(rss_kib big_submit) / ($rss_limit_mib * 1024)"
 load_rss_ratio=$(calc '%.2f' "$load_rss / ($rss_limit_mib * 1024)")
 calls_ratio=$(calc '%.3f' "$bulk_lists / $naive_gets")
 e2e_ratio=$(calc '%.2f' "$e2e_s / $e2e_floor_s")
+cut_ratio=$(calc '%.2f' "$cut_s / $uncut_s")
 target_calls=$(( bench_batches / 100 + 5 ))
 
 cat <<EOF
@@ -356,6 +404,7 @@ cat <<EOF
 | peak RSS of the $(fmt_n "$n")-line load | $(mib "$load_rss") MiB | $rss_limit_mib MiB | $load_rss_ratio | ≤ 1 | $(pass "$load_rss_ratio <= 1") |
 | API calls of one poll round, $(fmt_n "$bench_batches") batches in flight | $bulk_lists list + $bulk_gets get calls, $(calc '%.0f' "$bulk_ns / 1e6") ms | one GET per batch: $naive_gets calls, $(calc '%.0f' "$naive_ns / 1e6") ms | $calls_ratio × the calls | ≤ $target_calls calls | $(pass "$bulk_lists + $bulk_gets <= $target_calls") |
 | quota admission: $(kv quota batches) batches, $(kv quota tokens) prompt tokens = 4× the limit of $(kv quota limit), emulator at 2 s a phase | $(kv quota failures) token_limit_exceeded; makespan $(kv quota makespan) s; peak in flight $(kv quota peak_ratio) of the limit | ideal packing by the API's own counts: $(kv quota ideal) s; without a quota: $(kv retry failures) token_limit_exceeded, $(kv retry makespan) s | $(kv quota ratio) × the ideal | 0 failures, ≤ 1.5 × | $(pass "$(kv quota failures) == 0 && $(kv quota ratio) <= 1.5 && $(kv quota peak_ratio) <= 1") |
+| results load through a connection cut every $(calc '%.0f' "$cut_every / 1e6") MB: the batch of row 2, $cuts cuts in $load_runs runs | $(calc '%.2f' "$cut_s") s, peak RSS $(mib "$cut_rss") MiB | the same load uncut: $(calc '%.2f' "$uncut_s") s | $cut_ratio × the uncut time | ≤ 1.3 | $(pass "$cut_ratio <= 1.3") |
 | end to end: $(fmt_n "$n") records ($records_mb MB) to result rows, $e2e_batches batches, emulator at 100 ms a phase | $(calc '%.1f' "$e2e_s") s, $(fmt_n "$(rate "$n" "$e2e_s")") records/s | \`cp\` of the input + \`psql \\copy\` of the rows: $(calc '%.1f' "$e2e_floor_s") s | $e2e_ratio × the floor | report | |
 
 Scale $scale; timings of row 1 are the median of $runs runs, of row 2 the medians of $load_runs runs of each side
@@ -372,7 +421,10 @@ round makes one GET per batch and no database work). Row 6: submit (which record
 until every row is loaded, against an emulator sharing the machine's CPUs (it validates and answers every request);
 peak RSS submit $(mib "$(rss_kib e2e_submit)") MiB, poll $(mib "$(rss_kib e2e_poll)") MiB (loads of $e2e_batches batches, up to 10 at
 a time). The floor is the same bytes moved without an API: \`cp\` of the input file ($(calc '%.2f' "$(secs e2e_cp)") s)
-plus \`psql \\copy\` of the result rows ($(calc '%.2f' "$(secs psql_e2e)") s).
+plus \`psql \\copy\` of the result rows ($(calc '%.2f' "$(secs psql_e2e)") s). Row 8: the poller downloads the
+input file and the output file through internal/tools/cutproxy, which drops each response's connection after
+$(calc '%.0f' "$cut_every / 1e6") MB of its body; each download resumes with \`Range: bytes=N-\` from the byte it reached;
+uncut and cut runs alternate, medians compared ($cut_runs_text).
 
 Machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), \
 $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr), \
