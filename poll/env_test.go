@@ -107,6 +107,19 @@ func runUntilDone(t *testing.T, cfg poll.Config, timeout time.Duration) {
 	require.NoError(t, ctx.Err(), "the daemon did not finish within %s", timeout)
 }
 
+// startDaemon runs a daemon with cfg on its own goroutine for at most timeout: Run's error arrives on done, and
+// runCtx ends when the time is up.
+func startDaemon(t *testing.T, cfg poll.Config, timeout time.Duration) (done <-chan error, runCtx context.Context) {
+	t.Helper()
+	d, err := poll.New(cfg)
+	require.NoError(t, err)
+	runCtx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	ch := make(chan error, 1)
+	go func() { ch <- d.Run(runCtx) }()
+	return ch, runCtx
+}
+
 func testLogger(t *testing.T) *slog.Logger {
 	if testing.Verbose() || os.Getenv("BATCHCTL_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())

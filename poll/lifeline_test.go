@@ -89,13 +89,8 @@ func TestExitWhenDoneLeavesNothingRunningInADeadPollersName(t *testing.T) {
 
 	cfg := e.config(t)
 	cfg.LifelineInterval = time.Hour // no lifeline round between the death and the exit
-	d, err := poll.New(cfg)
-	require.NoError(t, err)
-	runCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- d.Run(runCtx) }()
-	time.Sleep(100 * time.Millisecond) // the daemon has looked for dead pollers at its start: this one was alive
+	done, runCtx := startDaemon(t, cfg, time.Minute)
+	time.Sleep(100 * time.Millisecond)   // the daemon has looked for dead pollers at its start: this one was alive
 	require.NoError(t, dying.Close(ctx)) // killed: the session ends, the row stays
 	require.NoError(t, <-done)
 	require.NoError(t, runCtx.Err(), "the daemon did not finish")

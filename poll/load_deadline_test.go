@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/batchctl/batchctl/emulator"
-	"github.com/batchctl/batchctl/poll"
 )
 
 // TestLoadLongerThanLoadTimeoutFinishes: a load whose download takes several times --load-timeout completes in one
@@ -42,12 +41,7 @@ func TestStalledLoadHitsItsDeadline(t *testing.T) {
 	e.emu.SetFaults(emulator.Faults{DownloadBytesPerSec: 1_000})
 	cfg := e.config(t)
 	cfg.LoadTimeout = 300 * time.Millisecond
-	d, err := poll.New(cfg)
-	require.NoError(t, err)
-	runCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- d.Run(runCtx) }()
+	done, runCtx := startDaemon(t, cfg, time.Minute)
 
 	require.Eventually(t, func() bool {
 		var errs []string
