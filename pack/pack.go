@@ -25,9 +25,9 @@ var DefaultAnswerSchema = json.RawMessage(`{"type":"string"}`)
 
 // Instruction tells the model how a packed prompt is laid out and how to answer it. It goes in its own system
 // (chat) or developer (responses) message after the user's own instructions, which apply to each item.
-const Instruction = `The user messages below are separate items, each headed "Item <index>:". Apply the instructions ` +
-	`to each item on its own, and reply with one JSON object {"answers": [{"index": <index>, "answer": <the item's ` +
-	`answer>}, ...]} holding exactly one entry for every item.`
+const Instruction = `Each user message below is one item, headed "Item N:" where N is its index. Apply the ` +
+	`instructions to each item on its own. Reply with one JSON object {"answers": [{"index": N, "answer": ...}]} ` +
+	`holding exactly one entry per item.`
 
 // itemHeader is the first content part of an item's message; the resubmitter finds items by it.
 func appendItemHeader(b []byte, index int) []byte {
@@ -75,7 +75,9 @@ const (
 )
 
 // Supported reports whether requests to endpoint can be packed.
-func Supported(endpoint string) bool { return endpoint == EndpointChat || endpoint == EndpointResponses }
+func Supported(endpoint string) bool {
+	return endpoint == EndpointChat || endpoint == EndpointResponses
+}
 
 // Form is what a built-in packed body is made of besides its items.
 type Form struct {
