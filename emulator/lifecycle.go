@@ -424,7 +424,7 @@ func (s *Server) answerLine(b *batch, faults Faults, seed, seq, key string, req 
 	if res.cache == nil {
 		res.cache = newPromptCache()
 	}
-	a := makeAnswer(b.apiEndpoint(), req.Body, s.now().Unix(), key, res.cache)
+	a := makeAnswer(b.apiEndpoint(), req.Body, s.now().Unix(), key, res.cache, s.opts.GarbleRate)
 	res.completed++
 	res.inTok += a.InputTokens
 	res.cachedTok += a.CachedTokens
