@@ -158,7 +158,7 @@ const (
 // given twice (its index duplicated), JSON cut short (malformed, the answer otherwise complete), or the answer cut
 // at the output limit (finish_reason length). It returns the answer text and whether it was cut at the limit.
 func garble(v any, key string) (string, bool) {
-	mode := int(hash64("garble-mode", key) % garbleModes)
+	mode := int(mix64(hash64("garble-mode", key)) % garbleModes)
 	if mode == garbleDropItem || mode == garbleDuplicateIndex {
 		if obj, ok := v.(map[string]any); ok {
 			keys := make([]string, 0, len(obj))
@@ -171,7 +171,7 @@ func garble(v any, key string) (string, bool) {
 				if !ok || len(arr) == 0 {
 					continue
 				}
-				i := int(hash64("garble-item", key) % uint64(len(arr)))
+				i := int(mix64(hash64("garble-item", key)) % uint64(len(arr)))
 				if mode == garbleDropItem {
 					obj[k] = append(arr[:i:i], arr[i+1:]...)
 				} else {
@@ -191,7 +191,7 @@ func garble(v any, key string) (string, bool) {
 // output limit (the request's own, or a garbled truncation).
 func structuredText(schema map[string]any, prompt, key string, garbleRate float64, limit int64) (text string, out int64, cut bool) {
 	v := generate(schema, schema, prompt, 0, 0)
-	if u := float64(hash64("garble", key)>>11) / (1 << 53); garbleRate > 0 && u < garbleRate {
+	if u := float64(mix64(hash64("garble", key))>>11) / (1 << 53); garbleRate > 0 && u < garbleRate {
 		text, cut = garble(v, key)
 	} else {
 		b, _ := json.Marshal(v)
@@ -199,4 +199,14 @@ func structuredText(schema map[string]any, prompt, key string, garbleRate float6
 	}
 	text, out, limited := limitText(text, limit)
 	return text, out, cut || limited
+}
+
+// mix64 is splitmix64's finalizer: FNV's high bits follow little of a change at the end of a short key (custom_ids
+// that differ in their last digits), and a share drawn from them would be far from the rate asked for.
+func mix64(h uint64) uint64 {
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	return h ^ h>>31
 }
