@@ -65,8 +65,9 @@ func TestPackedDemoEndToEnd(t *testing.T) {
 	require.Len(t, lines, 3000)
 	for i, line := range lines {
 		var row struct {
-			CustomID string `json:"custom_id"`
-			Response struct {
+			CustomID       string `json:"custom_id"`
+			PackedCustomID string `json:"packed_custom_id"`
+			Response       struct {
 				Index  int    `json:"index"`
 				Answer string `json:"answer"`
 				Usage  struct {
@@ -77,6 +78,7 @@ func TestPackedDemoEndToEnd(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(line), &row))
 		require.Equal(t, fmt.Sprintf("rev-%05d", i+1), row.CustomID, "input order")
 		require.Contains(t, []string{"positive", "negative", "neutral"}, row.Response.Answer)
+		require.Regexp(t, `^pack:rev-\d{5}$`, row.PackedCustomID)
 		require.Positive(t, row.Response.Usage.PromptTokens)
 	}
 }
