@@ -25,16 +25,9 @@ var DefaultAnswerSchema = json.RawMessage(`{"type":"string"}`)
 
 // Instruction tells the model how a packed prompt is laid out and how to answer it. It goes in its own system
 // (chat) or developer (responses) message after the user's own instructions, which apply to each item.
-const Instruction = `Each user message below is one item, headed "Item N:" where N is its index. Apply the ` +
-	`instructions to each item on its own. Reply with one JSON object {"answers": [{"index": N, "answer": ...}]} ` +
-	`holding exactly one entry per item.`
-
-// itemHeader is the first content part of an item's message; the resubmitter finds items by it.
-func appendItemHeader(b []byte, index int) []byte {
-	b = append(b, `"Item `...)
-	b = strconv.AppendInt(b, int64(index), 10)
-	return append(b, `:"`...)
-}
+const Instruction = `The user message holds several items, each headed "Item N:" on its own line, where N is ` +
+	`its index. Apply the instructions to each item on its own. Reply with one JSON object ` +
+	`{"answers": [{"index": N, "answer": ...}]} holding exactly one entry per item.`
 
 // Schema is the packed response's JSON schema for n records whose answers follow answer: an object holding
 // exactly n items {index: 1..n, answer}. It is written for OpenAI's strict structured outputs (every property
@@ -89,8 +82,9 @@ type Form struct {
 	Answer json.RawMessage
 }
 
-// AppendBody appends the packed request body of texts (each a JSON value, usually a string, indexed 1..n in order)
-// to b.
+// AppendBody appends the packed request body of texts (each a JSON string, indexed 1..n in order) to b: the
+// user's instructions, the packing Instruction, and one user message holding each text as a content part headed
+// "Item <index>:" on its own line.
 func (f *Form) AppendBody(b []byte, texts [][]byte) []byte {
 	b = append(b, `{"model":`...)
 	b = jsonl.AppendString(b, f.Model)
@@ -109,7 +103,7 @@ func (f *Form) AppendBody(b []byte, texts [][]byte) []byte {
 		}
 		b = append(b, `,"input":[{"role":"developer","content":`...)
 		b = jsonl.AppendString(b, Instruction)
-		b = append(b, '}')
+		b = append(b, `},`...)
 	} else {
 		b = append(b, `,"messages":[`...)
 		if f.System != "" {
@@ -119,11 +113,9 @@ func (f *Form) AppendBody(b []byte, texts [][]byte) []byte {
 		}
 		b = append(b, `{"role":"system","content":`...)
 		b = jsonl.AppendString(b, Instruction)
-		b = append(b, '}')
+		b = append(b, `},`...)
 	}
-	for i, t := range texts {
-		b = AppendItem(b, f.Endpoint, i+1, t)
-	}
+	b = AppendItems(b, f.Endpoint, texts)
 	b = append(b, ']')
 	b = AppendFormat(b, f.Endpoint, f.answer(), len(texts))
 	return append(b, '}')
@@ -136,22 +128,25 @@ func (f *Form) answer() json.RawMessage {
 	return f.Answer
 }
 
-// AppendItem appends ",<message>" for the item of text at index: a user message whose content is the header part
-// "Item <index>:" and the text as a second part.
-func AppendItem(b []byte, endpoint string, index int, text []byte) []byte {
-	part := `"text"`
+// AppendItems appends the user message of a packed request: one content part per text (a JSON string), its text
+// "Item <index>:", a newline and the text, indexes 1..n in order.
+func AppendItems(b []byte, endpoint string, texts [][]byte) []byte {
+	part := `{"type":"text","text":"Item `
 	if endpoint == EndpointResponses {
-		part = `"input_text"`
+		part = `{"type":"input_text","text":"Item `
 	}
-	b = append(b, `,{"role":"user","content":[{"type":`...)
-	b = append(b, part...)
-	b = append(b, `,"text":`...)
-	b = appendItemHeader(b, index)
-	b = append(b, `},{"type":`...)
-	b = append(b, part...)
-	b = append(b, `,"text":`...)
-	b = append(b, text...)
-	return append(b, `}]}`...)
+	b = append(b, `{"role":"user","content":[`...)
+	for i, t := range texts {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, part...)
+		b = strconv.AppendInt(b, int64(i+1), 10)
+		b = append(b, `:\n`...)
+		b = append(b, bytes.TrimPrefix(t, []byte{'"'})...) // the string's content and closing quote
+		b = append(b, '}')
+	}
+	return append(b, `]}`...)
 }
 
 // AppendFormat appends the ',"response_format":{...}' (chat) or ',"text":{"format":{...}}' (responses) member

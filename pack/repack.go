@@ -7,13 +7,8 @@ import (
 	"strconv"
 )
 
-// itemHeaderRE matches the header part of an item's message, as AppendItem writes it.
-var itemHeaderRE = regexp.MustCompile(`^Item ([0-9]+):$`)
-
-type part struct {
-	Type string          `json:"type"`
-	Text json.RawMessage `json:"text"`
-}
+// itemHeaderRE matches the head of an item's content part, as AppendItems writes it.
+var itemHeaderRE = regexp.MustCompile(`^Item ([0-9]+):\n`)
 
 // messagesKey is the member of a packed body that holds the messages.
 func messagesKey(endpoint string) string {
@@ -23,99 +18,81 @@ func messagesKey(endpoint string) string {
 	return "messages"
 }
 
-// itemOf returns the item index and text of a message written by AppendItem; ok is false for any other message.
-func itemOf(msg json.RawMessage) (index int, text json.RawMessage, ok bool) {
+// itemsOf returns the texts of a user message written by AppendItems, as JSON strings in index order; ok is false
+// for any other message.
+func itemsOf(msg json.RawMessage) (texts []json.RawMessage, ok bool) {
 	var m struct {
 		Role    string          `json:"role"`
 		Content json.RawMessage `json:"content"`
 	}
 	if json.Unmarshal(msg, &m) != nil || m.Role != "user" || len(m.Content) == 0 || m.Content[0] != '[' {
-		return 0, nil, false
+		return nil, false
 	}
-	var parts []part
-	if json.Unmarshal(m.Content, &parts) != nil || len(parts) != 2 {
-		return 0, nil, false
+	var parts []struct {
+		Text string `json:"text"`
 	}
-	var header string
-	if json.Unmarshal(parts[0].Text, &header) != nil {
-		return 0, nil, false
+	if json.Unmarshal(m.Content, &parts) != nil || len(parts) == 0 {
+		return nil, false
 	}
-	sub := itemHeaderRE.FindStringSubmatch(header)
-	if sub == nil {
-		return 0, nil, false
+	for i, p := range parts {
+		sub := itemHeaderRE.FindStringSubmatch(p.Text)
+		if sub == nil || sub[1] != strconv.Itoa(i+1) {
+			return nil, false
+		}
+		t, _ := json.Marshal(p.Text[len(sub[0]):])
+		texts = append(texts, t)
 	}
-	index, _ = strconv.Atoi(sub[1])
-	return index, parts[1].Text, true
+	return texts, true
 }
 
-// Items returns the texts of a packed body's items, in index order. A body with no items (a template that words
-// its prompt its own way) is an error: it cannot be split.
-func Items(endpoint string, body []byte) ([]json.RawMessage, error) {
-	var top map[string]json.RawMessage
+// split returns a packed body's members, its messages, and which message holds the items with their texts.
+func split(endpoint string, body []byte) (top map[string]json.RawMessage, msgs []json.RawMessage, at int, texts []json.RawMessage, err error) {
 	if err := json.Unmarshal(body, &top); err != nil {
-		return nil, fmt.Errorf("packed body: %w", err)
+		return nil, nil, 0, nil, fmt.Errorf("packed body: %w", err)
 	}
-	var msgs []json.RawMessage
 	if err := json.Unmarshal(top[messagesKey(endpoint)], &msgs); err != nil {
-		return nil, fmt.Errorf("packed body: %s: %w", messagesKey(endpoint), err)
+		return nil, nil, 0, nil, fmt.Errorf("packed body: %s: %w", messagesKey(endpoint), err)
 	}
-	var texts []json.RawMessage
-	for _, m := range msgs {
-		if i, t, ok := itemOf(m); ok {
-			if i != len(texts)+1 {
-				return nil, fmt.Errorf("packed body: item %d where item %d was due", i, len(texts)+1)
-			}
-			texts = append(texts, t)
+	for i, m := range msgs {
+		if texts, ok := itemsOf(m); ok {
+			return top, msgs, i, texts, nil
 		}
 	}
-	if len(texts) == 0 {
-		return nil, fmt.Errorf("packed body has no \"Item <index>:\" messages to split (a template's own wording)")
-	}
-	return texts, nil
+	return nil, nil, 0, nil, fmt.Errorf("packed body has no message of \"Item <index>:\" parts to split (a template's own wording)")
+}
+
+// Items returns the texts of a packed body's items (JSON strings), in index order. A body without them (a
+// template that words its prompt its own way) is an error: it cannot be split.
+func Items(endpoint string, body []byte) ([]json.RawMessage, error) {
+	_, _, _, texts, err := split(endpoint, body)
+	return texts, err
 }
 
 // Repack returns a packed body holding only the items of keep (1-based indexes into body's items, in the order
 // given), indexed 1..len(keep) anew, and asking for that many answers of the answer schema. Everything else of the
 // body (model, instructions, limits, the user's other fields) stays as it was.
 func Repack(endpoint string, body []byte, keep []int, answer json.RawMessage) ([]byte, error) {
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(body, &top); err != nil {
-		return nil, fmt.Errorf("packed body: %w", err)
+	top, msgs, at, texts, err := split(endpoint, body)
+	if err != nil {
+		return nil, err
 	}
-	key := messagesKey(endpoint)
-	var msgs []json.RawMessage
-	if err := json.Unmarshal(top[key], &msgs); err != nil {
-		return nil, fmt.Errorf("packed body: %s: %w", key, err)
-	}
-	var others []json.RawMessage
-	var texts []json.RawMessage
-	for _, m := range msgs {
-		if _, t, ok := itemOf(m); ok {
-			texts = append(texts, t)
-		} else {
-			others = append(others, m)
-		}
-	}
-	out := []byte{'['}
-	for i, m := range others {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, m...)
-	}
+	kept := make([][]byte, len(keep))
 	for i, k := range keep {
 		if k < 1 || k > len(texts) {
 			return nil, fmt.Errorf("packed body has %d items, not item %d", len(texts), k)
 		}
-		item := AppendItem(nil, endpoint, i+1, texts[k-1])
-		if len(others) == 0 && i == 0 {
-			item = item[1:] // no comma before the first message
-		}
-		out = append(out, item...)
+		kept[i] = texts[k-1]
 	}
-	top[key] = append(out, ']')
-	format := AppendFormat(nil, endpoint, answer, len(keep))
-	// format is `,"name":{...}`: its value starts after the first colon following the name.
+	msgs[at] = AppendItems(nil, endpoint, kept)
+	if top[messagesKey(endpoint)], err = json.Marshal(msgs); err != nil {
+		return nil, err
+	}
+	// AppendFormat writes `,"member":{...}`: read it back as an object to take the member's value.
+	var f map[string]json.RawMessage
+	format := AppendFormat([]byte{'{'}, endpoint, answer, len(keep))
+	if err := json.Unmarshal(append(format[:1], append(format[2:], '}')...), &f); err != nil {
+		return nil, err
+	}
 	if endpoint == EndpointResponses {
 		var text map[string]json.RawMessage
 		if t, ok := top["text"]; ok {
@@ -124,28 +101,16 @@ func Repack(endpoint string, body []byte, keep []int, answer json.RawMessage) ([
 		if text == nil {
 			text = map[string]json.RawMessage{}
 		}
-		var f struct {
-			Text struct {
-				Format json.RawMessage `json:"format"`
-			} `json:"text"`
-		}
-		if err := json.Unmarshal(append(append([]byte{'{'}, format[1:]...), '}'), &f); err != nil {
+		var tf map[string]json.RawMessage
+		if err := json.Unmarshal(f["text"], &tf); err != nil {
 			return nil, err
 		}
-		text["format"] = f.Text.Format
-		t, err := json.Marshal(text)
-		if err != nil {
+		text["format"] = tf["format"]
+		if top["text"], err = json.Marshal(text); err != nil {
 			return nil, err
 		}
-		top["text"] = t
 	} else {
-		var f struct {
-			ResponseFormat json.RawMessage `json:"response_format"`
-		}
-		if err := json.Unmarshal(append(append([]byte{'{'}, format[1:]...), '}'), &f); err != nil {
-			return nil, err
-		}
-		top["response_format"] = f.ResponseFormat
+		top["response_format"] = f["response_format"]
 	}
 	return json.Marshal(top)
 }

@@ -103,6 +103,7 @@ func TestBodyAndSchema(t *testing.T) {
 	for _, ep := range []string{EndpointChat, EndpointResponses} {
 		f := Form{Endpoint: ep, Model: "gpt-4o-mini", System: "Classify.", MaxOut: 50}
 		b := f.AppendBody(nil, [][]byte{[]byte(`"one"`), []byte(`"two"`)})
+		require.Contains(t, string(b), `"text":"Item 2:\ntwo"}]}]`)
 		require.True(t, json.Valid(b), string(b))
 		require.True(t, HasFormat(ep, b))
 		texts, err := Items(ep, b)
@@ -113,7 +114,7 @@ func TestBodyAndSchema(t *testing.T) {
 		texts, err = Items(ep, again)
 		require.NoError(t, err)
 		require.Equal(t, []json.RawMessage{json.RawMessage(`"two"`)}, texts)
-		require.Contains(t, string(again), `"Item 1:"`)
+		require.Contains(t, string(again), `"Item 1:\ntwo"`)
 		require.Contains(t, string(again), `"maxItems":1`)
 		require.Contains(t, string(again), `"Classify."`)
 	}
