@@ -82,3 +82,21 @@ func TestPackedDemoEndToEnd(t *testing.T) {
 		require.Positive(t, row.Response.Usage.PromptTokens)
 	}
 }
+
+func TestPackUsageErrors(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"OPENAI_API_KEY": "k", "DATABASE_URL": "postgres://x@127.0.0.1:1/x"}
+	r := runCLI(t, "", env, "poll", "--resubmit-pack", "-1")
+	require.Equal(t, exitUsage, r.code, r.stderr)
+	require.Contains(t, r.stderr, "--resubmit-pack -1")
+	r = runCLI(t, "", env, "resubmit", "--all", "--resubmit-pack", "1001")
+	require.Equal(t, exitUsage, r.code, r.stderr)
+	require.Contains(t, r.stderr, "--resubmit-pack 1001")
+	r = runCLI(t, "", map[string]string{"OPENAI_API_KEY": "k", "BATCHCTL_SPOOL_DIR": t.TempDir()},
+		"submit", "--model", "m", "--pack", "10", "../../examples/reviews.jsonl")
+	require.Equal(t, exitUsage, r.code, r.stderr)
+	require.Contains(t, r.stderr, "DATABASE_URL")
+	r = runCLI(t, "", map[string]string{"OPENAI_API_KEY": "k", "BATCHCTL_SPOOL_DIR": t.TempDir()},
+		"submit", "--model", "m", "--answer-schema", "/nonexistent.json", "--pack", "2", "--dry-run", "../../examples/reviews.jsonl")
+	require.Equal(t, exitUsage, r.code, r.stderr)
+}
