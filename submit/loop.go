@@ -82,11 +82,6 @@ func (r *run) submit(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if r.opts.Pack > 0 && !bounded && !r.opts.DryRun {
-		// A stream's open batch file is sealed after a crash by the next run (sealLeftover), which does not know
-		// the record-to-index map beside it yet.
-		return fmt.Errorf("%w: --pack reads files: a stream (stdin, a pipe) cannot be packed yet", ErrInvalidOptions)
-	}
 	b, err := newBuilder(r.opts)
 	if err != nil {
 		return err
@@ -290,6 +285,9 @@ func recycle(free chan<- *chunk, c *chunk) {
 func (s *spoolRun) openJournal(part int, file, source, model string) error {
 	j := s.r.newJournal(s.dir, part, newIntent(), source, model)
 	j.State, j.SpoolFile = StateSpooling, file
+	if s.r.opts.Pack > 0 {
+		j.Pack, j.AnswerSchema = s.r.opts.Pack, s.r.opts.AnswerSchema // a leftover is sealed with its map
+	}
 	if err := j.save(); err != nil {
 		return err
 	}

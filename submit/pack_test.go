@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"iter"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -102,7 +104,6 @@ func TestRunPackErrors(t *testing.T) {
 		"pack too large":      func(o *submit.Options) { o.Pack = pack.MaxSize + 1 },
 		"bad schema":          func(o *submit.Options) { o.Pack, o.AnswerSchema = 2, []byte(`{"type": 3}`) },
 		"no database":         func(o *submit.Options) { o.Pack, o.DryRun = 2, false },
-		"a stream":            func(o *submit.Options) { o.Pack, o.DryRun, o.SavePack = 2, false, noSave },
 	}
 	for name, tweak := range tests {
 		var out bytes.Buffer
@@ -125,8 +126,6 @@ func TestRunPackErrors(t *testing.T) {
 func filepathGlob(dir, pattern string) ([]string, error) {
 	return filepath.Glob(filepath.Join(dir, "*", pattern))
 }
-
-func noSave(context.Context, store.Pack, iter.Seq2[store.PackedRecord, error]) error { return nil }
 
 func TestRunPackSavesTheMapBeforeTheBatch(t *testing.T) {
 	t.Parallel()
@@ -168,4 +167,38 @@ func TestRunPackSavesTheMapBeforeTheBatch(t *testing.T) {
 	left, err := filepathGlob(opts.SpoolDir, "*.packmap")
 	require.NoError(t, err)
 	require.Empty(t, left)
+}
+
+func TestRunPackStream(t *testing.T) {
+	t.Parallel()
+	_, client := newEmulator(t, emulator.Options{})
+	var out bytes.Buffer
+	opts := baseOptions(t, client, &out)
+	opts.Pack, opts.IDField = 10, "id"
+	var mu sync.Mutex
+	saved := map[string]string{} // record → packed request
+	opts.SavePack = func(_ context.Context, p store.Pack, recs iter.Seq2[store.PackedRecord, error]) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for r, err := range recs {
+			require.NoError(t, err)
+			saved[r.CustomID] = r.PackedCustomID
+		}
+		return nil
+	}
+	pr, pw := io.Pipe()
+	opts.Inputs = []submit.Input{{Name: "stdin", Reader: pr}}
+	go func() {
+		// Three records, a pause longer than the write-through interval, two more: a stream's records are not
+		// held back waiting for a full pack.
+		_, _ = io.WriteString(pw, `{"id":"a","text":"x"}`+"\n"+`{"id":"b","text":"x"}`+"\n"+`{"id":"c","text":"x"}`+"\n")
+		time.Sleep(300 * time.Millisecond)
+		_, _ = io.WriteString(pw, `{"id":"d","text":"x"}`+"\n"+`{"id":"e","text":"x"}`+"\n")
+		_ = pw.Close()
+	}()
+	require.NoError(t, submit.Run(t.Context(), opts))
+	cs := decodeCreated(t, out.String())
+	require.Len(t, cs, 1)
+	require.Equal(t, 2, cs[0].Requests, "a pack of the three read before the pause, one of the two after")
+	require.Equal(t, map[string]string{"a": "pack:a", "b": "pack:a", "c": "pack:a", "d": "pack:d", "e": "pack:d"}, saved)
 }

@@ -135,9 +135,11 @@ func (r *run) readInput(in Input, b *builder, req *request, rdr *reader) bool {
 		if err == nil && b.pk != nil {
 			if berr := b.addPacked(in.Name, l.num, line); berr != nil {
 				l.err = &jsonl.RecordError{Source: in.Name, Line: l.num, Reason: berr.Error()}
-			} else if !b.packFull() {
+			} else if !b.packFull() && (in.Reader == nil || rd.Buffered() > 0) {
 				continue
 			} else {
+				// Full, or a stream whose next line has not come: the records read go into the spool now (within
+				// WriteThroughInterval, as a stream's records must), in a smaller pack.
 				l, line = r.packedLine(b, req)
 			}
 			raw = nil
