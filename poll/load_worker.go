@@ -219,8 +219,12 @@ type fileSource struct {
 	pk       *packedSource // the batch's packing, when its requests are packed
 	c        *copied       // counts the lines and the packed records that failed
 
-	queue      []store.Result // the rows of a packed request's records still to go
+	// A packed batch's lines are read a chunk at a time (packedChunk), their records looked up together, and their
+	// rows queued.
+	queue      []store.Result
 	qi         int
+	chunk      []jsonl.OutputLine
+	eof        bool
 	cur        store.Result
 	line, code int
 	errJSON    []byte
@@ -228,10 +232,8 @@ type fileSource struct {
 }
 
 func (s *fileSource) Next() bool {
-	if s.qi < len(s.queue) {
-		s.cur = s.queue[s.qi]
-		s.qi++
-		return true
+	if s.pk != nil {
+		return s.nextPacked()
 	}
 	ol, err := s.dec.Next()
 	if errors.Is(err, io.EOF) {
@@ -242,15 +244,6 @@ func (s *fileSource) Next() bool {
 		return false
 	}
 	s.c.lines++
-	if recs, ok := s.pk.recordsOf(ol.CustomID); ok && (ol.Response != nil || ol.Error != nil) {
-		var failed int
-		if s.queue, failed, s.err = s.pk.unpackLine(s.queue[:0], s.batchID, ol, recs, s); s.err != nil {
-			return false
-		}
-		s.c.packedFailed += int64(failed)
-		s.qi = 0
-		return s.Next()
-	}
 	s.cur = store.Result{BatchID: s.batchID, CustomID: ol.CustomID}
 	if rid, ok := s.ids[ol.CustomID]; ok {
 		s.line = rid.Line

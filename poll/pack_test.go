@@ -224,7 +224,7 @@ func TestResubmitPacked(t *testing.T) {
 	require.Less(t, res.Requests, len(failed)+1)
 	child := e.batchRow(t, res.Child)
 	require.Equal(t, "2", child.Metadata[batchapi.MetaPack])
-	recs, err := e.store.PackedRecords(context.Background(), child.SpoolSHA256)
+	recs, err := e.store.PackedRecords(context.Background(), child.SpoolSHA256, nil)
 	require.NoError(t, err)
 	got := map[string]bool{}
 	for pid, rs := range recs {

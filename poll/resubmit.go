@@ -141,11 +141,12 @@ func (r *Resubmitter) Resubmit(ctx context.Context, batchID string) (Resubmissio
 		path, n, sum, childRecs, err = r.spoolPacked(ctx, api, p, pp, done)
 		childPack = store.Pack{Endpoint: pp.pack.Endpoint, Size: r.packSize(), AnswerSchema: pp.pack.AnswerSchema}
 	case pp != nil:
-		// The whole batch again (token_limit_exceeded): its requests as they were, packed as they were.
+		// The whole batch again (token_limit_exceeded): its requests as they were, packed as they were, so its file
+		// is the parent's, whose map the child shares.
 		path, n, sum, err = r.spool(ctx, api, p, nil)
 		childPack = pp.pack
-		for _, recs := range pp.records {
-			childRecs = append(childRecs, recs...)
+		if err == nil && sum != p.SpoolSHA256 {
+			err = fmt.Errorf("resubmit %s whole: its input file is not the file submit recorded (sha256 %s, not %s)", p.BatchID, sum, p.SpoolSHA256)
 		}
 	default:
 		path, n, sum, err = r.spool(ctx, api, p, done)

@@ -3,6 +3,9 @@ package poll
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 
@@ -14,12 +17,19 @@ import (
 	"github.com/batchctl/batchctl/store"
 )
 
-// packedSource is what a load needs to unpack a batch of packed requests (submit --pack): the records of each
-// packed request, by its custom_id, and the answer schema the records' answers are held to.
+// packedSource is what a load needs to unpack a batch of packed requests (submit --pack): where to look up the
+// records of its packed requests, and the answer schema the records' answers are held to.
 type packedSource struct {
+	ctx      context.Context
+	store    *store.Store
+	sha      string
 	endpoint string
-	records  map[string][]store.PackedRecord
 	v        *pack.Validator
+}
+
+// fetch looks up the records of the packed requests ids.
+func (ps *packedSource) fetch(ids []string) (map[string][]store.PackedRecord, error) {
+	return ps.store.PackedRecords(ps.ctx, ps.sha, ids)
 }
 
 // packedSourceOf reads the packing of a batch whose metadata says its requests are packed; nil for any other.
@@ -37,11 +47,7 @@ func (d *Daemon) packedSourceOf(ctx context.Context, row store.Batch, log *slog.
 			"spool_sha256", row.SpoolSHA256)
 		return nil, nil
 	}
-	recs, err := d.store.PackedRecords(ctx, row.SpoolSHA256)
-	if err != nil {
-		return nil, err
-	}
-	ps := &packedSource{endpoint: p.Endpoint, records: recs}
+	ps := &packedSource{ctx: ctx, store: d.store, sha: row.SpoolSHA256, endpoint: p.Endpoint}
 	if ps.v, err = pack.NewValidator(p.AnswerSchema); err != nil {
 		log.Warn("the answer schema of the packed requests does not compile; answers are not checked against it", "error", err)
 	}
@@ -147,11 +153,73 @@ func appendShare(b []byte, obj gjson.Result, n, i int) []byte {
 	return append(b, '}')
 }
 
-// recordsOf returns the records of a packed request; false for a request that is not packed (or ps is nil).
-func (ps *packedSource) recordsOf(customID string) ([]store.PackedRecord, bool) {
-	if ps == nil {
-		return nil, false
+// packedChunk is how many output lines of a packed batch a load reads before it looks their records up, in one
+// query: the load holds a chunk's lines and records, never the whole batch's map.
+const packedChunk = 500
+
+// nextPacked is Next for a batch of packed requests: the rows of the records of each line, in turn.
+func (s *fileSource) nextPacked() bool {
+	for s.qi >= len(s.queue) {
+		if s.eof || !s.fillPacked() {
+			return false
+		}
 	}
-	recs, ok := ps.records[customID]
-	return recs, ok
+	s.cur = s.queue[s.qi]
+	s.qi++
+	return true
+}
+
+// fillPacked reads the next chunk of lines and queues their rows; false on error (s.err).
+func (s *fileSource) fillPacked() bool {
+	s.queue, s.qi, s.chunk = s.queue[:0], 0, s.chunk[:0]
+	ids := make([]string, 0, packedChunk)
+	for len(s.chunk) < packedChunk {
+		ol, err := s.dec.Next()
+		if errors.Is(err, io.EOF) {
+			s.eof = true
+			break
+		}
+		if err != nil {
+			s.err = err
+			return false
+		}
+		s.c.lines++
+		l := jsonl.OutputLine{ID: ol.ID, CustomID: ol.CustomID}
+		if ol.Response != nil { // the body aliases the decoder's buffer
+			l.Response = &jsonl.Response{StatusCode: ol.Response.StatusCode, RequestID: ol.Response.RequestID,
+				Body: append(json.RawMessage(nil), ol.Response.Body...)}
+		}
+		if ol.Error != nil {
+			e := *ol.Error
+			l.Error = &e
+		}
+		if l.Response == nil && l.Error == nil {
+			s.err = fmt.Errorf("line %d: neither a response nor an error", s.dec.Line())
+			return false
+		}
+		s.chunk = append(s.chunk, l)
+		ids = append(ids, l.CustomID)
+	}
+	if len(s.chunk) == 0 {
+		return true
+	}
+	recs, err := s.pk.fetch(ids)
+	if err != nil {
+		s.err = err
+		return false
+	}
+	for i := range s.chunk {
+		ol := &s.chunk[i]
+		rs, ok := recs[ol.CustomID]
+		if !ok {
+			// A request the map does not know (the batch was packed by hand?): its row as it came, without a line.
+			rs = []store.PackedRecord{{CustomID: ol.CustomID, Index: 1}}
+		}
+		var failed int
+		if s.queue, failed, s.err = s.pk.unpackLine(s.queue, s.batchID, ol, rs, s); s.err != nil {
+			return false
+		}
+		s.c.packedFailed += int64(failed)
+	}
+	return true
 }

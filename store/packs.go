@@ -78,10 +78,12 @@ func (s *Store) GetPack(ctx context.Context, spoolSHA256 string) (*Pack, error) 
 }
 
 // PackedRecords reads the items of a batch file's packed requests, by packed custom_id, each request's in index
-// order. It holds one entry per record of the batch in memory: a batch file holds at most 50 000 requests.
-func (s *Store) PackedRecords(ctx context.Context, spoolSHA256 string) (map[string][]PackedRecord, error) {
+// order: of the requests ids when ids is not nil (a load looks a chunk of lines up at a time), else of all of them
+// (one entry per record of the batch file in memory).
+func (s *Store) PackedRecords(ctx context.Context, spoolSHA256 string, ids []string) (map[string][]PackedRecord, error) {
 	rows, err := s.pool.Query(ctx, `select packed_custom_id, item_index, custom_id, line from `+s.table("packed_records")+`
-		where spool_sha256 = $1 order by packed_custom_id, item_index`, spoolSHA256)
+		where spool_sha256 = $1 and ($2::text[] is null or packed_custom_id = any($2))
+		order by packed_custom_id, item_index`, spoolSHA256, ids)
 	if err != nil {
 		return nil, translate("read the packed records of "+spoolSHA256, err)
 	}
@@ -89,7 +91,12 @@ func (s *Store) PackedRecords(ctx context.Context, spoolSHA256 string) (map[stri
 	var r PackedRecord
 	var line int64
 	var idx int32
+	var last string
 	_, err = pgx.ForEachRow(rows, []any{&r.PackedCustomID, &idx, &r.CustomID, &line}, func() error {
+		if r.PackedCustomID == last { // one copy of the request's custom_id for all its records
+			r.PackedCustomID = last
+		}
+		last = r.PackedCustomID
 		r.Index, r.Line = int(idx), int(line)
 		out[r.PackedCustomID] = append(out[r.PackedCustomID], r)
 		return nil
