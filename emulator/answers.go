@@ -183,8 +183,8 @@ type answer struct {
 // is the batch's prompt cache (nil: nothing cached), consulted for chat completions and responses.
 //
 // A chat completion or response that asks for a JSON-schema answer (structured outputs) is answered with JSON
-// generated from the schema; garbleRate is the share of such answers broken (see garble).
-func makeAnswer(endpoint string, raw json.RawMessage, created int64, key string, cache *promptCache, garbleRate float64) answer {
+// generated from the schema, a share of them broken as g says (see garble).
+func makeAnswer(endpoint string, raw json.RawMessage, created int64, key string, cache *promptCache, g garbling) answer {
 	var body requestBody
 	_ = json.Unmarshal(raw, &body)
 	all, answered := promptOf(endpoint, body)
@@ -197,7 +197,7 @@ func makeAnswer(endpoint string, raw json.RawMessage, created int64, key string,
 	case "/v1/chat/completions":
 		text, out, cut := limitText(AnswerText(answered), body.limit())
 		if schema := structuredSchema(endpoint, raw); schema != nil {
-			text, out, cut = structuredText(schema, all, key, garbleRate, body.limit())
+			text, out, cut = structuredText(schema, all, g, body.limit())
 		}
 		finish := "stop"
 		if cut {
@@ -234,7 +234,7 @@ func makeAnswer(endpoint string, raw json.RawMessage, created int64, key string,
 	case "/v1/responses":
 		text, out, cut := limitText(AnswerText(answered), body.limit())
 		if schema := structuredSchema(endpoint, raw); schema != nil {
-			text, out, cut = structuredText(schema, all, key, garbleRate, body.limit())
+			text, out, cut = structuredText(schema, all, g, body.limit())
 		}
 		status, incomplete := "completed", any(nil)
 		if cut {

@@ -87,8 +87,9 @@ type Options struct {
 	RequestFailRate float64
 	// GarbleRate is the share of structured answers (a chat completion or response asking for a JSON schema: see
 	// structured.go) that come back broken: an array item dropped, an item repeated (a duplicated index), JSON cut
-	// short, or the answer cut at the output limit with finish_reason length. Picked by a hash of the batch and
-	// custom_id, so a run is reproducible.
+	// short, or the answer cut at the output limit with finish_reason length. Picked by a hash of Seed, the
+	// batch's creation sequence and the custom_id, as RequestFailRate's failures: a run that creates its batches
+	// in the same order is garbled the same.
 	GarbleRate float64
 	// HTTP429Rate is the share of /v1 calls answered 429 rate_limit_exceeded with a Retry-After header.
 	HTTP429Rate float64

@@ -187,12 +187,21 @@ func garble(v any, key string) (string, bool) {
 	return string(b[:len(b)/2]), mode == garbleTruncated
 }
 
+// garbling says which structured answers garble breaks: a share rate of them, picked by a hash of key.
+type garbling struct {
+	rate float64
+	// key names the request and its batch: the seed, the batch's creation sequence and the custom_id, so that a
+	// run that creates its batches in the same order garbles the same answers, and a request sent again in
+	// another batch is picked anew.
+	key string
+}
+
 // structuredText is the answer text of a request whose body asks for schema; cut reports an answer cut at the
 // output limit (the request's own, or a garbled truncation).
-func structuredText(schema map[string]any, prompt, key string, garbleRate float64, limit int64) (text string, out int64, cut bool) {
+func structuredText(schema map[string]any, prompt string, g garbling, limit int64) (text string, out int64, cut bool) {
 	v := generate(schema, schema, prompt, 0, 0)
-	if u := float64(mix64(hash64("garble", key))>>11) / (1 << 53); garbleRate > 0 && u < garbleRate {
-		text, cut = garble(v, key)
+	if u := float64(mix64(hash64("garble", g.key))>>11) / (1 << 53); g.rate > 0 && u < g.rate {
+		text, cut = garble(v, g.key)
 	} else {
 		b, _ := json.Marshal(v)
 		text = string(b)

@@ -34,7 +34,7 @@ func TestStructuredAnswersFollowTheSchema(t *testing.T) {
 		for _, answer := range answers {
 			for _, n := range []int{1, 7} {
 				body := packedBody(t, endpoint, n, answer)
-				a := makeAnswer(endpoint, body, 0, "batch_1\x00pack:1", nil, 0)
+				a := makeAnswer(endpoint, body, 0, "batch_1\x00pack:1", nil, garbling{})
 				raw, err := json.Marshal(a.Body)
 				require.NoError(t, err)
 				c := pack.ContentOf(endpoint, raw)
@@ -47,7 +47,7 @@ func TestStructuredAnswersFollowTheSchema(t *testing.T) {
 					require.Empty(t, it.Code, "item %d: %s", i+1, it.Message)
 				}
 				// Deterministic: the same request is answered the same.
-				again := makeAnswer(endpoint, body, 0, "batch_1\x00pack:1", nil, 0)
+				again := makeAnswer(endpoint, body, 0, "batch_1\x00pack:1", nil, garbling{})
 				require.Equal(t, a.Body, again.Body)
 			}
 		}
@@ -61,7 +61,7 @@ func TestGarbleRate(t *testing.T) {
 		codes := map[string]int{}
 		const requests = 400
 		for i := range requests {
-			a := makeAnswer(endpoint, body, 0, fmt.Sprintf("batch_1\x00pack:%d", i), nil, 0.5)
+			a := makeAnswer(endpoint, body, 0, "batch_1", nil, garbling{rate: 0.5, key: fmt.Sprintf("0\x001\x00pack:%d", i)})
 			raw, err := json.Marshal(a.Body)
 			require.NoError(t, err)
 			items := pack.Unpack(endpoint, raw, 5, nil)
