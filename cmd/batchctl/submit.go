@@ -108,7 +108,7 @@ the existing batches, marked "existing") unless --force.`,
 	f.StringVar(&s.ImageField, "image-field", "image", "field of a record holding the pictures a built-in /v1/images/edits request edits: a URL, a data:image/ URL or a file ID, or an array of them")
 	f.StringVar(&s.IDField, "id-field", "", `field of a record holding its custom_id (string or integer); default "<file>:<line>"`)
 	f.StringVar(&opts.templateFile, "template", "", `Go text/template file rendering the request body from a record; {{json .field}} writes a value as JSON`)
-	f.IntVar(&s.Pack, "pack", 0, "prompt packing: up to N records per request (chat completions and responses, files only), answered as JSON {answers: [{index, answer}]} and unpacked into one result row per record; needs DATABASE_URL (0: one record a request)")
+	f.IntVar(&s.Pack, "pack", 0, "prompt packing: up to N records per request (chat completions and responses), answered as JSON {answers: [{index, answer}]} and unpacked into one result row per record; needs DATABASE_URL (0: one record a request)")
 	f.StringVar(&opts.answerSchema, "answer-schema", "", "with --pack: JSON schema file of one record's answer (default: a string)")
 	f.IntVar(&s.MaxRequests, "max-requests", 0, "requests per batch (default and most: the provider's limit, 50000 OpenAI, 100000 Azure and Anthropic)")
 	f.Int64Var(&s.MaxBytes, "max-bytes", 0, "bytes per batch file, newlines included (default and most: 200000000; Anthropic 256000000)")
