@@ -239,3 +239,39 @@ func TestResubmitPacked(t *testing.T) {
 	}
 	require.Equal(t, failed, got)
 }
+
+func TestLoadPackedManyChunks(t *testing.T) {
+	t.Parallel()
+	// 550 request lines: the records are looked up in two chunks.
+	e := newEnv(t, emulator.Options{})
+	id := e.submitPacked(t, pack.EndpointChat, 1100, 2, `{"type":"string"}`)
+	runUntilDone(t, e.config(t), 30*time.Second)
+	rows := e.packedRows(t, id)
+	require.Len(t, rows, 1100)
+	for i, r := range rows {
+		require.Equal(t, fmt.Sprintf("r-%d", i+1), r.CustomID)
+		require.Equal(t, fmt.Sprintf("pack:r-%d", i/2*2+1), r.PackedCustomID)
+		require.Equal(t, 200, *r.StatusCode)
+	}
+}
+
+func TestResubmitPackedAfterTokenLimit(t *testing.T) {
+	t.Parallel()
+	// A packed batch failed whole goes again whole, packed as it was.
+	e := newEnv(t, emulator.Options{TokenLimitPerModel: map[string]int64{"gpt-4o-mini": 5}})
+	root := e.submitPacked(t, pack.EndpointChat, 12, 5, `{"type":"string"}`)
+	waitEmulator(t, e, root, emulator.StatusFailed)
+	e.emu.SetFaults(emulator.Faults{})
+	runUntilDone(t, e.resubmitConfig(t), time.Minute)
+	kids := e.children(root)
+	require.Len(t, kids, 1)
+	require.Equal(t, "5", kids[0].Metadata[batchapi.MetaPack])
+	final := e.finalResults(t, root)
+	require.Len(t, final, 12)
+	for i, r := range final {
+		require.Equal(t, fmt.Sprintf("r-%d", i+1), r.CustomID)
+		require.Equal(t, i+1, *r.InputLine)
+		require.Equal(t, 200, *r.StatusCode)
+		require.Equal(t, 2, r.Attempt)
+	}
+}
