@@ -27,8 +27,25 @@ import (
 // batchctl_pack in its metadata and tracked with its spool sha256.
 func (e *env) submitPacked(t *testing.T, endpoint string, n, size int, dbSchema string) string {
 	t.Helper()
-	ctx := context.Background()
 	f := pack.Form{Endpoint: endpoint, Model: "gpt-4o-mini", System: "Classify."}
+	return e.submitPackedBodies(t, endpoint, n, size, dbSchema, f.AppendBody)
+}
+
+// templateBody is a packed chat body as a template might word it: the items in a user message of its own making,
+// which the resubmitter cannot split.
+func templateBody(_ []byte, texts [][]byte) []byte {
+	b := []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Classify each: `)
+	for i, t := range texts {
+		b = fmt.Appendf(b, "(%d) %s ", i+1, bytes.Trim(t, `"`))
+	}
+	b = append(b, `"}]}`...)
+	return pack.WithFormat(nil, b, pack.EndpointChat, pack.DefaultAnswerSchema, len(texts))
+}
+
+// submitPackedBodies is submitPacked with the packed bodies written by body.
+func (e *env) submitPackedBodies(t *testing.T, endpoint string, n, size int, dbSchema string, body func([]byte, [][]byte) []byte) string {
+	t.Helper()
+	ctx := context.Background()
 	var file bytes.Buffer
 	var recs []store.PackedRecord
 	for first := 1; first <= n; first += size {
@@ -38,7 +55,7 @@ func (e *env) submitPacked(t *testing.T, endpoint string, n, size int, dbSchema 
 			texts = append(texts, []byte(fmt.Sprintf(`"review number %d"`, i)))
 			recs = append(recs, store.PackedRecord{PackedCustomID: id, Index: len(texts), CustomID: fmt.Sprintf("r-%d", i), Line: i})
 		}
-		req := jsonl.Request{CustomID: id, Method: "POST", URL: endpoint, Body: f.AppendBody(nil, texts)}
+		req := jsonl.Request{CustomID: id, Method: "POST", URL: endpoint, Body: body(nil, texts)}
 		file.Write(req.AppendJSON(nil))
 		file.WriteByte('\n')
 	}
@@ -274,4 +291,51 @@ func TestResubmitPackedAfterTokenLimit(t *testing.T) {
 		require.Equal(t, 200, *r.StatusCode)
 		require.Equal(t, 2, r.Attempt)
 	}
+}
+
+func TestResubmitPackedTemplate(t *testing.T) {
+	t.Parallel()
+	// A template's own wording cannot be split: a request whose records all failed goes again whole, one with some
+	// records answered is left, its failed records final.
+	e := newEnv(t, emulator.Options{GarbleRate: 0.6, Seed: 2})
+	id := e.submitPackedBodies(t, pack.EndpointChat, 60, 3, `{"type":"string"}`, templateBody)
+	runUntilDone(t, e.config(t), 30*time.Second)
+	byRequest := map[string][]packedRow{}
+	for _, r := range e.packedRows(t, id) {
+		byRequest[r.PackedCustomID] = append(byRequest[r.PackedCustomID], r)
+	}
+	whole, partial := map[string]bool{}, 0
+	for _, rows := range byRequest {
+		failed := 0
+		for _, r := range rows {
+			if r.Error != nil {
+				failed++
+			}
+		}
+		switch {
+		case failed == len(rows):
+			for _, r := range rows {
+				whole[r.CustomID] = true
+			}
+		case failed > 0:
+			partial++
+		}
+	}
+	require.NotEmpty(t, whole)
+	require.Positive(t, partial)
+	r := &poll.Resubmitter{Store: e.store, Providers: oaiprov.Set(&batchapi.Client{API: &e.api}), Dir: t.TempDir()}
+	res, err := r.Resubmit(context.Background(), id)
+	require.NoError(t, err)
+	require.Equal(t, len(whole)/3, res.Requests, "the wholly failed requests, as they were")
+	child := e.batchRow(t, res.Child)
+	recs, err := e.store.PackedRecords(context.Background(), child.SpoolSHA256, nil)
+	require.NoError(t, err)
+	got := map[string]bool{}
+	for _, rs := range recs {
+		require.Len(t, rs, 3)
+		for _, r := range rs {
+			got[r.CustomID] = true
+		}
+	}
+	require.Equal(t, whole, got)
 }
