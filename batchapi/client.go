@@ -55,6 +55,10 @@ const MetaIntent = "batchctl_intent"
 // Resubmissions do not write it: their results are ordered by their root batch's.
 const MetaRun = "batchctl_run"
 
+// MetaPack is the metadata key of a batch of packed requests (submit --pack): the most records a request holds.
+// The loader unpacks the answers of a batch that has it.
+const MetaPack = "batchctl_pack"
+
 // MaxMetadataValueLen is the Batch API's cap on a metadata value, in bytes.
 const MaxMetadataValueLen = 512
 

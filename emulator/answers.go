@@ -181,7 +181,10 @@ type answer struct {
 
 // makeAnswer builds the deterministic answer of one request. key makes the ids unique per batch and request; cache
 // is the batch's prompt cache (nil: nothing cached), consulted for chat completions and responses.
-func makeAnswer(endpoint string, raw json.RawMessage, created int64, key string, cache *promptCache) answer {
+//
+// A chat completion or response that asks for a JSON-schema answer (structured outputs) is answered with JSON
+// generated from the schema, a share of them broken as g says (see garble).
+func makeAnswer(endpoint string, raw json.RawMessage, created int64, key string, cache *promptCache, g garbling) answer {
 	var body requestBody
 	_ = json.Unmarshal(raw, &body)
 	all, answered := promptOf(endpoint, body)
@@ -193,6 +196,9 @@ func makeAnswer(endpoint string, raw json.RawMessage, created int64, key string,
 	switch endpoint {
 	case "/v1/chat/completions":
 		text, out, cut := limitText(AnswerText(answered), body.limit())
+		if schema := structuredSchema(endpoint, raw); schema != nil {
+			text, out, cut = structuredText(schema, all, g, body.limit())
+		}
 		finish := "stop"
 		if cut {
 			finish = "length"
@@ -227,6 +233,9 @@ func makeAnswer(endpoint string, raw json.RawMessage, created int64, key string,
 		}}
 	case "/v1/responses":
 		text, out, cut := limitText(AnswerText(answered), body.limit())
+		if schema := structuredSchema(endpoint, raw); schema != nil {
+			text, out, cut = structuredText(schema, all, g, body.limit())
+		}
 		status, incomplete := "completed", any(nil)
 		if cut {
 			status, incomplete = "incomplete", map[string]any{"reason": "max_output_tokens"}

@@ -85,6 +85,12 @@ type Options struct {
 	// RequestFailRate is the share of request lines (0..1) that fail: their answer is a non-200 response or an
 	// error object, in the error file or, for some 5xx answers, in the output file.
 	RequestFailRate float64
+	// GarbleRate is the share of structured answers (a chat completion or response asking for a JSON schema: see
+	// structured.go) that come back broken: an array item dropped, an item repeated (a duplicated index), JSON cut
+	// short, or the answer cut at the output limit with finish_reason length. Picked by a hash of Seed, the
+	// batch's creation sequence and the custom_id, as RequestFailRate's failures: a run that creates its batches
+	// in the same order is garbled the same.
+	GarbleRate float64
 	// HTTP429Rate is the share of /v1 calls answered 429 rate_limit_exceeded with a Retry-After header.
 	HTTP429Rate float64
 	// HTTP500Rate is the share of /v1 calls answered 500 server_error.

@@ -96,7 +96,7 @@ func FuzzValidateLine(f *testing.F) {
 		if !json.Valid(req.Body) {
 			t.Fatalf("accepted invalid body JSON: %s", req.Body)
 		}
-		_ = makeAnswer(endpoint, req.Body, 0, "k", newPromptCache())
+		_ = makeAnswer(endpoint, req.Body, 0, "k", newPromptCache(), garbling{})
 		_ = inputTokens(endpoint, req.Body)
 	})
 }

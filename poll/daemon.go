@@ -82,6 +82,8 @@ type Config struct {
 	MaxAttempts       int
 	TokenLimitBackoff time.Duration
 	ResubmitDir       string
+	// ResubmitPack is the pack size failed packed records are sent again in (DefaultResubmitPack when 0).
+	ResubmitPack int
 
 	// Prices is the price table that gives each loaded batch its cost_usd (default cost.Default()).
 	Prices *cost.Table
@@ -282,5 +284,6 @@ func (d *Daemon) resubmitter() *Resubmitter {
 	return &Resubmitter{
 		Store: d.store, Providers: d.providers, Logger: d.log,
 		MaxAttempts: d.cfg.MaxAttempts, TokenLimitBackoff: d.cfg.TokenLimitBackoff, Dir: d.cfg.ResubmitDir,
+		Pack: d.cfg.ResubmitPack,
 	}
 }

@@ -27,7 +27,7 @@ func BenchmarkFileSource(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		src := &fileSource{dec: jsonl.NewOutputDecoder(bytes.NewReader(out.Bytes()), "output.jsonl"), batchID: "batch_1",
-			idx: ix, outcomes: map[string]int{}, usage: &usageSum{}}
+			idx: ix, outcomes: map[string]int{}, usage: &usageSum{}, c: &copied{}}
 		rows := 0
 		for src.Next() {
 			_ = src.Result()

@@ -23,6 +23,7 @@ type loadSource struct {
 	p   provider.Provider
 	idx *inputIndex                // custom_id → input line; nil when the input file is unknown or gone
 	ids map[string]store.RequestID // the submitter's record of the requests, when it kept one
+	pk  *packedSource              // the packing of a batch of packed requests
 }
 
 // copied is a load whose rows are copied and not yet committed.
@@ -30,6 +31,11 @@ type copied struct {
 	load     *store.Load
 	outcomes map[string]int
 	usage    *usageSum
+	// lines counts the output and error lines read: the requests answered, which a batch of packed requests
+	// has fewer of than rows.
+	lines int64
+	// packedFailed counts the packed records whose answer failed (a packed_answer_* error row).
+	packedFailed int64
 }
 
 // copyVerified copies the batch's output and error files into a load and checks the rows against the batch's
@@ -52,7 +58,7 @@ func (w *loadWorker) copyVerified(ctx context.Context, dl *loadDeadline, src loa
 		if err != nil {
 			return nil, w.copyFailure(ctx, src.row, fileID, err, log)
 		}
-		rows := c.load.Rows()
+		rows := c.lines
 		if rows >= want || missingOutput(src.row) {
 			if try > 1 {
 				log.Info("files downloaded again hold every row", "rows", rows, "expected", want, "downloads", try)
@@ -90,7 +96,7 @@ func (w *loadWorker) copyOnce(ctx context.Context, dl *loadDeadline, src loadSou
 		if fileID == "" {
 			continue
 		}
-		if err := w.copyFile(ctx, dl, load, src, fileID, c.outcomes, c.usage); err != nil {
+		if err := w.copyFile(ctx, dl, c, src, fileID); err != nil {
 			_ = load.Rollback(context.Background())
 			return nil, fileID, err
 		}

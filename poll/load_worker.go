@@ -84,14 +84,20 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 		inputFileID = root.InputFileID
 	}
 	src := loadSource{row: row, p: p}
+	if src.pk, err = w.d.packedSourceOf(ctx, row, log); err != nil {
+		return nil, shutdownAware(ctx, err)
+	}
 	// A provider that took the requests inline keeps no input file: the submitter recorded each request's line, and
 	// its own custom_id where the API was sent another (request_ids). A batch with an input file is read from it,
 	// without that query.
-	if inputFileID == "" {
+	switch {
+	case src.pk != nil:
+		// Each record's line is in the record-to-index map; the input file holds only the packed requests.
+	case inputFileID == "":
 		if src.ids, err = w.d.store.RequestIDs(ctx, row.SpoolSHA256); err != nil {
 			return nil, shutdownAware(ctx, err)
 		}
-	} else {
+	default:
 		if src.idx, err = w.inputIndex(ctx, p, inputFileID, dl); err != nil {
 			if batchapi.Classify(err) == batchapi.NotFound {
 				log.Warn("input file is gone; input_line stays null", "input_file_id", inputFileID)
@@ -108,6 +114,7 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 	}
 	defer c.load.Rollback(context.Background())
 	rows := c.load.Rows()
+	c.load.SetPackedFailed(c.packedFailed)
 	if err := c.load.MarkLoaded(ctx, c.usage.row()); err != nil {
 		return nil, shutdownAware(ctx, err)
 	}
@@ -121,7 +128,7 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 	for outcome, n := range c.outcomes {
 		w.d.m.Requests.WithLabelValues(outcome).Add(float64(n))
 	}
-	if rows != int64(row.RequestTotal) {
+	if c.lines != int64(row.RequestTotal) {
 		w.d.m.LoadMismatches.Inc()
 		log.Warn("loaded rows differ from the batch's request total", "rows", rows, "request_total", row.RequestTotal,
 			"completed", row.RequestCompleted, "failed", row.RequestFailed)
@@ -188,15 +195,16 @@ func (w *loadWorker) inputIndex(ctx context.Context, p provider.Provider, fileID
 }
 
 // copyFile streams one output or error file into the load.
-func (w *loadWorker) copyFile(ctx context.Context, dl *loadDeadline, load *store.Load, src loadSource, fileID string, outcomes map[string]int, usage *usageSum) error {
+func (w *loadWorker) copyFile(ctx context.Context, dl *loadDeadline, c *copied, src loadSource, fileID string) error {
 	body, size, err := w.d.download(ctx, src.p, fileID)
 	if err != nil {
 		return err
 	}
 	defer body.Close()
 	dl.add(size, fileID)
-	fs := &fileSource{dec: jsonl.NewOutputDecoder(body, fileID), batchID: src.row.BatchID, idx: src.idx, ids: src.ids, outcomes: outcomes, usage: usage}
-	_, err = load.CopyResults(ctx, fs)
+	fs := &fileSource{dec: jsonl.NewOutputDecoder(body, fileID), batchID: src.row.BatchID, idx: src.idx, ids: src.ids,
+		outcomes: c.outcomes, usage: c.usage, pk: src.pk, c: c}
+	_, err = c.load.CopyResults(ctx, fs)
 	return err
 }
 
@@ -208,7 +216,15 @@ type fileSource struct {
 	ids      map[string]store.RequestID // by the custom_id the API was sent; nil when it was the user's own
 	outcomes map[string]int
 	usage    *usageSum
+	pk       *packedSource // the batch's packing, when its requests are packed
+	c        *copied       // counts the lines and the packed records that failed
 
+	// A packed batch's lines are read a chunk at a time (packedChunk), their records looked up together, and their
+	// rows queued.
+	queue      []store.Result
+	qi         int
+	chunk      []jsonl.OutputLine
+	eof        bool
 	cur        store.Result
 	line, code int
 	errJSON    []byte
@@ -216,6 +232,9 @@ type fileSource struct {
 }
 
 func (s *fileSource) Next() bool {
+	if s.pk != nil {
+		return s.nextPacked()
+	}
 	ol, err := s.dec.Next()
 	if errors.Is(err, io.EOF) {
 		return false
@@ -224,6 +243,7 @@ func (s *fileSource) Next() bool {
 		s.err = err
 		return false
 	}
+	s.c.lines++
 	s.cur = store.Result{BatchID: s.batchID, CustomID: ol.CustomID}
 	if rid, ok := s.ids[ol.CustomID]; ok {
 		s.line = rid.Line

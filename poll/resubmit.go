@@ -58,6 +58,9 @@ type Resubmitter struct {
 	TokenLimitBackoff time.Duration
 	// Dir holds the request file of a child while it is built and uploaded; os.TempDir() when empty.
 	Dir string
+	// Pack is how many failed records of a packed request a child's request carries (DefaultResubmitPack, one,
+	// when 0): each record is sent again alone by default, the fallback to individual calls.
+	Pack int
 }
 
 // Resubmission reports what Resubmit did with one batch.
@@ -123,7 +126,31 @@ func (r *Resubmitter) Resubmit(ctx context.Context, batchID string) (Resubmissio
 			return res, err
 		}
 	}
-	path, n, sum, err := r.spool(ctx, api, p, done)
+	pp, err := r.packedParentOf(ctx, p)
+	if err != nil {
+		return res, err
+	}
+	var (
+		path, sum string
+		n         int
+		childPack store.Pack
+		childRecs []store.PackedRecord
+	)
+	switch {
+	case pp != nil && !all:
+		path, n, sum, childRecs, err = r.spoolPacked(ctx, api, p, pp, done)
+		childPack = store.Pack{Endpoint: pp.pack.Endpoint, Size: r.packSize(), AnswerSchema: pp.pack.AnswerSchema}
+	case pp != nil:
+		// The whole batch again (token_limit_exceeded): its requests as they were, packed as they were, so its file
+		// is the parent's, whose map the child shares.
+		path, n, sum, err = r.spool(ctx, api, p, nil)
+		childPack = pp.pack
+		if err == nil && sum != p.SpoolSHA256 {
+			err = fmt.Errorf("resubmit %s whole: its input file is not the file submit recorded (sha256 %s, not %s)", p.BatchID, sum, p.SpoolSHA256)
+		}
+	default:
+		path, n, sum, err = r.spool(ctx, api, p, done)
+	}
 	if path != "" {
 		defer os.Remove(path)
 	}
@@ -134,13 +161,20 @@ func (r *Resubmitter) Resubmit(ctx context.Context, batchID string) (Resubmissio
 		res.Skipped = "no request to resend"
 		return res, r.Store.RecordResubmission(ctx, p.BatchID, nil, 0)
 	}
+	if pp != nil {
+		// Before the child exists, as submit does: its loader finds which record each answer belongs to.
+		childPack.SpoolSHA256 = sum
+		if err := r.Store.SavePack(ctx, childPack, recordsSeq(childRecs)); err != nil {
+			return res, err
+		}
+	}
 	fileID, err := api.Stage(ctx, path)
 	if err != nil {
 		return res, err
 	}
 	child, _, err := api.Create(ctx, provider.Intent{
 		Endpoint: p.Endpoint, InputFileID: fileID, Path: path, Requests: n, Since: *p.EndedAt, Match: isChildOf(p.BatchID),
-		Metadata: r.childMetadata(p, n, sum), OutputExpiresAfter: p.OutputExpiresAfter,
+		Metadata: r.childMetadata(p, n, sum, childPack.Size), OutputExpiresAfter: p.OutputExpiresAfter,
 	}, false) // the search above covered an earlier run; Create still searches again after a lost answer
 	if err != nil {
 		return res, err
@@ -227,13 +261,16 @@ func (r *Resubmitter) spool(ctx context.Context, api provider.Provider, p store.
 	return path, n, hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func (r *Resubmitter) childMetadata(p store.Batch, n int, sum string) map[string]string {
+func (r *Resubmitter) childMetadata(p store.Batch, n int, sum string, packSize int) map[string]string {
 	m := map[string]string{
 		MetaParent:               p.BatchID,
 		MetaRoot:                 p.RootBatchID,
 		MetaAttempt:              strconv.Itoa(p.Attempt + 1),
 		MetaRequests:             strconv.Itoa(n),
 		batchapi.MetaSpoolSHA256: sum,
+	}
+	if packSize > 0 {
+		m[batchapi.MetaPack] = strconv.Itoa(packSize)
 	}
 	if src := p.Source; src != "" {
 		m[batchapi.MetaSource] = batchapi.Truncate(src, batchapi.MaxMetadataValueLen)

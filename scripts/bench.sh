@@ -10,7 +10,8 @@
 #   BENCH_DIR=/mnt/fast scripts/bench.sh   # where the temporary files go (default /tmp; about 6 GB at scale 1)
 #   BENCH_RUNS=5                           # runs of the spool timings, median reported (default 5)
 #   BENCH_LOAD_RUNS=3                      # runs of each side of the load figure, medians compared (default 3)
-#   BENCH_ONLY=load scripts/bench.sh       # only these stages (comma-separated: spool, load, round, e2e, submit, quota, cut);
+#   BENCH_ONLY=load scripts/bench.sh       # only these stages (comma-separated: spool, load, round, e2e, submit, quota, cut,
+#                                          # pack);
 #                                          # prints their raw figures instead of the table
 #
 # The figures:
@@ -24,6 +25,8 @@
 #      with `batchctl quota` vs without (fail, back off, resubmit): failures, makespan vs the ideal packing, peak
 #   8. the load of figure 2 through a connection cut every 100 MB (internal/tools/cutproxy; BENCH_CUT_EVERY bytes)
 #      vs the same load uncut: each cut download resumes with a Range request
+#   9. prompt packing: prompt tokens and estimated cost per record of the demo's 3 000 reviews (examples/reviews.jsonl)
+#      unpacked against `submit --pack 10` and `--pack 50` (submit's own estimate, from `submit --dry-run`)
 # Everything it creates (schemas bench_<pid>*, emulator processes, the work directory) is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -365,6 +368,34 @@ log "[quota] 20 batches at 4x the enqueued-token limit: with batchctl quota, the
 kv() { awk -v m="$1" -v k="$2" '$1 == "mode=" m { for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == k) print a[2] } }' "$work/quota.kv"; }
 fi
 
+# --- 9. prompt packing -------------------------------------------------------------------------------------------
+
+# The demo's reviews through the built-in chat form with the demo's instruction, unpacked and packed, each record
+# allowed 16 output tokens (--max-output-tokens 16 a record): the estimates differ by their prompt tokens only.
+# submit's estimate counts the whole request body a quarter token a byte, JSON syntax and the packed answer's
+# schema included, so it runs above a tokenizer's count on both sides.
+pack_sizes="1 10 50"
+if want pack; then
+log "[pack] examples/reviews.jsonl unpacked vs --pack 10 vs --pack 50 (submit --dry-run estimates)"
+for p in $pack_sizes; do
+  pack_args=()
+  [ "$p" -gt 1 ] && pack_args=(--pack "$p")
+  env -u DATABASE_URL "$batchctl" submit --progress never --dry-run --spool-dir "$work/spool-pack-$p" --model gpt-4o-mini \
+    --system "Classify the sentiment of this product review as positive, negative or neutral. Answer with one word." \
+    --id-field id --max-output-tokens $((16 * p)) "${pack_args[@]}" examples/reviews.jsonl >"$work/pack-$p.out"
+  awk -F'"estimated_tokens":' '{ split($2, a, ","); t += a[1] } END { printf "%d ", t }' "$work/pack-$p.out" >"$work/pack-$p.kv"
+  awk -F'"estimated_cost_usd":' '{ split($2, a, ","); c += a[1] } END { printf "%.9f ", c }' "$work/pack-$p.out" >>"$work/pack-$p.kv"
+  awk -F'"requests":' '{ split($2, a, ","); r += a[1] } END { printf "%d\n", r }' "$work/pack-$p.out" >>"$work/pack-$p.kv"
+done
+pack_records=$(grep -c . examples/reviews.jsonl)
+pack_row() { # SIZE: tokens/record, cost/record (micro-USD), requests, vs unpacked
+  read -r tok usd req <"$work/pack-$1.kv"
+  read -r tok1 usd1 _ <"$work/pack-1.kv"
+  awk -v t="$tok" -v u="$usd" -v r="$req" -v n="$pack_records" -v t1="$tok1" -v u1="$usd1" \
+    'BEGIN { printf "%s | %.1f | %.2f | %.0f %% | %.0f %%", r, t / n, u / n * 1e6, (1 - t / t1) * 100, (1 - u / u1) * 100 }'
+}
+fi
+
 # --- the table --------------------------------------------------------------------------------------------------
 
 elapsed=$(( $(date +%s) - started ))
@@ -377,6 +408,9 @@ if [ -n "$only" ]; then # raw figures of the stages run; the table needs them al
   want submit && echo "submit: $big_mb MB, $big_batches batches, peak RSS $(rss_kib big_submit) KiB"
   want quota && cat "$work/quota.kv"
   want cut && echo "cut: uncut $uncut_s s, cut every $cut_every bytes $cut_s s (medians; $cut_runs_text), $cuts cuts, ratio $(calc '%.2f' "$cut_s / $uncut_s"), peak RSS $cut_rss KiB"
+  if want pack; then
+    for p in $pack_sizes; do echo "pack $p: requests | prompt tokens/record | cost/record (µUSD) | tokens saved | cost saved: $(pack_row "$p")"; done
+  fi
   exit 0
 fi
 pass() { if awk "BEGIN { exit !($1) }"; then echo pass; else echo MISS; fi; }
@@ -425,6 +459,16 @@ plus \`psql \\copy\` of the result rows ($(calc '%.2f' "$(secs psql_e2e)") s). R
 input file and the output file through internal/tools/cutproxy, which drops each response's connection after
 $(calc '%.0f' "$cut_every / 1e6") MB of its body; each download resumes with \`Range: bytes=N-\` from the byte it reached;
 uncut and cut runs alternate, medians compared ($cut_runs_text).
+
+Prompt packing (\`submit --pack\`): the demo's $pack_records reviews through the built-in chat form with the demo's
+instruction, gpt-4o-mini at the price table's Batch API prices, each record allowed 16 output tokens; submit's own
+estimate (\`--dry-run\`: a quarter token a byte of the whole body, JSON syntax and the packed answer's schema included).
+
+| pack | requests | prompt tokens / record | estimated cost / record (µUSD) | prompt tokens saved | cost saved |
+| --- | --- | --- | --- | --- | --- |
+| unpacked | $(pack_row 1) |
+| 10 | $(pack_row 10) |
+| 50 | $(pack_row 50) |
 
 Machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), \
 $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr), \

@@ -111,4 +111,7 @@ type Result struct {
 	StatusCode  *int
 	Response    json.RawMessage // the response body; nil for error-file lines
 	Error       json.RawMessage // the error object; nil on success
+	// PackedCustomID is the custom_id of the packed request this record's row was unpacked from; "" for a row of
+	// an unpacked request.
+	PackedCustomID string
 }

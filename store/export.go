@@ -83,6 +83,8 @@ type ExportRow struct {
 	Attempt     int             `json:"attempt"`
 	Source      string          `json:"source"`
 	LoadedAt    time.Time       `json:"loaded_at"`
+	// PackedCustomID is the packed request the record was answered in (submit --pack), "" for an unpacked one.
+	PackedCustomID string `json:"packed_custom_id,omitempty"`
 }
 
 // ExportResults streams rows of the final_results view to fn, one at a time: memory stays flat whatever the size.
@@ -119,7 +121,7 @@ func (s *Store) ExportResults(ctx context.Context, q ExportQuery, fn func(*Expor
 	}
 	rows, err := s.pool.Query(ctx, rootRunsSQL(s.table("batches"))+`
 		select f.root_batch_id, f.batch_id, f.custom_id, f.input_line, f.status_code,
-			f.response, f.error, f.attempt, coalesce(root.source, ''), f.loaded_at
+			f.response, f.error, f.attempt, coalesce(root.source, ''), f.loaded_at, coalesce(f.packed_custom_id, '')
 		from `+s.table("final_results")+` f
 		join root_runs root on root.batch_id = f.root_batch_id
 		where ($1::text[] is null or f.root_batch_id = any($1)) and ($2::timestamptz is null or f.loaded_at >= $2)
@@ -132,7 +134,7 @@ func (s *Store) ExportResults(ctx context.Context, q ExportQuery, fn func(*Expor
 	for rows.Next() {
 		var resp, errJSON []byte
 		if err := rows.Scan(&r.RootBatchID, &r.BatchID, &r.CustomID, &r.InputLine, &r.StatusCode, &resp, &errJSON,
-			&r.Attempt, &r.Source, &r.LoadedAt); err != nil {
+			&r.Attempt, &r.Source, &r.LoadedAt, &r.PackedCustomID); err != nil {
 			return translate("export results", err)
 		}
 		r.Response, r.Error = resp, errJSON

@@ -28,6 +28,7 @@ func (ResubmitArgs) InsertOpts() river.InsertOpts {
 // (a 2xx, a 4xx such as context_length_exceeded, a user's cancel) is final.
 // It is never NULL, so its negation selects the final rows.
 const RetryableSQL = `coalesce(r.error->>'code' in ('batch_expired', 'rate_limit_exceeded', 'server_error', 'internal_error', 'timeout', 'service_unavailable')
+	or r.error->>'code' like 'packed\_answer\_%'
 	or r.status_code = 429 or r.status_code >= 500, false)`
 
 // FinalCustomIDs returns the custom_ids of batchID's rows that are final (not retryable): the requests a
@@ -48,10 +49,12 @@ func (s *Store) FinalCustomIDs(ctx context.Context, batchID string) (map[string]
 }
 
 // resubmittableSQL is, as a predicate over a batches row b, an ended batch that may have requests to resubmit:
-// expired, completed with failed or missing rows, or failed with token_limit_exceeded, and with an input file at
+// expired, completed with failed or missing rows or with packed records whose answers failed (packed_failed), or
+// failed with token_limit_exceeded, and with an input file at
 // the API to resend them from (Anthropic's inline requests have none).
 const resubmittableSQL = `b.input_file_id is not null and (b.status = 'expired'
 		or (b.status = 'completed' and (b.request_failed > 0 or coalesce(b.results_count, 0) < b.request_total))
+		or (b.status = 'completed' and coalesce(b.packed_failed, 0) > 0)
 		or (b.status = 'failed' and b.errors::text like '%token_limit_exceeded%'))`
 
 // candidateSQL selects ended, loaded batches that may have requests to resubmit and were not looked at yet.

@@ -27,6 +27,8 @@ type Load struct {
 	tx      pgx.Tx
 	batchID string
 	rows    int64
+	// packedFailed counts the packed records whose answer failed (SetPackedFailed).
+	packedFailed int64
 }
 
 // BeginLoad starts loading batchID's results. Unless reload is set, it fails with ErrAlreadyLoaded when the batch's
@@ -58,7 +60,7 @@ func (s *Store) BeginLoad(ctx context.Context, batchID string, reload bool) (*Lo
 // CopyResults streams rows into the results table with COPY. Every row must belong to the load's batch.
 func (l *Load) CopyResults(ctx context.Context, src ResultSource) (int64, error) {
 	n, err := l.tx.CopyFrom(ctx, pgx.Identifier{l.s.schema, "results"},
-		[]string{"batch_id", "custom_id", "input_line", "status_code", "response", "error", "api_custom_id"},
+		[]string{"batch_id", "custom_id", "input_line", "status_code", "response", "error", "api_custom_id", "packed_custom_id"},
 		&copySource{src: src, batchID: l.batchID})
 	l.rows += n
 	if err != nil {
@@ -73,9 +75,9 @@ func (l *Load) CopyResults(ctx context.Context, src ResultSource) (int64, error)
 func (l *Load) MarkLoaded(ctx context.Context, usage Usage) error {
 	if _, err := l.tx.Exec(ctx, `update `+l.s.table("batches")+` set results_loaded_at = now(), results_count = $2,
 		prompt_tokens = $3, completion_tokens = $4, total_tokens = $5, updated_at = now(),
-		cached_tokens = $6, reasoning_tokens = $7, cost_usd = $8::numeric
+		cached_tokens = $6, reasoning_tokens = $7, cost_usd = $8::numeric, packed_failed = $9
 		where batch_id = $1`, l.batchID, l.rows, usage.PromptTokens, usage.CompletionTokens, usage.TotalTokens,
-		usage.CachedTokens, usage.ReasoningTokens, usage.CostUSD); err != nil {
+		usage.CachedTokens, usage.ReasoningTokens, usage.CostUSD, nullIfZero64(l.packedFailed)); err != nil {
 		_ = l.tx.Rollback(ctx)
 		return translate("mark results loaded for "+l.batchID, err)
 	}
@@ -91,6 +93,17 @@ func (l *Load) Rollback(ctx context.Context) error {
 	return err
 }
 
+// SetPackedFailed records, with MarkLoaded, how many packed records of the batch got a packed_answer_* error row:
+// a completed batch with any is a resubmission candidate.
+func (l *Load) SetPackedFailed(n int64) { l.packedFailed = n }
+
+func nullIfZero64(n int64) *int64 {
+	if n == 0 {
+		return nil
+	}
+	return &n
+}
+
 // Rows is the number of rows copied so far.
 func (l *Load) Rows() int64 { return l.rows }
 
@@ -98,7 +111,7 @@ func (l *Load) Rows() int64 { return l.rows }
 type copySource struct {
 	src     ResultSource
 	batchID string
-	values  [7]any
+	values  [8]any
 	err     error
 }
 
@@ -110,7 +123,8 @@ func (c *copySource) Values() ([]any, error) {
 		c.err = fmt.Errorf("result row for batch %s in the load of batch %s", r.BatchID, c.batchID)
 		return nil, c.err
 	}
-	c.values = [7]any{c.batchID, r.CustomID, r.InputLine, r.StatusCode, jsonValue(r.Response), jsonValue(r.Error), nullable(r.APICustomID)}
+	c.values = [8]any{c.batchID, r.CustomID, r.InputLine, r.StatusCode, jsonValue(r.Response), jsonValue(r.Error), nullable(r.APICustomID),
+		nullable(r.PackedCustomID)}
 	return c.values[:], nil
 }
 

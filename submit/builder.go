@@ -13,6 +13,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/batchctl/batchctl/jsonl"
+	"github.com/batchctl/batchctl/pack"
 	"github.com/batchctl/batchctl/provider"
 )
 
@@ -26,6 +27,8 @@ type request struct {
 	// outTokens bounds the request's output tokens, for the cost estimate (Options.Prices): its max_tokens,
 	// max_completion_tokens or max_output_tokens, else DefaultOutputTokens; 0 for endpoints that answer no tokens.
 	outTokens int64
+	// members are the records of a packed request (Options.Pack), index i+1 at [i]; nil for an unpacked one.
+	members []packMember
 }
 
 // builder turns input lines into request lines: request lines pass through (checked), data records go through the
@@ -40,8 +43,9 @@ type builder struct {
 	imgBuf  []byte // an edit's images[]
 	out     bytes.Buffer
 
-	idPath, textPath, imagePath string // --id-field, --text-field and --image-field as gjson paths, escaped once
-	model                       string // the last model seen, shared by the requests that name it
+	idPath, textPath, imagePath string  // --id-field, --text-field and --image-field as gjson paths, escaped once
+	model                       string  // the last model seen, shared by the requests that name it
+	pk                          *packer // the open pack, with Options.Pack
 }
 
 // TemplateFuncs are the functions a --template may call besides text/template's own: json encodes any value as
@@ -71,6 +75,10 @@ func newBuilder(opts *Options) (*builder, error) {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 		}
 		b.tmpl = t
+	}
+	if opts.Pack > 0 {
+		b.pk = &packer{form: pack.Form{Endpoint: opts.Endpoint, Model: opts.Model, System: opts.System,
+			MaxOut: opts.MaxOutputTokens, Answer: opts.AnswerSchema}}
 	}
 	return b, nil
 }

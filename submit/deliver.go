@@ -58,7 +58,7 @@ func (r *run) intend(ctx context.Context, p *spooledPart, in *intents) (j *journ
 		}
 		if j != nil {
 			if filepath.Base(p.Path) != j.SpoolFile {
-				_ = os.Remove(p.Path)
+				p.remove()
 			}
 			r.log.Info("batch file already submitted by an earlier run", "spool_file", j.SpoolFile, "state", j.State)
 			return j, true, nil
@@ -69,6 +69,7 @@ func (r *run) intend(ctx context.Context, p *spooledPart, in *intents) (j *journ
 	j.State, j.SpoolFile, j.SpoolSHA256, j.Requests, j.Bytes = StatePending, filepath.Base(p.Path), p.SHA256, p.Requests, p.Bytes
 	j.Tokens, j.OutTokens = p.Tokens, p.OutTokens
 	j.Metadata[MetaSpoolSHA256] = p.SHA256
+	r.packJournal(j, p)
 	if err := j.save(); err != nil {
 		return nil, false, err
 	}
@@ -117,6 +118,11 @@ type fileGoneError struct{ error }
 
 func (r *run) finishOnce(ctx context.Context, j *journal) error {
 	mayExist := false
+	if j.State != StateCreated {
+		if err := r.savePack(ctx, j); err != nil {
+			return err
+		}
+	}
 	switch j.State {
 	case StateCreated:
 		return r.emit(ctx, j, true)
@@ -171,6 +177,9 @@ func (r *run) created(ctx context.Context, j *journal, batchID string, existing 
 	}
 	// The batch holds the file now; the journal keeps the sha256 that recognises the content.
 	_ = os.Remove(j.spoolPath())
+	if j.PackMap != "" {
+		_ = os.Remove(j.packMapPath()) // in the database now
+	}
 	r.opts.Progress.Batches.Add(1)
 	r.log.Info("created batch", "batch_id", batchID, "spool_file", j.SpoolFile, "requests", j.Requests)
 	return r.emit(ctx, j, existing)

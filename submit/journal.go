@@ -66,6 +66,12 @@ type journal struct {
 	Account string `json:"account,omitempty"`
 	// Provider is the batch API (provider.OpenAI when empty: journals written before there were others).
 	Provider string `json:"provider,omitempty"`
+	// Pack is the pack size of a batch file of packed requests (Options.Pack), 0 otherwise; AnswerSchema the
+	// answer schema they ask for, and PackMap the base name of the record-to-index map beside the spool file
+	// (saved to the database before the batch is created, removed with the spool file once it exists).
+	Pack         int             `json:"pack,omitempty"`
+	AnswerSchema json.RawMessage `json:"answer_schema,omitempty"`
+	PackMap      string          `json:"pack_map,omitempty"`
 	// LastError is why the last run could not finish this intent, when it set it aside.
 	LastError string `json:"last_error,omitempty"`
 
@@ -172,7 +178,8 @@ func cleanStale(dir string, keep map[string]bool) error {
 	for _, e := range entries {
 		n := e.Name()
 		stale := strings.HasSuffix(n, ".spooling") || strings.HasPrefix(n, ".journal-") ||
-			(strings.HasSuffix(n, ".jsonl") && !keep[n])
+			(strings.HasSuffix(n, ".jsonl") && !keep[n]) ||
+			(strings.HasSuffix(n, packMapSuffix) && !keep[strings.TrimSuffix(n, packMapSuffix)])
 		if stale {
 			if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err

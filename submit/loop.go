@@ -150,7 +150,7 @@ func (s *spoolRun) finishBounded(ctx context.Context) error {
 	}
 	if len(s.badErrs) > 0 {
 		for _, p := range s.sealed {
-			_ = os.Remove(p.Path)
+			p.remove()
 		}
 		return errors.Join(s.badErrs...)
 	}
@@ -285,6 +285,9 @@ func recycle(free chan<- *chunk, c *chunk) {
 func (s *spoolRun) openJournal(part int, file, source, model string) error {
 	j := s.r.newJournal(s.dir, part, newIntent(), source, model)
 	j.State, j.SpoolFile = StateSpooling, file
+	if s.r.opts.Pack > 0 {
+		j.Pack, j.AnswerSchema = s.r.opts.Pack, s.r.opts.AnswerSchema // a leftover is sealed with its map
+	}
 	if err := j.save(); err != nil {
 		return err
 	}
@@ -330,7 +333,7 @@ func (s *spoolRun) sealedPart(ctx context.Context, p *spooledPart) error {
 		}
 		if prior != nil {
 			s.r.log.Info("batch file already submitted by an earlier run", "spool_file", prior.SpoolFile, "state", prior.State)
-			_ = os.Remove(p.Path)
+			p.remove()
 			if err := removeJournal(j); err != nil {
 				return err
 			}
@@ -341,6 +344,7 @@ func (s *spoolRun) sealedPart(ctx context.Context, p *spooledPart) error {
 	j.State, j.SpoolFile, j.SpoolSHA256, j.Requests, j.Bytes, j.Source = StatePending, filepath.Base(p.Path), p.SHA256, p.Requests, p.Bytes, p.Source
 	j.Tokens, j.OutTokens = p.Tokens, p.OutTokens
 	j.Metadata[MetaSpoolSHA256], j.Metadata[MetaSource] = p.SHA256, p.Source
+	s.r.packJournal(j, p)
 	if err := j.save(); err != nil {
 		return err
 	}
@@ -389,7 +393,8 @@ func (s *spoolRun) take(ctx context.Context, c *chunk) error {
 			}
 			continue
 		}
-		s.req = request{line: line, customID: l.customID, model: l.model, inputs: l.inputs, tokens: l.tokens, outTokens: l.outTokens}
+		s.req = request{line: line, customID: l.customID, model: l.model, inputs: l.inputs, tokens: l.tokens, outTokens: l.outTokens,
+			members: l.members}
 		wasEmpty := s.sp.pending() == 0
 		p, err := s.sp.add(l.name, l.num, &s.req)
 		if derr := s.sealedPart(ctx, p); derr != nil {

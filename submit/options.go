@@ -17,6 +17,7 @@ import (
 	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/cost"
 	"github.com/batchctl/batchctl/jsonl"
+	"github.com/batchctl/batchctl/pack"
 	"github.com/batchctl/batchctl/provider"
 	oaiprov "github.com/batchctl/batchctl/provider/openai"
 	"github.com/batchctl/batchctl/store"
@@ -41,6 +42,8 @@ const (
 	MetaSource      = batchapi.MetaSource
 	MetaPart        = "batchctl_part"
 	MetaRun         = batchapi.MetaRun
+	// MetaPack is the pack size of a batch of packed requests (Options.Pack).
+	MetaPack = batchapi.MetaPack
 
 	// batchctlPairs is how many metadata pairs batchctl adds to a batch: the five keys above.
 	batchctlPairs = 5
@@ -193,10 +196,23 @@ type Options struct {
 	ImageField string
 	// IDField names the field of a data record holding its custom_id; empty generates "<input name>:<line>".
 	IDField string
-	// Template is the text of a Go text/template rendering the request body from a data record.
+	// Template is the text of a Go text/template rendering the request body from a data record (with Pack, from
+	// the records of a packed request: see packer.go).
 	Template string
 	// TemplateName names the template in errors.
 	TemplateName string
+
+	// Pack, when positive, puts up to Pack records in each request (prompt packing, chat completions and responses
+	// only): the built-in form or the template gets the records under indexes 1..N, and the request asks for a
+	// structured answer, an object holding an array of {index, answer} (package pack). The record-to-index map
+	// goes beside each batch file in the spool (its .packmap), into its journal, and through SavePack into the
+	// database before the batch is created; the cutting limits apply to the packed requests.
+	Pack int
+	// AnswerSchema is the JSON schema of one record's answer in a packed request (pack.DefaultAnswerSchema, a
+	// string, when empty).
+	AnswerSchema []byte
+	// SavePack records a packed batch file's record-to-index map; required with Pack, unless DryRun.
+	SavePack func(ctx context.Context, p store.Pack, recs iter.Seq2[store.PackedRecord, error]) error
 
 	// MaxRequests and MaxBytes cap a batch file (defaults and ceilings MaxRequestsCeiling, MaxBytesCeiling).
 	MaxRequests int
@@ -379,8 +395,11 @@ func (o *Options) validate() error {
 	case o.System != "" && o.Template == "" && !takesSystem(o.Endpoint):
 		return bad("the built-in form of %s has no system prompt (chat completions, responses and Anthropic's messages have one): drop --system or write a --template", o.Endpoint)
 	}
-	if len(o.Metadata) > MaxMetadataPairs-batchctlPairs {
-		return bad("%d metadata pairs: at most %d, since batchctl adds %d of the API's %d", len(o.Metadata), MaxMetadataPairs-batchctlPairs, batchctlPairs, MaxMetadataPairs)
+	if err := o.validatePack(); err != nil {
+		return err
+	}
+	if pairs := o.batchctlPairs(); len(o.Metadata) > MaxMetadataPairs-pairs {
+		return bad("%d metadata pairs: at most %d, since batchctl adds %d of the API's %d", len(o.Metadata), MaxMetadataPairs-pairs, pairs, MaxMetadataPairs)
 	}
 	for k, v := range o.Metadata {
 		switch {
@@ -392,6 +411,42 @@ func (o *Options) validate() error {
 			return bad("metadata key %q: the batchctl_ prefix is batchctl's own", k)
 		}
 	}
+	return nil
+}
+
+// batchctlPairs is how many metadata pairs batchctl adds to each batch of the run.
+func (o *Options) batchctlPairs() int {
+	if o.Pack > 0 {
+		return batchctlPairs + 1 // MetaPack
+	}
+	return batchctlPairs
+}
+
+// validatePack checks the packing options, and compacts the answer schema.
+func (o *Options) validatePack() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidOptions, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case o.Pack == 0 && len(o.AnswerSchema) > 0:
+		return bad("an answer schema is for packed requests: add --pack")
+	case o.Pack == 0:
+		return nil
+	case o.Pack < 0 || o.Pack > pack.MaxSize:
+		return bad("pack %d: want 1 to %d records a request", o.Pack, pack.MaxSize)
+	case o.ProviderName == provider.Anthropic || !pack.Supported(o.Endpoint):
+		return bad("--pack packs chat completions and responses (structured outputs), not %s at %s", o.Endpoint, o.ProviderName)
+	case !o.DryRun && o.SavePack == nil:
+		return bad("--pack records which record each packed answer belongs to in the database: set DATABASE_URL")
+	}
+	if len(o.AnswerSchema) == 0 {
+		o.AnswerSchema = pack.DefaultAnswerSchema
+	}
+	s, err := pack.CheckAnswerSchema(o.AnswerSchema)
+	if err != nil {
+		return bad("%v", err)
+	}
+	o.AnswerSchema = s
 	return nil
 }
 

@@ -25,7 +25,8 @@ type inLine struct {
 	inputs           int
 	tokens           int64
 	outTokens        int64
-	err              error // a *jsonl.RecordError for a bad line
+	members          []packMember // of a packed request
+	err              error        // a *jsonl.RecordError for a bad line
 }
 
 // chunkBytes is the size of a chunk's buffer: large enough that handing chunks over costs little, small enough that
@@ -131,7 +132,18 @@ func (r *run) readInput(in Input, b *builder, req *request, rdr *reader) bool {
 		r.opts.Progress.Records.Add(1)
 		l := inLine{name: in.Name, num: rd.Line(), err: err}
 		raw := line
-		if err == nil {
+		if err == nil && b.pk != nil {
+			if berr := b.addPacked(in.Name, l.num, line); berr != nil {
+				l.err = &jsonl.RecordError{Source: in.Name, Line: l.num, Reason: berr.Error()}
+			} else if !b.packFull() && (in.Reader == nil || rd.Buffered() > 0) {
+				continue
+			} else {
+				// Full, or a stream whose next line has not come: the records read go into the spool now (within
+				// WriteThroughInterval, as a stream's records must), in a smaller pack.
+				l, line = r.packedLine(b, req)
+			}
+			raw = nil
+		} else if err == nil {
 			if berr := b.build(in.Name, l.num, line, req); berr != nil {
 				l.err = &jsonl.RecordError{Source: in.Name, Line: l.num, Reason: berr.Error()}
 			} else {
@@ -139,37 +151,64 @@ func (r *run) readInput(in Input, b *builder, req *request, rdr *reader) bool {
 				l.outTokens = req.outTokens
 			}
 		}
-		keepRaw := r.opts.SkipInvalid && l.err == nil
-		need := len(line)
-		if keepRaw {
-			need += len(raw)
+		if c = r.put(rdr, c, l, line, raw, rd.Buffered() == 0); c == nil {
+			return false
 		}
-		if len(c.lines) > 0 && len(c.buf)+need > cap(c.buf) {
-			// Hand the chunk over rather than grow it: a grown buffer stays grown, in every chunk in flight.
-			if !rdr.send(c) {
-				return false
-			}
-			c = rdr.fresh()
-		}
-		if keepRaw {
-			l.rawStart = len(c.buf)
-			c.buf = append(c.buf, raw...)
-			l.rawEnd = len(c.buf)
-		}
-		l.start = len(c.buf)
-		c.buf = append(c.buf, line...)
-		l.end = len(c.buf)
-		c.lines = append(c.lines, l)
-		if len(c.lines) >= 1024 || len(c.buf) >= chunkBytes || rd.Buffered() == 0 {
-			if !rdr.send(c) {
-				return false
-			}
-			if c = rdr.get(); c == nil {
-				return false
-			}
+	}
+	if b.pk != nil && b.packPending() {
+		// A pack never spans two inputs: its records' lines are of one input.
+		l, line := r.packedLine(b, req)
+		if c = r.put(rdr, c, l, line, nil, true); c == nil {
+			return false
 		}
 	}
 	return len(c.lines) == 0 || rdr.send(c)
+}
+
+// packedLine builds the open pack into its request line; a pack that fails to build is a bad line of its first
+// record's.
+func (r *run) packedLine(b *builder, req *request) (inLine, []byte) {
+	first := b.pk.members[0]
+	l := inLine{name: b.pk.name, num: first.num}
+	if err := b.buildPacked(req); err != nil {
+		l.err = &jsonl.RecordError{Source: l.name, Line: l.num, Reason: "packed request: " + err.Error()}
+		return l, nil
+	}
+	l.customID, l.model, l.inputs, l.tokens, l.outTokens, l.members = req.customID, req.model, req.inputs, req.tokens, req.outTokens, req.members
+	return l, req.line
+}
+
+// put appends a line to chunk c and hands c over when it is full or the input has nothing buffered (flush); it
+// returns the chunk to fill next, nil when reading must stop.
+func (r *run) put(rdr *reader, c *chunk, l inLine, line, raw []byte, flush bool) *chunk {
+	keepRaw := r.opts.SkipInvalid && l.err == nil && raw != nil
+	need := len(line)
+	if keepRaw {
+		need += len(raw)
+	}
+	if len(c.lines) > 0 && len(c.buf)+need > cap(c.buf) {
+		// Hand the chunk over rather than grow it: a grown buffer stays grown, in every chunk in flight.
+		if !rdr.send(c) {
+			return nil
+		}
+		c = rdr.fresh()
+	}
+	if keepRaw {
+		l.rawStart = len(c.buf)
+		c.buf = append(c.buf, raw...)
+		l.rawEnd = len(c.buf)
+	}
+	l.start = len(c.buf)
+	c.buf = append(c.buf, line...)
+	l.end = len(c.buf)
+	c.lines = append(c.lines, l)
+	if len(c.lines) >= 1024 || len(c.buf) >= chunkBytes || flush {
+		if !rdr.send(c) {
+			return nil
+		}
+		return rdr.get()
+	}
+	return c
 }
 
 // backlog counts a stream's sealed batch files not yet created as batches. The reader waits while it is full, so a

@@ -62,10 +62,17 @@ func sealLeftover(j *journal, all []*journal) (ok bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("seal leftover spool file %s: %w", path, err)
 	}
+	packMap, err := leftoverPackMap(j, path)
+	if err != nil {
+		return false, err
+	}
 	if size == 0 {
 		_ = f.Close()
 		if err := os.Remove(path); err != nil {
 			return false, fmt.Errorf("remove empty spool file: %w", err)
+		}
+		if packMap != "" {
+			_ = os.Remove(packMap)
 		}
 		return false, removeJournal(j)
 	}
@@ -84,6 +91,14 @@ func sealLeftover(j *journal, all []*journal) (ok bool, err error) {
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	sealed := filepath.Join(dir, sealedName(j.Part, sum))
+	if packMap != "" {
+		// The map may hold the records of a request line cut above: they name a packed request the file does not
+		// hold, and are never looked up.
+		if err := os.Rename(packMap, sealed+packMapSuffix); err != nil {
+			return false, fmt.Errorf("seal leftover pack map: %w", err)
+		}
+		j.PackMap = filepath.Base(sealed + packMapSuffix)
+	}
 	if err := os.Rename(path, sealed); err != nil {
 		return false, fmt.Errorf("seal leftover spool file: %w", err)
 	}
@@ -94,6 +109,25 @@ func sealLeftover(j *journal, all []*journal) (ok bool, err error) {
 	j.Tokens = lines.tokens() // of whole lines, above the bodies' own estimate: on the safe side
 	j.Metadata[MetaSpoolSHA256] = sum
 	return true, j.save()
+}
+
+// leftoverPackMap finds the record-to-index map of a packed leftover spool file at path: beside the open file, or
+// already renamed beside its sealed name (the spooler renames the map first). "" for a journal of unpacked requests.
+func leftoverPackMap(j *journal, path string) (string, error) {
+	if j.Pack == 0 {
+		return "", nil
+	}
+	if _, err := os.Stat(path + packMapSuffix); err == nil {
+		return path + packMapSuffix, nil
+	}
+	matches, err := filepath.Glob(filepath.Join(filepath.Dir(path), fmt.Sprintf("part-%05d-*.jsonl%s", j.Part, packMapSuffix)))
+	if err != nil {
+		return "", err
+	}
+	if len(matches) == 1 {
+		return matches[0], nil
+	}
+	return "", fmt.Errorf("seal leftover spool file %s: its packed requests' record-to-index map is missing", path)
 }
 
 // sealedOrphan finds the sealed file of part n that no journal names: sealed by a run that stopped before it

@@ -73,3 +73,35 @@ func TestPrepareDirDropsEmptyLeftover(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, entries)
 }
+
+// A packed stream's leftover keeps its record-to-index map: sealed with the file, named in the journal.
+func TestPrepareDirSealsLeftoverPackMap(t *testing.T) {
+	t.Parallel()
+	whole := `{"custom_id":"pack:a","body":{"model":"m"}}` + "\n"
+	packMap := `{"packed_custom_id":"pack:a","index":1,"custom_id":"a","line":1}` + "\n" +
+		`{"packed_custom_id":"pack:b","index":1,"custom_id":"b","line":2}` + "\n"
+	dir := t.TempDir()
+	j := &journal{Version: journalVersion, State: StateSpooling, Intent: "0123456789abcdef01234567", Part: 2,
+		SpoolFile: spoolingName(2), Model: "m", Metadata: map[string]string{MetaIntent: "x"}, path: journalPath(dir, 2),
+		Pack: 5, AnswerSchema: []byte(`{"type":"string"}`)}
+	require.NoError(t, j.save())
+	require.NoError(t, os.WriteFile(filepath.Join(dir, spoolingName(2)), []byte(whole+`{"custom_id":"pack:b","bo`), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, spoolingName(2)+packMapSuffix), []byte(packMap), 0o600))
+
+	js, err := prepareDir(dir)
+	require.NoError(t, err)
+	require.Len(t, js, 1)
+	require.Equal(t, StatePending, js[0].State)
+	require.Equal(t, js[0].SpoolFile+packMapSuffix, js[0].PackMap)
+	b, err := os.ReadFile(js[0].packMapPath())
+	require.NoError(t, err)
+	require.Equal(t, packMap, string(b))
+
+	// Without its map a packed leftover is not sealed: its answers could not be unpacked.
+	dir = t.TempDir()
+	j.path, j.State, j.SpoolFile = journalPath(dir, 2), StateSpooling, spoolingName(2)
+	require.NoError(t, j.save())
+	require.NoError(t, os.WriteFile(filepath.Join(dir, spoolingName(2)), []byte(whole), 0o600))
+	_, err = prepareDir(dir)
+	require.ErrorContains(t, err, "record-to-index map is missing")
+}

@@ -199,6 +199,9 @@ func runKey(o *Options) (string, error) {
 	if o.Endpoint == jsonl.EndpointImageEdits { // likewise
 		shape = append(shape, o.ImageField)
 	}
+	if o.Pack > 0 { // likewise
+		shape = append(shape, o.Pack, string(o.AnswerSchema))
+	}
 	shapeJSON, err := json.Marshal(shape)
 	if err != nil {
 		return "", err
@@ -276,5 +279,8 @@ func (r *run) metadata(source string, part int, sha, intent string) map[string]s
 	m[MetaSource] = source
 	m[MetaPart] = strconv.Itoa(part)
 	m[MetaRun] = r.runID
+	if r.opts.Pack > 0 {
+		m[MetaPack] = strconv.Itoa(r.opts.Pack)
+	}
 	return m
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/batchctl/batchctl/batchapi"
@@ -26,7 +27,15 @@ type spooledPart struct {
 	Bytes     int64
 	Model     string
 	Source    string
+	// PackMap is the file of the record-to-index map of a packed batch file (its path and packMapSuffix), "" when
+	// its requests are not packed.
+	PackMap string
 }
+
+// packMapSuffix names the record-to-index map of a packed batch file: the batch file's name and this suffix. One
+// store.PackedRecord a line, written before the request line it belongs to, so every whole request line of a
+// batch file has its records there.
+const packMapSuffix = ".packmap"
 
 // spooler writes request lines into batch files, cutting a new one before a line would pass a limit, and checks
 // what only the batch as a whole can tell: custom_ids repeated within it and a second model.
@@ -57,11 +66,20 @@ type spooler struct {
 	modelLine string // where the batch's model first appeared
 	ids       map[string]int
 	sources   []string
+
+	// packing (Options.Pack): the open part's record-to-index map, its records so far and their custom_ids
+	pack      bool
+	pf        *os.File
+	pw        *bufio.Writer
+	ptmp      string
+	records   int
+	memberIDs map[string]int
+	pline     []byte
 }
 
 func newSpooler(dir string, o *Options, first int) *spooler {
 	s := &spooler{dir: dir, maxRequests: o.MaxRequests, maxBytes: o.MaxBytes, maxTokens: o.MaxTokens, sync: !o.DryRun,
-		next: first, ids: make(map[string]int)}
+		next: first, ids: make(map[string]int), pack: o.Pack > 0, memberIDs: make(map[string]int)}
 	if o.Endpoint == jsonl.EndpointEmbeddings {
 		s.maxInputs = MaxEmbeddingInputs
 	}
@@ -87,6 +105,9 @@ func (s *spooler) add(name string, num int, req *request) (sealed *spooledPart, 
 			return nil, err
 		}
 	}
+	if err := s.checkMembers(name, req.members); err != nil {
+		return sealed, err
+	}
 	if s.f != nil {
 		if req.model != s.model {
 			return sealed, jsonl.Errorf(name, num, "second model %q in this batch (model %q since %s)", req.model, s.model, s.modelLine)
@@ -94,8 +115,11 @@ func (s *spooler) add(name string, num int, req *request) (sealed *spooledPart, 
 		if first, ok := s.ids[req.customID]; ok {
 			return sealed, jsonl.Errorf(name, num, "custom_id %q repeated in this batch (first on line %d)", req.customID, first)
 		}
-	} else if err := s.open(name, req.model); err != nil {
-		return sealed, err
+	}
+	if s.f == nil {
+		if err := s.open(name, req.model); err != nil {
+			return sealed, err
+		}
 	}
 	if s.requests == 0 {
 		s.model, s.modelLine = req.model, fmt.Sprintf("%s:%d", name, num)
@@ -109,6 +133,9 @@ func (s *spooler) add(name string, num int, req *request) (sealed *spooledPart, 
 	s.inputs += req.inputs
 	s.tokens += req.tokens
 	s.outTokens += req.outTokens
+	if err := s.writeMembers(req); err != nil {
+		return sealed, err
+	}
 	if _, err := s.w.Write(req.line); err != nil {
 		return sealed, fmt.Errorf("write spool file %s: %w", s.tmp, err)
 	}
@@ -117,6 +144,43 @@ func (s *spooler) add(name string, num int, req *request) (sealed *spooledPart, 
 	}
 	s.dirty = true
 	return sealed, nil
+}
+
+// checkMembers refuses a packed request whose records repeat a custom_id of the batch, or of each other.
+func (s *spooler) checkMembers(name string, members []packMember) error {
+	for i, m := range members {
+		if first, ok := s.memberIDs[m.customID]; ok {
+			return jsonl.Errorf(name, m.num, "custom_id %q repeated in this batch (first on line %d)", m.customID, first)
+		}
+		for _, o := range members[:i] {
+			if o.customID == m.customID {
+				return jsonl.Errorf(name, m.num, "custom_id %q repeated in this batch (first on line %d)", m.customID, o.num)
+			}
+		}
+	}
+	return nil
+}
+
+// writeMembers writes the records of a packed request to the open part's record-to-index map.
+func (s *spooler) writeMembers(req *request) error {
+	for i, m := range req.members {
+		s.records++
+		s.memberIDs[m.customID] = m.num
+		s.pline = s.pline[:0]
+		s.pline = append(s.pline, `{"packed_custom_id":`...)
+		s.pline = jsonl.AppendString(s.pline, req.customID)
+		s.pline = append(s.pline, `,"index":`...)
+		s.pline = strconv.AppendInt(s.pline, int64(i+1), 10)
+		s.pline = append(s.pline, `,"custom_id":`...)
+		s.pline = jsonl.AppendString(s.pline, m.customID)
+		s.pline = append(s.pline, `,"line":`...)
+		s.pline = strconv.AppendInt(s.pline, int64(s.records), 10)
+		s.pline = append(s.pline, "}\n"...)
+		if _, err := s.pw.Write(s.pline); err != nil {
+			return fmt.Errorf("write pack map %s: %w", s.ptmp, err)
+		}
+	}
+	return nil
 }
 
 // fits reports whether the open batch can take one more request of size bytes (newline included), inputs embedding
@@ -148,6 +212,20 @@ func (s *spooler) open(source, model string) error {
 			return err
 		}
 	}
+	if s.pack {
+		s.ptmp = s.tmp + packMapSuffix
+		pf, err := os.OpenFile(s.ptmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			_ = f.Close()
+			return fmt.Errorf("create pack map: %w", err)
+		}
+		s.pf = pf
+		if s.pw == nil {
+			s.pw = bufio.NewWriterSize(pf, 256<<10)
+		} else {
+			s.pw.Reset(pf)
+		}
+	}
 	s.f, s.h = f, sha256.New()
 	if s.w == nil {
 		s.w = bufio.NewWriterSize(io.MultiWriter(f, s.h), 1<<20)
@@ -164,7 +242,10 @@ func (s *spooler) flush() error {
 		return nil
 	}
 	s.dirty = false
-	err := s.w.Flush()
+	err := s.flushPackMap()
+	if err == nil {
+		err = s.w.Flush()
+	}
 	if err == nil && s.sync {
 		err = s.f.Sync()
 	}
@@ -182,7 +263,14 @@ func (s *spooler) seal() (*spooledPart, error) {
 	}
 	f := s.f
 	s.f, s.dirty = nil, false
-	err := s.w.Flush()
+	err := s.flushPackMap()
+	if err == nil && s.pf != nil {
+		err = s.pf.Close()
+		s.pf = nil
+	}
+	if err == nil {
+		err = s.w.Flush()
+	}
 	if err == nil && s.sync {
 		err = f.Sync()
 	}
@@ -198,6 +286,12 @@ func (s *spooler) seal() (*spooledPart, error) {
 		Source: batchapi.Truncate(strings.Join(s.sources, ","), MaxMetadataValueLen),
 		Path:   filepath.Join(s.dir, sealedName(s.next, sum)),
 	}
+	if s.pack {
+		p.PackMap = p.Path + packMapSuffix
+		if err := os.Rename(s.ptmp, p.PackMap); err != nil {
+			return nil, fmt.Errorf("seal pack map: %w", err)
+		}
+	}
 	if err := os.Rename(s.tmp, p.Path); err != nil {
 		return nil, fmt.Errorf("seal spool file: %w", err)
 	}
@@ -208,7 +302,9 @@ func (s *spooler) seal() (*spooledPart, error) {
 	}
 	s.next++
 	s.requests, s.bytes, s.inputs, s.tokens, s.outTokens, s.model, s.sources = 0, 0, 0, 0, 0, "", s.sources[:0]
+	s.records = 0
 	clear(s.ids)
+	clear(s.memberIDs)
 	return p, nil
 }
 
@@ -219,6 +315,27 @@ func (s *spooler) discard() {
 		_ = os.Remove(s.tmp)
 		s.f = nil
 	}
+	if s.pf != nil {
+		_ = s.pf.Close()
+		_ = os.Remove(s.ptmp)
+		s.pf = nil
+	}
+}
+
+// flushPackMap writes the open part's record-to-index map through to its file (and the disk), before the request
+// lines are: a request line on disk always has its records in the map.
+func (s *spooler) flushPackMap() error {
+	if s.pf == nil {
+		return nil
+	}
+	err := s.pw.Flush()
+	if err == nil && s.sync {
+		err = s.pf.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("write pack map %s: %w", s.ptmp, err)
+	}
+	return nil
 }
 
 func syncDir(dir string) error {

@@ -39,6 +39,7 @@ type emulatorOptions struct {
 	maxCreates  int
 
 	failRate     float64
+	garbleRate   float64
 	rate429      float64
 	rate500      float64
 	resetRate    float64
@@ -95,6 +96,7 @@ unless --api-key is set.`,
 	f.IntVar(&opts.maxCreates, "max-batch-creates-per-hour", emulator.DefaultMaxBatchCreatesPerHour, "batch creations allowed in any hour; more are answered 429 (negative: no cap)")
 
 	f.Float64Var(&opts.failRate, "fail-rate", 0, "share of request lines answered with a failure (error file or non-200 status_code)")
+	f.Float64Var(&opts.garbleRate, "garble-rate", 0, "share of structured answers (JSON-schema response formats, as submit --pack asks) broken: an item dropped or repeated, JSON cut short, or cut at the output limit")
 	f.Float64Var(&opts.rate429, "rate-429", 0, "share of API calls answered 429 rate_limit_exceeded with Retry-After")
 	f.Float64Var(&opts.rate500, "rate-500", 0, "share of API calls answered 500 server_error")
 	f.Float64Var(&opts.resetRate, "reset-rate", 0, "share of API calls whose connection is cut mid-response (after the call took effect)")
@@ -114,7 +116,7 @@ func runEmulator(ctx context.Context, opts *emulatorOptions) error {
 		return usageError{err}
 	}
 	for name, rate := range map[string]float64{
-		"--fail-rate": opts.failRate, "--rate-429": opts.rate429, "--rate-500": opts.rate500, "--reset-rate": opts.resetRate,
+		"--fail-rate": opts.failRate, "--garble-rate": opts.garbleRate, "--rate-429": opts.rate429, "--rate-500": opts.rate500, "--reset-rate": opts.resetRate,
 		"--truncate-rate": opts.truncateRate, "--expire-rate": opts.expireRate, "--expire-completed-share": opts.expireShare,
 	} {
 		if rate < 0 || rate > 1 {
@@ -131,6 +133,7 @@ func runEmulator(ctx context.Context, opts *emulatorOptions) error {
 		RequestFailRate:        opts.failRate, HTTP429Rate: opts.rate429, HTTP500Rate: opts.rate500, ResetRate: opts.resetRate,
 		TruncateDownloadRate: opts.truncateRate, DownloadBytesPerSec: opts.downloadBPS, RetryAfter: opts.retryAfter,
 		ExpireRate: opts.expireRate, ExpireCompletedShare: opts.expireShare, TokenLimitPerModel: limits,
+		GarbleRate: opts.garbleRate,
 	})
 	if err != nil {
 		return fmt.Errorf("start emulator: %w", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/batchctl/batchctl/pack"
 	"github.com/batchctl/batchctl/poll"
 )
 
@@ -37,6 +38,7 @@ type pollOptions struct {
 
 	resubmit          bool
 	maxAttempts       int
+	resubmitPack      int
 	tokenLimitBackoff time.Duration
 	deleteFiles       bool
 
@@ -97,6 +99,7 @@ read it again. Off by default: the results table is then the only copy of the an
 	f.BoolVar(&opts.resubmit, "resubmit", false, "send again, as child batches, requests that failed for a retryable cause (see batchctl resubmit --help)")
 	f.IntVar(&opts.maxAttempts, "max-attempts", poll.DefaultMaxAttempts, "with --resubmit: attempts a request gets in all")
 	f.DurationVar(&opts.tokenLimitBackoff, "token-limit-backoff", poll.DefaultTokenLimitBackoff, "with --resubmit: wait before resending a batch that failed with token_limit_exceeded")
+	f.IntVar(&opts.resubmitPack, "resubmit-pack", poll.DefaultResubmitPack, "with --resubmit: records a request when failed packed records (submit --pack) are sent again (1: unpacked, one record a request)")
 	f.BoolVar(&opts.deleteFiles, "delete-files", false, "delete each batch's API files once no batch needs them (see batchctl files prune --help)")
 	f.DurationVar(&opts.fetchEvery, "fetch-interval", 0, "how often River looks for due jobs (River's default 1s)")
 	_ = f.MarkHidden("fetch-interval")
@@ -155,7 +158,7 @@ func runPoll(ctx context.Context, opts *pollOptions) error {
 		Interval: interval, Workers: opts.workers, LoadTimeout: opts.loadTimeout, RescueAfter: opts.rescueAfter,
 		LifelineInterval: opts.lifelineEvery, OutputGrace: opts.outputGrace,
 		SweepInterval: opts.sweepEvery, ExitWhenDone: opts.exitWhenDone, FetchPollInterval: opts.fetchEvery,
-		Resubmit: opts.resubmit, MaxAttempts: opts.maxAttempts, TokenLimitBackoff: opts.tokenLimitBackoff,
+		Resubmit: opts.resubmit, MaxAttempts: opts.maxAttempts, TokenLimitBackoff: opts.tokenLimitBackoff, ResubmitPack: opts.resubmitPack,
 		Prices: prices, DeleteFiles: opts.deleteFiles,
 	})
 	if err != nil {
@@ -182,6 +185,9 @@ func (opts *pollOptions) validate() error {
 	}
 	if opts.maxAttempts < 0 {
 		return fmt.Errorf("--max-attempts %d: want a positive number (0 for the default)", opts.maxAttempts)
+	}
+	if opts.resubmitPack < 0 || opts.resubmitPack > pack.MaxSize {
+		return fmt.Errorf("--resubmit-pack %d: want 1 to %d records a request", opts.resubmitPack, pack.MaxSize)
 	}
 	return nil
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/batchctl/batchctl/pack"
 	"github.com/batchctl/batchctl/poll"
 )
 
@@ -20,6 +22,7 @@ type resubmitOptions struct {
 	ids               []string
 	all               bool
 	maxAttempts       int
+	resubmitPack      int
 	tokenLimitBackoff time.Duration
 	dir               string
 }
@@ -53,6 +56,7 @@ Prints one JSON line per batch considered: {"batch_id", "resubmitted_as", "reque
 	f.BoolVar(&opts.all, "all", false, "every ended batch that may have requests to resend")
 	f.IntVar(&opts.maxAttempts, "max-attempts", poll.DefaultMaxAttempts, "attempts a request gets in all, the first submission included")
 	f.DurationVar(&opts.tokenLimitBackoff, "token-limit-backoff", poll.DefaultTokenLimitBackoff, "wait after a token_limit_exceeded failure before sending the batch again")
+	f.IntVar(&opts.resubmitPack, "resubmit-pack", poll.DefaultResubmitPack, "records a request when failed packed records (submit --pack) are sent again (1: unpacked, one record a request)")
 	f.StringVar(&opts.dir, "dir", "", "directory for the children's request files while they upload (default the system temp dir)")
 	return cmd
 }
@@ -63,6 +67,9 @@ func runResubmit(ctx context.Context, opts *resubmitOptions) error {
 	}
 	if len(opts.ids) > 0 && opts.all {
 		return usageError{errors.New("--all resubmits every candidate: name no batch with it")}
+	}
+	if opts.resubmitPack < 0 || opts.resubmitPack > pack.MaxSize {
+		return usageError{fmt.Errorf("--resubmit-pack %d: want 1 to %d records a request", opts.resubmitPack, pack.MaxSize)}
 	}
 	providers, err := opts.api.providers(opts.global.Logger())
 	if err != nil {
@@ -75,7 +82,7 @@ func runResubmit(ctx context.Context, opts *resubmitOptions) error {
 	defer s.Close()
 	log := opts.global.Logger()
 	r := &poll.Resubmitter{Store: s, Providers: providers, Logger: log,
-		MaxAttempts: opts.maxAttempts, TokenLimitBackoff: opts.tokenLimitBackoff, Dir: opts.dir}
+		MaxAttempts: opts.maxAttempts, TokenLimitBackoff: opts.tokenLimitBackoff, Dir: opts.dir, Pack: opts.resubmitPack}
 
 	ids := opts.ids
 	if opts.all {

@@ -36,6 +36,7 @@ type submitOptions struct {
 
 	files        []string
 	templateFile string
+	answerSchema string
 	rejectsFile  string
 	metadata     []string
 	progress     string
@@ -77,6 +78,11 @@ the existing batches, marked "existing") unless --force.`,
   # edit pictures: records {"text": "add a hat", "image": "https://…/fox.png" or "file-…"}
   batchctl submit --endpoint /v1/images/edits --model gpt-image-1 edits.jsonl
 
+  # prompt packing: 10 reviews per request, each answered with one of three labels, one result row each
+  echo '{"type":"string","enum":["positive","negative","neutral"]}' > label.json
+  batchctl submit --model gpt-4o-mini --system "Classify the sentiment." --id-field id \
+    --pack 10 --answer-schema label.json reviews.jsonl
+
   # one request per line of text; check and spool only
   batchctl submit --format text --model gpt-4o-mini --dry-run questions.txt
 
@@ -102,6 +108,8 @@ the existing batches, marked "existing") unless --force.`,
 	f.StringVar(&s.ImageField, "image-field", "image", "field of a record holding the pictures a built-in /v1/images/edits request edits: a URL, a data:image/ URL or a file ID, or an array of them")
 	f.StringVar(&s.IDField, "id-field", "", `field of a record holding its custom_id (string or integer); default "<file>:<line>"`)
 	f.StringVar(&opts.templateFile, "template", "", `Go text/template file rendering the request body from a record; {{json .field}} writes a value as JSON`)
+	f.IntVar(&s.Pack, "pack", 0, "prompt packing: up to N records per request (chat completions and responses), answered as JSON {answers: [{index, answer}]} and unpacked into one result row per record; needs DATABASE_URL (0: one record a request)")
+	f.StringVar(&opts.answerSchema, "answer-schema", "", "with --pack: JSON schema file of one record's answer (default: a string)")
 	f.IntVar(&s.MaxRequests, "max-requests", 0, "requests per batch (default and most: the provider's limit, 50000 OpenAI, 100000 Azure and Anthropic)")
 	f.Int64Var(&s.MaxBytes, "max-bytes", 0, "bytes per batch file, newlines included (default and most: 200000000; Anthropic 256000000)")
 	f.Int64Var(&s.MaxTokens, "max-tokens", 0, "estimated prompt tokens per batch, to stay under the model's enqueued-token limit (0: no limit)")
@@ -174,6 +182,13 @@ func runSubmit(ctx context.Context, opts *submitOptions) error {
 		}
 		s.Template, s.TemplateName = string(b), filepath.Base(opts.templateFile)
 	}
+	if opts.answerSchema != "" {
+		b, err := os.ReadFile(opts.answerSchema)
+		if err != nil {
+			return usageError{fmt.Errorf("--answer-schema: %w", err)}
+		}
+		s.AnswerSchema = b
+	}
 	prices, err := opts.prices.table()
 	if err != nil {
 		return err
@@ -218,6 +233,7 @@ func runSubmit(ctx context.Context, opts *submitOptions) error {
 		s.SaveRequestIDs = func(ctx context.Context, sha string, ids iter.Seq2[store.RequestID, error]) error {
 			return st.SaveRequestIDs(ctx, sha, ids)
 		}
+		s.SavePack = st.SavePack
 		s.OwnedBatch = func(ctx context.Context, id string) (bool, error) {
 			_, err := st.GetBatch(ctx, id)
 			if errors.Is(err, store.ErrNotFound) {
