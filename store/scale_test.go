@@ -1,0 +1,121 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/batchctl/batchctl/store"
+)
+
+// A refresh page is written by UpsertBatches with UpsertBatch's rules for each batch: the previous statuses come
+// back in order, a stale status never resurrects an ended batch, and a batch that ends gets its one load job.
+func TestUpsertBatchesPage(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t)
+	ended := time.Now().Add(-time.Minute)
+	for _, b := range []store.Batch{
+		{BatchID: "batch_run", Status: store.StatusInProgress, Source: "in.jsonl"},
+		{BatchID: "batch_done", Status: store.StatusCompleted, EndedAt: &ended, OutputFileID: "file-done"},
+	} {
+		_, err := s.TrackBatch(ctx, b)
+		require.NoError(t, err)
+	}
+	prev, err := s.UpsertBatches(ctx, []store.Batch{
+		{BatchID: "batch_run", Status: store.StatusCompleted, RequestTotal: 3, RequestCompleted: 3, OutputFileID: "file-run"},
+		{BatchID: "batch_done", Status: store.StatusInProgress}, // a stale page
+		{BatchID: "batch_new", Status: store.StatusValidating},
+	})
+	require.NoError(t, err)
+	require.Equal(t, []string{store.StatusInProgress, store.StatusCompleted, ""}, prev)
+
+	for id, want := range map[string]string{"batch_run": store.StatusCompleted, "batch_done": store.StatusCompleted, "batch_new": store.StatusValidating} {
+		got, err := s.GetBatch(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, want, got.Status, id)
+	}
+	got, err := s.GetBatch(ctx, "batch_run")
+	require.NoError(t, err)
+	require.Equal(t, "in.jsonl", got.Source, "what the API does not know is kept")
+	require.Equal(t, "file-run", got.OutputFileID)
+	require.NotNil(t, got.EndedAt)
+	require.Equal(t, 1, loadJobs(t, s, "batch_run"), "the batch that ended has its load")
+	require.Equal(t, 1, loadJobs(t, s, "batch_done"), "tracked ended: one load, none more for the stale page")
+	require.Zero(t, loadJobs(t, s, "batch_new"))
+
+	prev, err = s.UpsertBatches(ctx, nil)
+	require.NoError(t, err)
+	require.Empty(t, prev)
+}
+
+func loadJobs(t *testing.T, s *store.Store, batchID string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, s.Pool().QueryRow(context.Background(), `select count(*) from `+s.Schema()+`.river_job
+		where kind = $1 and args->>'batch_id' = $2`, store.LoadResultsArgs{}.Kind(), batchID).Scan(&n))
+	return n
+}
+
+// The per-batch jobs (polls, loads) come after the periodic jobs that serve every batch at once, so thousands of
+// due polls never hold up a refresh.
+func TestPerBatchJobsAfterControlJobs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t)
+	_, err := s.TrackBatch(ctx, store.Batch{BatchID: "batch_p", Status: store.StatusValidating})
+	require.NoError(t, err)
+	var p int
+	require.NoError(t, s.Pool().QueryRow(ctx, `select priority from `+s.Schema()+`.river_job where kind = $1`,
+		store.PollBatchArgs{}.Kind()).Scan(&p))
+	require.Equal(t, store.PriorityBatch, p)
+	require.Greater(t, store.PriorityBatch, store.PriorityControl)
+	require.GreaterOrEqual(t, store.LoadPriority(nil, time.Now()), store.PriorityBatch)
+	require.GreaterOrEqual(t, store.LoadPriority(new(time.Now()), time.Now()), store.PriorityBatch)
+}
+
+// The sweep's search for ended batches without a load job is a hash (or merge) anti-join of the batches against the live jobs
+// (one pass over each), not a scan of the jobs for every batch, and finds exactly the batches without one.
+func TestStrandedLoadsHashAntiJoin(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t)
+	const n = 3000
+	ended := time.Now().Add(-time.Minute)
+	for page := 0; page < n; page += 100 {
+		var bs []store.Batch
+		for i := page; i < page+100; i++ {
+			bs = append(bs, store.Batch{BatchID: fmt.Sprintf("batch_%05d", i), Status: store.StatusCompleted, EndedAt: &ended, RequestTotal: 1})
+		}
+		_, err := s.UpsertBatches(ctx, bs)
+		require.NoError(t, err)
+	}
+	_, err := s.Pool().Exec(ctx, `delete from `+s.Schema()+`.river_job where kind = $1 and args->>'batch_id' in ('batch_00007', 'batch_02999')`,
+		store.LoadResultsArgs{}.Kind())
+	require.NoError(t, err)
+	for _, table := range []string{"batches", "river_job"} {
+		_, err = s.Pool().Exec(ctx, `analyze `+s.Schema()+`.`+table)
+		require.NoError(t, err)
+	}
+
+	plans, err := s.ExplainHot(ctx)
+	require.NoError(t, err)
+	var plan string
+	for _, p := range plans {
+		require.NotEmpty(t, p.Text, p.Name)
+		if p.Name == "sweep: stranded loads" {
+			plan = p.Text
+		}
+	}
+	require.Regexp(t, `(Hash|Merge) (Right )?Anti Join`, plan)
+	require.NotContains(t, plan, "SubPlan")
+	require.False(t, strings.Contains(plan, "Nested Loop"), plan)
+
+	ids, err := s.EnqueueStrandedLoads(ctx)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"batch_00007", "batch_02999"}, ids)
+}
