@@ -37,6 +37,9 @@ func (s *Store) ExplainHot(ctx context.Context) ([]Plan, error) {
 		{"sweep: stranded loads", s.missingJobsSQL(LoadResultsArgs{}.Kind(), unloadedSQL, `b.ended_at`), nil},
 		{"status: counts by status", `select status, count(*), coalesce(sum(request_total), 0), min(created_at)
 			from ` + s.table("batches") + ` group by status`, nil},
+		// The first page of an export, as its cursor plans it (for the first rows).
+		{"results: first page, input order", s.exportSQL(InputOrder, NoSplit) + ` limit 1000`, []any{nil, nil}},
+		{"results: first page, completion order", s.exportSQL(CompletionOrder, NoSplit) + ` limit 1000`, []any{nil, nil}},
 	}
 	var plans []Plan
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
