@@ -10,7 +10,8 @@
 #   BENCH_DIR=/mnt/fast scripts/bench.sh   # where the temporary files go (default /tmp; about 6 GB at scale 1)
 #   BENCH_RUNS=5                           # runs of the spool timings, median reported (default 5)
 #   BENCH_LOAD_RUNS=3                      # runs of each side of the load figure, medians compared (default 3)
-#   BENCH_ONLY=load scripts/bench.sh       # only these stages (comma-separated: spool, load, round, e2e, submit, quota);
+#   BENCH_ONLY=load scripts/bench.sh       # only these stages (comma-separated: spool, load, round, e2e, submit, quota,
+#                                          # scale);
 #                                          # prints their raw figures instead of the table
 #
 # The figures:
@@ -22,6 +23,9 @@
 #   6. end to end: 1 000 000 records from input file to result rows (submit, then poll) vs cp + psql \copy of them
 #   7. quota admission: 20 batches whose tokens pass the model's enqueued-token limit 4× (internal/tools/quotabench),
 #      with `batchctl quota` vs without (fail, back off, resubmit): failures, makespan vs the ideal packing, peak
+#   8. scale: 10 000 batches in flight on one Postgres with 4 `batchctl poll` processes (internal/tools/scalebench;
+#      SCALEBENCH=1000 for a smaller run): API calls per refresh period, each poller's CPU and RSS, the spread of
+#      loads, the end-to-load lag, the hot statements' plans, and `status` / `results` latency at 10 M result rows
 # Everything it creates (schemas bench_<pid>*, emulator processes, the work directory) is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -319,6 +323,15 @@ log "[quota] 20 batches at 4x the enqueued-token limit: with batchctl quota, the
 kv() { awk -v m="$1" -v k="$2" '$1 == "mode=" m { for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == k) print a[2] } }' "$work/quota.kv"; }
 fi
 
+# --- 8. scale ---------------------------------------------------------------------------------------------------
+
+if want scale; then
+log "[scale] ${SCALEBENCH:-10000} batches in flight, 4 pollers on one Postgres (internal/tools/scalebench)"
+"$go" run ./internal/tools/scalebench -batchctl "$batchctl" >"$work/scale.kv"
+# sk KIND KEY [I]: the value of KEY on scalebench's line of KIND (the I-th such line, default the first).
+sk() { awk -v k="$1" -v key="$2" -v want="${3:-1}" '$1 == k { n++; if (n != want) next; for (i = 2; i <= NF; i++) { split($i, a, "="); if (a[1] == key) print a[2] } }' "$work/scale.kv"; }
+fi
+
 # --- the table --------------------------------------------------------------------------------------------------
 
 elapsed=$(( $(date +%s) - started ))
@@ -330,6 +343,7 @@ if [ -n "$only" ]; then # raw figures of the stages run; the table needs them al
   want e2e && echo "e2e: $e2e_s s, floor $e2e_floor_s s, peak RSS submit $(rss_kib e2e_submit) KiB, poll $(rss_kib e2e_poll) KiB"
   want submit && echo "submit: $big_mb MB, $big_batches batches, peak RSS $(rss_kib big_submit) KiB"
   want quota && cat "$work/quota.kv"
+  want scale && cat "$work/scale.kv"
   exit 0
 fi
 pass() { if awk "BEGIN { exit !($1) }"; then echo pass; else echo MISS; fi; }
@@ -347,6 +361,23 @@ calls_ratio=$(calc '%.3f' "$bulk_lists / $naive_gets")
 e2e_ratio=$(calc '%.2f' "$e2e_s / $e2e_floor_s")
 target_calls=$(( bench_batches / 100 + 5 ))
 
+# scale_rows: the rows of stage 8.
+scale_rows() {
+  local b pollers_cpu="" pollers_rss="" i
+  b=$(sk calls batches)
+  for i in 1 2 3 4; do
+    pollers_cpu="${pollers_cpu:+$pollers_cpu, }$(sk poller cpu_s "$i")"
+    pollers_rss="${pollers_rss:+$pollers_rss, }$(sk poller rss_mib "$i")"
+  done
+  echo "| scale: API calls per refresh period ($(sk calls period_s) s), $(fmt_n "$b") batches in flight, 4 pollers, counted by the emulator | max $(sk calls max), mean $(sk calls mean) over $(sk calls periods) periods | ⌈N/100⌉ + 4 = $(sk calls target) | $(calc '%.2f' "$(sk calls max) / $(sk calls target)") × the target | ≤ 1 | $(pass "$(sk calls max) <= $(sk calls target)") |"
+  echo "| scale: each poller's CPU time and peak RSS over the whole run ($(sk lag run_s) s) | CPU $pollers_cpu s; RSS $pollers_rss MiB | | | report | |"
+  echo "| scale: loads per poller | $(sk spread min_loads) to $(sk spread max_loads) | a fair share: $(calc '%.0f' "$b / 4") | max $(sk spread max_share) × the share | every poller loads, ≤ 2 × | $(pass "$(sk spread min_loads) > 0 && $(sk spread max_share) <= 2") |"
+  echo "| scale: last batch's end to its rows loaded | $(sk lag last_batch_s) s (all rows $(sk lag all_loaded_s) s after the last end; $(sk lag loads_per_s) loads/s) | the refresh period: $(sk calls period_s) s | | report | |"
+  echo "| scale: \`status\`, $(fmt_n "$b") batches, $(fmt_n "$(sk latency rows)") result rows | $(sk latency status_s) s | 1 s | | < 1 s | $(pass "$(sk latency status_s) < 1") |"
+  echo "| scale: first $(sk latency first_page) rows of \`results --all\`, input / completion order | $(sk latency results_input_s) s / $(sk latency results_completion_s) s | 1 s | | < 1 s | $(pass "$(sk latency results_input_s) < 1 && $(sk latency results_completion_s) < 1") |"
+  echo "| scale: one Postgres's rates (fsync off) | refresh upserts $(fmt_n "$(sk rates upserts_per_s)")/s, touches $(fmt_n "$(sk rates touches_per_s)")/s; COPY $(fmt_n "$(sk copy copy_rows_per_s)") rows/s; River $(sk lag loads_per_s) loads/s | | | report | |"
+}
+
 cat <<EOF
 | figure | batchctl | limit, measured in the same run | ratio | target | |
 | --- | --- | --- | --- | --- | --- |
@@ -356,6 +387,7 @@ cat <<EOF
 | peak RSS of the $(fmt_n "$n")-line load | $(mib "$load_rss") MiB | $rss_limit_mib MiB | $load_rss_ratio | ≤ 1 | $(pass "$load_rss_ratio <= 1") |
 | API calls of one poll round, $(fmt_n "$bench_batches") batches in flight | $bulk_lists list + $bulk_gets get calls, $(calc '%.0f' "$bulk_ns / 1e6") ms | one GET per batch: $naive_gets calls, $(calc '%.0f' "$naive_ns / 1e6") ms | $calls_ratio × the calls | ≤ $target_calls calls | $(pass "$bulk_lists + $bulk_gets <= $target_calls") |
 | quota admission: $(kv quota batches) batches, $(kv quota tokens) prompt tokens = 4× the limit of $(kv quota limit), emulator at 2 s a phase | $(kv quota failures) token_limit_exceeded; makespan $(kv quota makespan) s; peak in flight $(kv quota peak_ratio) of the limit | ideal packing by the API's own counts: $(kv quota ideal) s; without a quota: $(kv retry failures) token_limit_exceeded, $(kv retry makespan) s | $(kv quota ratio) × the ideal | 0 failures, ≤ 1.5 × | $(pass "$(kv quota failures) == 0 && $(kv quota ratio) <= 1.5 && $(kv quota peak_ratio) <= 1") |
+$(scale_rows)
 | end to end: $(fmt_n "$n") records ($records_mb MB) to result rows, $e2e_batches batches, emulator at 100 ms a phase | $(calc '%.1f' "$e2e_s") s, $(fmt_n "$(rate "$n" "$e2e_s")") records/s | \`cp\` of the input + \`psql \\copy\` of the rows: $(calc '%.1f' "$e2e_floor_s") s | $e2e_ratio × the floor | report | |
 
 Scale $scale; timings of row 1 are the median of $runs runs, of row 2 the medians of $load_runs runs of each side

@@ -6,17 +6,21 @@
 //
 //   - calls: the API calls the emulator received per refresh period while every batch was in flight (its own count
 //     of GET /v1/batches and GET /v1/batches/{id}, not batchctl's), against ⌈N/100⌉ + 4;
+//
 //   - poller: each poller's CPU time and peak RSS (the kernel's rusage, what /proc/PID/stat and VmHWM hold at exit),
 //     and how many loads it did;
+//
 //   - lag: from the last batch ending (the API's completed_at) to its rows being loaded, and to all rows loaded;
+//
 //   - db: EXPLAIN (ANALYZE) of the hot statements in the steady state and at the end, with their index use, and
 //     pg_stat_statements' busiest statements when the server has the module loaded; the rates of one Postgres:
 //     refresh upserts per second, COPY rows per second, River jobs worked per second;
+//
 //   - latency: `batchctl status` and the first page (1 000 rows) of `batchctl results --all` in input and in
 //     completion order, with N batches and the results table at -rows rows.
 //
-//	go run ./internal/tools/scalebench -batchctl bin/batchctl            # 10 000 batches, 10 M result rows
-//	SCALEBENCH=1000 go run ./internal/tools/scalebench -batchctl bin/batchctl   # a development run
+//     go run ./internal/tools/scalebench -batchctl bin/batchctl            # 10 000 batches, 10 M result rows
+//     SCALEBENCH=1000 go run ./internal/tools/scalebench -batchctl bin/batchctl   # a development run
 package main
 
 import (
@@ -503,26 +507,43 @@ func latency(ctx context.Context, c config, env []string, st *store.Store, ids [
 	perBatch := extra / int64(len(ids))
 	copyRows := min(extra/10, 1_000_000)
 	logf("growing the results table from %d to %d rows (COPY of %d rows, then insert ... select generate_series)", have, c.rows, copyRows)
+	// Each batch's rows carry its own load time, as a load writes them: an export in completion order sorts one
+	// load's rows at a time, and ten million rows of one load time would be one sort.
+	loadedAt := make(map[string]time.Time, len(ids))
+	lrows, err := pool.Query(ctx, `select batch_id, results_loaded_at from `+c.schema+`.batches`)
+	if err != nil {
+		return err
+	}
+	var (
+		lid string
+		lat time.Time
+	)
+	if _, err := pgx.ForEachRow(lrows, []any{&lid, &lat}, func() error {
+		loadedAt[lid] = lat
+		return nil
+	}); err != nil {
+		return err
+	}
 	body := []byte(`{"id":"chatcmpl-x","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"positive"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":2,"total_tokens":14}}`)
 	var n int64
 	start := time.Now()
 	copied, err := pool.CopyFrom(ctx, pgx.Identifier{c.schema, "results"},
-		[]string{"batch_id", "custom_id", "input_line", "status_code", "response"},
+		[]string{"batch_id", "custom_id", "input_line", "status_code", "response", "loaded_at"},
 		pgx.CopyFromFunc(func() ([]any, error) {
 			if n >= copyRows {
 				return nil, nil
 			}
 			b, k := ids[n%int64(len(ids))], n/int64(len(ids))
 			n++
-			return []any{b, "x-" + strconv.FormatInt(k, 10), int(k) + c.per + 1, 200, string(body)}, nil
+			return []any{b, "x-" + strconv.FormatInt(k, 10), int(k) + c.per + 1, 200, string(body), loadedAt[b]}, nil
 		}))
 	if err != nil {
 		return fmt.Errorf("copy result rows: %w", err)
 	}
 	copyRate := float64(copied) / time.Since(start).Seconds()
 	start = time.Now()
-	if _, err := pool.Exec(ctx, `insert into `+c.schema+`.results (batch_id, custom_id, input_line, status_code, response)
-		select b.batch_id, 'x-' || k, k + $2 + 1, 200, $3::jsonb
+	if _, err := pool.Exec(ctx, `insert into `+c.schema+`.results (batch_id, custom_id, input_line, status_code, response, loaded_at)
+		select b.batch_id, 'x-' || k, k + $2 + 1, 200, $3::jsonb, b.results_loaded_at
 		from `+c.schema+`.batches b, generate_series($1::bigint, $4::bigint - 1) k`, copyRows/int64(len(ids)), c.per, string(body), perBatch); err != nil {
 		return fmt.Errorf("insert result rows: %w", err)
 	}
