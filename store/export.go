@@ -121,7 +121,9 @@ func (s *Store) ExportResults(ctx context.Context, q ExportQuery, fn func(*Expor
 	return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		// Plan for the first rows: a consumer reads the export as it comes, and the plan that gives the first page
 		// at once (index scans, a sort per lineage or per load) is also one that never sorts the whole table.
-		if _, err := tx.Exec(ctx, `set local cursor_tuple_fraction = 0.001`); err != nil {
+		// Without JIT: the plan's total cost (every row of the table) passes jit_above_cost, and compiling it took
+		// 350 ms of a first page that then needs a few milliseconds.
+		if _, err := tx.Exec(ctx, `set local cursor_tuple_fraction = 0.001; set local jit = off`); err != nil {
 			return translate("export results", err)
 		}
 		if _, err := tx.Exec(ctx, `declare batchctl_export no scroll cursor for `+query, nilIfEmpty(roots), since); err != nil {

@@ -558,6 +558,12 @@ func latency(ctx context.Context, c config, env []string, st *store.Store, ids [
 	fmt.Printf("copy rows=%d copy_rows_per_s=%.0f insert_rows_per_s=%.0f total_rows=%d\n", copied, copyRate, float64(total-have-copied)/insertSecs, total)
 	logf("COPY %.0f rows/s; insert from generate_series %.0f rows/s; the table holds %d rows", copyRate, float64(total-have-copied)/insertSecs, total)
 
+	grown, err := st.ExplainHot(ctx)
+	if err != nil {
+		return err
+	}
+	printPlans("grown", grown)
+
 	status, err := timeRun(c, env, 0, "status")
 	if err != nil {
 		return err
