@@ -47,8 +47,11 @@ func (w *pollWorker) Work(ctx context.Context, job *river.Job[store.PollBatchArg
 	}
 
 	// The bulk refresh reads every batch in flight once a period, about N/100 calls for all of them: a GET here is
-	// only for a batch the refresh has missed (see refreshMissed).
-	if w.d.refreshMissed(ctx, row.UpdatedAt) {
+	// only for a batch the refresh has missed (see refreshMissed). While the refresh keeps the row current, the job
+	// looks again no sooner than it could find the batch missed: with 10 000 batches in flight, a job run per batch
+	// every minimum interval was 2 000 River jobs a second (5 s interval) doing nothing.
+	missed := w.d.refreshMissed(ctx, row.UpdatedAt)
+	if missed {
 		p, err := w.d.provider(row)
 		if err != nil {
 			return w.d.apiFailure(ctx, "get", id, age, err)
@@ -64,6 +67,9 @@ func (w *pollWorker) Work(ctx context.Context, job *river.Job[store.PollBatchArg
 			log.Info("batch ended", "status", row.Status, "completed", row.RequestCompleted, "failed", row.RequestFailed)
 			return nil
 		}
+	}
+	if !missed {
+		return river.JobSnooze(max(w.d.cfg.Interval.Next(age), refreshRoundsMissed*w.d.cfg.Interval.Min))
 	}
 	return river.JobSnooze(w.d.cfg.Interval.Next(age))
 }
