@@ -78,8 +78,9 @@ func TestPerBatchJobsAfterControlJobs(t *testing.T) {
 	require.GreaterOrEqual(t, store.LoadPriority(new(time.Now()), time.Now()), store.PriorityBatch)
 }
 
-// The sweep's search for ended batches without a load job is a hash (or merge) anti-join of the batches against the live jobs
-// (one pass over each), not a scan of the jobs for every batch, and finds exactly the batches without one.
+// The sweep's search for ended batches without a load job hashes the live jobs' batch IDs once (one pass over each
+// table), not a scan of the jobs for every batch, whatever river_job's statistics say, and finds exactly the batches
+// without one.
 func TestStrandedLoadsHashAntiJoin(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -97,11 +98,7 @@ func TestStrandedLoadsHashAntiJoin(t *testing.T) {
 	_, err := s.Pool().Exec(ctx, `delete from `+s.Schema()+`.river_job where kind = $1 and args->>'batch_id' in ('batch_00007', 'batch_02999')`,
 		store.LoadResultsArgs{}.Kind())
 	require.NoError(t, err)
-	for _, table := range []string{"batches", "river_job"} {
-		_, err = s.Pool().Exec(ctx, `analyze `+s.Schema()+`.`+table)
-		require.NoError(t, err)
-	}
-
+	// No analyze: the statistics of river_job are those of an empty table, as after a burst of inserts in production.
 	plans, err := s.ExplainHot(ctx)
 	require.NoError(t, err)
 	var plan string
@@ -111,8 +108,7 @@ func TestStrandedLoadsHashAntiJoin(t *testing.T) {
 			plan = p.Text
 		}
 	}
-	require.Regexp(t, `(Hash|Merge) (Right )?Anti Join`, plan)
-	require.NotContains(t, plan, "SubPlan")
+	require.Contains(t, plan, "hashed SubPlan")
 	require.False(t, strings.Contains(plan, "Nested Loop"), plan)
 
 	ids, err := s.EnqueueStrandedLoads(ctx)
