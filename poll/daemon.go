@@ -108,6 +108,8 @@ type Daemon struct {
 	unknownPrices cost.UnknownWarner
 	// rounds are the last bulk refresh rounds, as poll jobs last read them.
 	rounds refreshRounds
+	// started is when Run started.
+	started time.Time
 }
 
 // New builds a Daemon; it starts nothing.
@@ -190,6 +192,7 @@ func New(cfg Config) (*Daemon, error) {
 // Before it works any job, the daemon registers in the pollers table with its lifeline (see store.Lifeline) and hands
 // back the running jobs of pollers that died; it keeps doing so every LifelineInterval.
 func (d *Daemon) Run(ctx context.Context) error {
+	d.started = time.Now()
 	if err := d.register(ctx); err != nil {
 		return fmt.Errorf("register poller: %w", err)
 	}

@@ -187,6 +187,11 @@ func (d *Daemon) refreshMissed(ctx context.Context, updatedAt time.Time) bool {
 	}
 	lastStart, beforeStart, lastEnd := r.lastStart, r.beforeStart, r.lastEnd
 	r.mu.Unlock()
+	if lastEnd.IsZero() {
+		// No round has completed yet: the first is under way, counted from this daemon's start. Ten thousand rows
+		// tracked seconds before the pollers started are not each worth a GET while it runs.
+		lastEnd = d.started
+	}
 	if !beforeStart.IsZero() && updatedAt.Before(beforeStart) {
 		return true
 	}
