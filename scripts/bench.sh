@@ -399,12 +399,17 @@ on one tracked, completed batch, into a fresh schema each run: start-up, one ref
 file from the emulator, decoding every line and COPY in one transaction; psql \`\\copy\` reads the same rows,
 exported as text, into an empty twin table (\`like results including all\`: same defaults and indexes), after a
 checkpoint (as the poller's load). The two sides alternate who goes first after the first pair. Row 4 is the largest of the load runs. Rows 3 and 4: \`batchctl version\` alone peaks at $(mib "$(rss_kib floor)") MiB. Row 3: submit streams batch files of ≤ 200 MB to an emulator that only stores them. Row 5:
-BenchmarkRefreshRound in poll/ (one bulk refresh: GET /v1/batches pages of 100 and an upsert per batch; the naive
+BenchmarkRefreshRound in poll/ (one bulk refresh: GET /v1/batches pages of 100, each page's changes written in one transaction; the naive
 round makes one GET per batch and no database work). Row 6: submit (which records each batch in Postgres) then poll
 until every row is loaded, against an emulator sharing the machine's CPUs (it validates and answers every request);
 peak RSS submit $(mib "$(rss_kib e2e_submit)") MiB, poll $(mib "$(rss_kib e2e_poll)") MiB (loads of $e2e_batches batches, up to 10 at
 a time). The floor is the same bytes moved without an API: \`cp\` of the input file ($(calc '%.2f' "$(secs e2e_cp)") s)
-plus \`psql \\copy\` of the result rows ($(calc '%.2f' "$(secs psql_e2e)") s).
+plus \`psql \\copy\` of the result rows ($(calc '%.2f' "$(secs psql_e2e)") s). Scale rows: internal/tools/scalebench, the
+emulator in its process with no hourly creation cap, every batch on one input file, created and tracked before 4
+\`poll --exit-when-done\` processes start (refresh period 5 s); calls are the emulator's own count of list and GET
+calls in the periods from two after the pollers started to the first batch's end; CPU and peak RSS from each
+process's rusage; the results table then grown to 1 000 rows a batch (COPY of a tenth, timed; the rest by insert
+from generate_series), each batch's rows at its own load time; Postgres rates with fsync off (the throwaway cluster).
 
 Machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), \
 $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr), \
