@@ -113,7 +113,7 @@ type anthropicState struct {
 }
 
 // msgBatch is the emulator's state of one message batch. Its requests and results live on disk. Fields are
-// guarded by Server.mu; the atomics are read by the lifecycle goroutine without the lock.
+// guarded by Server.mu; the atomics are read by the batch's lifecycle steps without the lock.
 type msgBatch struct {
 	ID           string
 	seq          int64
@@ -130,14 +130,7 @@ type msgBatch struct {
 
 	cancelReq atomic.Bool
 	expireReq atomic.Bool
-	wake      chan struct{} // nudges the lifecycle goroutine out of a pause
-}
-
-func (b *msgBatch) nudge() {
-	select {
-	case b.wake <- struct{}{}:
-	default:
-	}
+	timer     *lifeTimer // the batch's place in the scheduler: nudged out of a pause by a cancel or an expiry
 }
 
 // messageBatchObject is the MessageBatch schema. Pointers are null until the state they describe is reached.
@@ -377,7 +370,7 @@ func (s *Server) handleMsgBatchCancel(w http.ResponseWriter, r *http.Request) {
 	case ProcessingInProgress:
 		b.Status, b.CancelInitiated = ProcessingCanceling, s.now()
 		b.cancelReq.Store(true)
-		b.nudge()
+		s.sched.nudge(b.timer)
 	case ProcessingCanceling:
 	default:
 		s.mu.Unlock()
@@ -438,6 +431,6 @@ func (s *Server) ExpireMessageBatch(id string) error {
 		return fmt.Errorf("expire message batch %s: processing_status is %s", id, b.Status)
 	}
 	b.expireReq.Store(true)
-	b.nudge()
+	s.sched.nudge(b.timer)
 	return nil
 }

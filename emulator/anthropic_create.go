@@ -93,7 +93,6 @@ func (s *Server) handleMsgBatchCreate(w http.ResponseWriter, r *http.Request) {
 		ID: id, Status: ProcessingInProgress, Requests: n, CreatedAt: now, ExpiresAt: now.Add(MessageBatchLifetime),
 		requestsPath: filepath.Join(s.dataDir, "batches", id+".requests.jsonl"),
 		resultsPath:  filepath.Join(s.dataDir, "batches", id+".results.jsonl"),
-		wake:         make(chan struct{}, 1),
 	}
 	if err := os.Rename(tmpPath, b.requestsPath); err != nil {
 		s.log.Error("store message batch requests", "batch", id, "err", err)
@@ -120,10 +119,9 @@ func (s *Server) handleMsgBatchCreate(w http.ResponseWriter, r *http.Request) {
 	st.seq = append(st.seq, b)
 	s.stats.Anthropic.BatchesCreated++
 	obj := b.object(baseURL(r))
-	s.wg.Add(1)
+	b.timer = s.sched.add(&msgRun{s: s, b: b}, s.opts.PhaseDelay)
 	s.mu.Unlock()
 	s.log.Debug("message batch created", "batch", id, "requests", n)
-	go s.runMessageBatch(b)
 	writeJSON(w, http.StatusOK, obj)
 }
 

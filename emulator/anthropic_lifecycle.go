@@ -15,53 +15,57 @@ import (
 	"time"
 )
 
-// runMessageBatch is the lifecycle goroutine of one message batch: one PhaseDelay queued, about one PhaseDelay
-// answering, one more canceling when a cancel came, then ended with its results file.
-func (s *Server) runMessageBatch(b *msgBatch) {
-	defer s.wg.Done()
-	if !s.pauseMsg(b, s.opts.PhaseDelay) {
-		return
-	}
-	res, err := s.answerMessageBatch(b)
-	if err != nil {
-		// The batch stays in_progress: a batch whose results cannot be written never ends, and the log says why.
-		s.log.Error("answer message batch", "batch", b.ID, "err", err)
-		res.cleanup()
-		return
-	}
-	if res.closing || (b.cancelReq.Load() && !s.pauseMsg(b, s.opts.PhaseDelay)) {
-		res.cleanup()
-		return
-	}
-	s.endMessageBatch(b, res)
+// msgRun is the lifecycle of one message batch, stepped by the scheduler: one PhaseDelay queued, about one
+// PhaseDelay answering (a slice of the requests per step; see slicing), one more canceling when a cancel came, then ended with its
+// results file. It keeps no file open between steps.
+type msgRun struct {
+	s        *Server
+	b        *msgBatch
+	res      *msgResults // nil until answering starts
+	offset   int64       // bytes of the requests file read so far
+	answered int64
+	slice    int64         // requests answered per step
+	pause    time.Duration // between steps
+	stop     string        // canceled or expired once answering stopped
+	canceled bool          // answering is done and the batch waits its PhaseDelay canceling
 }
 
-// pauseMsg waits d, or less when the batch is nudged; it reports false when the server is closing.
-func (s *Server) pauseMsg(b *msgBatch, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-s.ctx.Done():
-		return false
-	case <-t.C:
-	case <-b.wake:
+func (r *msgRun) step() (time.Duration, bool) {
+	s, b := r.s, r.b
+	if r.canceled {
+		s.endMessageBatch(b, r.res)
+		return 0, true
 	}
-	return true
+	finished, err := s.answerMessageSlice(r)
+	if err != nil {
+		// The batch stays in_progress: there is no failed status for a message batch, and ended without its
+		// results would read as a batch with nothing to deliver. The log says why.
+		s.log.Error("answer message batch; it stays in_progress", "batch", b.ID, "err", err)
+		r.res.cleanup()
+		return 0, true
+	}
+	switch {
+	case !finished:
+		return r.pause, false
+	case b.cancelReq.Load():
+		r.canceled = true
+		return s.opts.PhaseDelay, false
+	}
+	s.endMessageBatch(b, r.res)
+	return 0, true
 }
 
 // msgResults are the scratch buckets of a message batch's results lines, and their tallies.
 type msgResults struct {
-	dir                                   string
-	paths                                 [outputBuckets]string
+	buckets                               buckets
 	succeeded, errored, canceled, expired int64
 	inTok, outTok                         int64
 	cache                                 *promptCache
-	closing                               bool // the server closed before the batch was answered
 }
 
 func (r *msgResults) cleanup() {
-	if r != nil && r.dir != "" {
-		_ = os.RemoveAll(r.dir)
+	if r != nil {
+		r.buckets.remove()
 	}
 }
 
@@ -108,71 +112,68 @@ type anthropicUsage struct {
 	ServiceTier  string `json:"service_tier"`
 }
 
-// answerMessageBatch answers the requests in input order, writing the results scattered into buckets so that they
-// come out in another order, at a pace of about one PhaseDelay per batch. It stops answering on cancel or expiry:
-// the requests left get canceled or expired results.
-func (s *Server) answerMessageBatch(b *msgBatch) (*msgResults, error) {
-	res := &msgResults{dir: filepath.Join(s.dataDir, "tmp", b.ID)}
-	if err := os.MkdirAll(res.dir, 0o750); err != nil {
-		return res, fmt.Errorf("create scratch dir: %w", err)
+// answerMessageSlice answers the next slice of the requests, in input order, writing the results scattered into
+// buckets so that they come out in another order; a slice of the requests per step (see slicing). Once the batch is cancelled or
+// expires, the requests left get canceled or expired results at once. It reports whether the requests are done.
+func (s *Server) answerMessageSlice(r *msgRun) (finished bool, err error) {
+	b := r.b
+	if r.res == nil {
+		r.res = &msgResults{buckets: newBuckets(filepath.Join(s.dataDir, "tmp"), b.ID+".results", b.Requests)}
+		r.slice, r.pause = slicing(b.Requests, s.opts.PhaseDelay)
 	}
-	for i := range outputBuckets {
-		res.paths[i] = filepath.Join(res.dir, "results."+strconv.Itoa(i))
-	}
-	out, err := openBuckets(&res.paths)
-	if err != nil {
-		return res, err
-	}
+	res := r.res
+	out := openBuckets(&res.buckets)
 	defer func() {
-		if out != nil {
-			_ = out.close()
+		if cerr := out.close(); cerr != nil && err == nil {
+			err = cerr
 		}
 	}()
 	in, err := os.Open(filepath.Clean(b.requestsPath))
 	if err != nil {
-		return res, fmt.Errorf("open requests file: %w", err)
+		return false, fmt.Errorf("open requests file: %w", err)
 	}
 	defer in.Close()
+	if _, err := in.Seek(r.offset, io.SeekStart); err != nil {
+		return false, fmt.Errorf("seek requests file: %w", err)
+	}
 
 	faults := s.Faults()
 	expireAfter := int64(math.Ceil(faults.ExpireCompletedShare * float64(b.Requests)))
-	step := max((b.Requests+progressSteps-1)/progressSteps, 1)
-	stepPause := s.opts.PhaseDelay / progressSteps
 	seed := strconv.FormatInt(s.opts.Seed, 10)
 	seq := strconv.FormatInt(b.seq, 10)
 	br := bufio.NewReaderSize(in, 64<<10)
 	var (
-		buf      []byte
-		answered int64
-		stop     string
+		buf []byte
+		n   int64
 	)
 	for {
-		buf, err = readLine(br, buf[:0], s.maxMessageBatchBytes())
+		buf, n, err = readLineCounted(br, buf[:0], s.maxMessageBatchBytes())
+		r.offset += n
 		if errors.Is(err, io.EOF) && len(buf) == 0 {
 			break
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
-			return res, fmt.Errorf("read requests file: %w", err)
+			return false, fmt.Errorf("read requests file: %w", err)
 		}
 		var req struct {
 			CustomID string          `json:"custom_id"`
 			Params   json.RawMessage `json:"params"`
 		}
 		if err := json.Unmarshal(buf, &req); err != nil {
-			return res, fmt.Errorf("read requests file: %w", err)
+			return false, fmt.Errorf("read requests file: %w", err)
 		}
-		if stop == "" {
+		if r.stop == "" {
 			switch {
 			case b.cancelReq.Load():
-				stop = ResultCanceled
-			case b.expireReq.Load() && answered >= expireAfter:
-				stop = ResultExpired
-			case answered%1024 == 0 && !s.now().Before(b.ExpiresAt):
-				stop = ResultExpired
+				r.stop = ResultCanceled
+			case b.expireReq.Load() && r.answered >= expireAfter:
+				r.stop = ResultExpired
+			case r.answered%1024 == 0 && !s.now().Before(b.ExpiresAt):
+				r.stop = ResultExpired
 			}
 		}
-		line := msgResultLine{CustomID: req.CustomID, Result: msgResult{Type: stop}}
-		switch stop {
+		line := msgResultLine{CustomID: req.CustomID, Result: msgResult{Type: r.stop}}
+		switch r.stop {
 		case ResultCanceled:
 			res.canceled++
 		case ResultExpired:
@@ -182,23 +183,20 @@ func (s *Server) answerMessageBatch(b *msgBatch) (*msgResults, error) {
 		}
 		enc, err := json.Marshal(line)
 		if err != nil {
-			return res, fmt.Errorf("encode result of %s: %w", req.CustomID, err)
+			return false, fmt.Errorf("encode result of %s: %w", req.CustomID, err)
 		}
 		if err := out.write(hash64(seed, req.CustomID), enc); err != nil {
-			return res, err
+			return false, err
 		}
-		if stop != "" {
+		if r.stop != "" {
 			continue
 		}
-		answered++
-		if answered%step == 0 && !s.pauseMsg(b, stepPause) {
-			res.closing = true
-			return res, nil
+		r.answered++
+		if r.answered%r.slice == 0 {
+			return false, nil
 		}
 	}
-	err = out.close()
-	out = nil
-	return res, err
+	return true, nil
 }
 
 // answerMessage is the result of one request: errored for a share RequestFailRate of them (picked by a hash of
@@ -282,11 +280,13 @@ func makeMessage(raw json.RawMessage, key string, cache *promptCache) anthropicM
 	return m
 }
 
-// endMessageBatch concatenates the buckets into the results file and ends the batch.
+// endMessageBatch concatenates the buckets into the results file and ends the batch. A batch whose results file
+// cannot be written stays in_progress (the log says why) rather than ending without its results.
 func (s *Server) endMessageBatch(b *msgBatch, res *msgResults) {
 	defer res.cleanup()
-	if err := concatFiles(res.paths[:], b.resultsPath); err != nil {
-		s.log.Error("write message batch results", "batch", b.ID, "err", err)
+	if err := concatFiles(res.buckets.existing(), b.resultsPath); err != nil {
+		s.log.Error("write message batch results; the batch stays in_progress", "batch", b.ID, "err", err)
+		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -45,7 +45,7 @@ const (
 )
 
 // batch is the emulator's state of one batch. Exported-looking fields are guarded by Server.mu; the atomics are
-// read by the lifecycle goroutine without the lock.
+// read by the batch's lifecycle steps without the lock.
 type batch struct {
 	ID               string
 	Endpoint         string
@@ -73,14 +73,7 @@ type batch struct {
 
 	cancelReq atomic.Bool
 	expireReq atomic.Bool
-	wake      chan struct{} // nudges the lifecycle goroutine out of a pause
-}
-
-func (b *batch) nudge() {
-	select {
-	case b.wake <- struct{}{}:
-	default:
-	}
+	timer     *lifeTimer // the batch's place in the scheduler: nudged out of a pause by a cancel or an expiry
 }
 
 func (b *batch) terminal() bool {
@@ -251,7 +244,7 @@ func (s *Server) handleBatchCreate(w http.ResponseWriter, r *http.Request) {
 	b := &batch{
 		ID: newID("batch_"), Endpoint: *req.Endpoint, InputFileID: input.ID, CompletionWindow: completionWindow,
 		Metadata: req.Metadata, outputTTL: ttl, Status: StatusValidating, CreatedAt: created,
-		ExpiresAt: created + int64(24*time.Hour/time.Second), wake: make(chan struct{}, 1), azure: isAzure(r),
+		ExpiresAt: created + int64(24*time.Hour/time.Second), azure: isAzure(r),
 	}
 	b.idsPath = filepath.Join(s.dataDir, "batches", b.ID+".custom_ids")
 	if s.chance(s.Faults().ExpireRate) {
@@ -276,10 +269,9 @@ func (s *Server) handleBatchCreate(w http.ResponseWriter, r *http.Request) {
 	s.batches[b.ID] = b
 	s.batchSeq = append(s.batchSeq, b)
 	obj := b.object(s.now())
-	s.wg.Add(1)
+	b.timer = s.sched.add(&batchRun{s: s, b: b, input: input}, s.opts.PhaseDelay)
 	s.mu.Unlock()
 	s.log.Debug("batch created", "batch", b.ID, "input_file", input.ID, "endpoint", b.Endpoint)
-	go s.runBatch(b, input)
 	writeJSON(w, http.StatusOK, obj)
 }
 
@@ -390,7 +382,7 @@ func (s *Server) handleBatchCancel(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// cancelBatch moves a running batch to cancelling; its lifecycle goroutine finishes the job. Cancelling a batch
+// cancelBatch moves a running batch to cancelling; its lifecycle's next step finishes the job. Cancelling a batch
 // already cancelling or cancelled returns it unchanged.
 func (s *Server) cancelBatch(id string) (batchObject, error) {
 	s.mu.Lock()
@@ -404,7 +396,7 @@ func (s *Server) cancelBatch(id string) (batchObject, error) {
 	case StatusValidating, StatusInProgress, StatusFinalizing:
 		b.Status, b.CancellingAt = StatusCancelling, s.now().Unix()
 		b.cancelReq.Store(true)
-		b.nudge()
+		s.sched.nudge(b.timer)
 	default:
 		return batchObject{}, fmt.Errorf("Cannot cancel a batch with status '%s'.", b.Status) //nolint:staticcheck // OpenAI's message
 	}
@@ -425,6 +417,6 @@ func (s *Server) ExpireBatch(id string) error {
 		return fmt.Errorf("expire batch %s: status is %s", id, b.Status)
 	}
 	b.expireReq.Store(true)
-	b.nudge()
+	s.sched.nudge(b.timer)
 	return nil
 }

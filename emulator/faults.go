@@ -3,6 +3,7 @@ package emulator
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -128,6 +129,9 @@ func (s *Server) int64n(n int64) int64 {
 	defer s.rngMu.Unlock()
 	return s.rng.Int64N(n)
 }
+
+// errInjectedDiskFull is the failure DiskFailRate injects.
+var errInjectedDiskFull = errors.New("write output bucket: no space left on device (injected by the emulator)")
 
 // setRetryAfter announces the wait of a 429: Retry-After in whole seconds, rounded up, and Retry-After-Ms exactly.
 func setRetryAfter(w http.ResponseWriter, wait time.Duration) {

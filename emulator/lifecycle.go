@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -21,92 +22,173 @@ const (
 	CodeServerError    = "server_error"
 )
 
-// outputBuckets is how many scratch files the output is scattered into; concatenating them yields an order that
-// is not the input order without holding the file in memory.
+// outputBuckets is how many scratch files the output is scattered into at most; concatenating them yields an order
+// that is not the input order without holding the file in memory.
 const outputBuckets = 16
 
-// progressSteps is how many times request_counts advance during in_progress.
-const progressSteps = 10
+// requestsPerBucket sizes the buckets of a small batch: a batch of 20 requests scatters its lines into 2 files, not
+// 16 (creating a file is what an emulator with 10 000 small batches in flight spends most of its time on).
+const requestsPerBucket = 100
 
-// runBatch is the lifecycle goroutine of one batch.
-func (s *Server) runBatch(b *batch, input fileMeta) {
-	defer s.wg.Done()
+// progressSteps is how many times request_counts advance during in_progress, for a batch of at least
+// progressSteps×minSlice requests; a smaller one advances in slices of minSlice, fewer times.
+const (
+	progressSteps = 10
+	minSlice      = 16
+)
+
+// slicing returns how many requests a batch of total answers per step, and the pause between steps: in_progress
+// lasts about one PhaseDelay whatever the number of steps.
+func slicing(total int64, phase time.Duration) (step int64, pause time.Duration) {
+	step = max((total+progressSteps-1)/progressSteps, min(total, minSlice), 1)
+	return step, phase / time.Duration(max((total+step-1)/step, 1))
+}
+
+// buckets are a batch's scratch files of one kind (output, errors), and which of them exist.
+type buckets struct {
+	paths [outputBuckets]string
+	n     uint64 // buckets in use: up to outputBuckets, fewer for a small batch
+	used  uint32 // bit i: paths[i] was created
+}
+
+// newBuckets names the scratch files of a batch of total requests.
+func newBuckets(dir, prefix string, total int64) buckets {
+	b := buckets{n: uint64(min(max((total+requestsPerBucket-1)/requestsPerBucket, 2), outputBuckets))}
+	for i := range b.n {
+		b.paths[i] = filepath.Join(dir, prefix+"."+strconv.FormatUint(i, 10))
+	}
+	return b
+}
+
+// existing lists the buckets written to, in bucket order.
+func (b *buckets) existing() []string {
+	var out []string
+	for i, p := range b.paths {
+		if b.used&(1<<i) != 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (b *buckets) remove() {
+	for _, p := range b.existing() {
+		_ = os.Remove(p)
+	}
+	b.used = 0
+}
+
+// batchPhase is where a batch's lifecycle stands between two steps.
+type batchPhase int
+
+const (
+	phaseValidating batchPhase = iota // waiting one PhaseDelay, then validating the input file
+	phaseAnswering                    // answering a slice of the requests per step, a tenth of a PhaseDelay apart
+	phaseFinalizing                   // one PhaseDelay finalizing, then the result files
+	phaseCancelling                   // one PhaseDelay cancelling, then the result files of what was answered
+)
+
+// batchRun is the lifecycle of one batch, stepped by the scheduler: it holds what survives between steps (where the
+// answering stands in the input file, the tallies, the scratch buckets' paths), never an open file.
+type batchRun struct {
+	s     *Server
+	b     *batch
+	input fileMeta
+	phase batchPhase
+	res   *results // nil until answering starts
+	ans   answering
+}
+
+// answering is how far the answering of a batch's input file has gone.
+type answering struct {
+	offset      int64  // bytes of the input file read so far
+	answered    int64  // requests answered so far
+	stopCode    string // batch_cancelled or batch_expired once answering stopped; the rest go to the error file
+	expireAfter int64  // answers before an expiring batch stops
+	step        int64  // answers per step
+	pause       time.Duration
+}
+
+// step runs the batch's current phase and returns the wait until the next one, or done once the batch has ended.
+func (r *batchRun) step() (time.Duration, bool) {
+	s, b := r.s, r.b
 	log := s.log.With("batch", b.ID)
-	if !s.pause(b, s.opts.PhaseDelay) {
-		return
-	}
-	if b.cancelReq.Load() {
-		s.finishCancelled(b, nil)
-		return
-	}
+	switch r.phase {
+	case phaseValidating:
+		if b.cancelReq.Load() {
+			r.phase = phaseCancelling
+			return s.opts.PhaseDelay, false
+		}
+		v, err := s.validateInput(b, r.input)
+		if err != nil {
+			log.Error("validate input file", "err", err)
+			v.Errors = []batchError{newBatchError(CodeServerError, "The emulator could not read the input file: "+err.Error(), "input_file_id", 0)}
+		}
+		switch s.startBatch(b, v) {
+		case startFailed:
+			return 0, true
+		case startCancelled:
+			r.phase = phaseCancelling
+			return s.opts.PhaseDelay, false
+		}
+		log.Debug("batch in_progress", "requests", v.Total)
+		r.phase = phaseAnswering
+		return 0, false
 
-	v, err := s.validateInput(b, input)
-	if err != nil {
-		log.Error("validate input file", "err", err)
-		v.Errors = []batchError{newBatchError(CodeServerError, "The emulator could not read the input file: "+err.Error(), "input_file_id", 0)}
-	}
-	switch s.startBatch(b, v) {
-	case startFailed:
-		return
-	case startCancelled:
-		s.finishCancelled(b, nil)
-		return
-	}
-	log.Debug("batch in_progress", "requests", v.Total)
-
-	out, err := s.process(b, input.path)
-	if err != nil {
-		log.Error("process batch", "err", err)
-	}
-	if !out.stopped && !b.cancelReq.Load() {
+	case phaseAnswering:
+		finished, err := s.answerSlice(b, r.input.path, r)
+		if err != nil {
+			s.failInternal(b, r.res, "answer the batch's requests", err)
+			return 0, true
+		}
+		if !finished {
+			return r.ans.pause, false
+		}
+		switch {
+		case b.cancelReq.Load():
+			r.phase = phaseCancelling
+			return s.opts.PhaseDelay, false
+		case r.res.stopped:
+			s.finish(b, r.res, func(now int64) {
+				b.Status, b.ExpiredAt = StatusExpired, now
+				s.stats.ExpiredBatches++
+			})
+			log.Debug("batch done", "status", StatusExpired)
+			return 0, true
+		}
 		s.setStatus(b, func(now int64) {
 			if b.Status == StatusInProgress { // a cancel that just arrived keeps its cancelling status
 				b.Status, b.FinalizingAt = StatusFinalizing, now
 			}
 		})
-		if !s.pause(b, s.opts.PhaseDelay) {
-			out.cleanup()
-			return
+		r.phase = phaseFinalizing
+		return s.opts.PhaseDelay, false
+
+	case phaseFinalizing:
+		if b.cancelReq.Load() {
+			r.phase = phaseCancelling
+			return s.opts.PhaseDelay, false
 		}
-	}
-	switch {
-	case b.cancelReq.Load():
-		s.finishCancelled(b, out)
-	case out.stopped:
-		s.finish(b, out, func(now int64) {
-			b.Status, b.ExpiredAt = StatusExpired, now
-			s.stats.ExpiredBatches++
-		})
-	default:
 		late := s.Faults().LateOutputFile
-		s.finish(b, out, func(now int64) {
+		s.finish(b, r.res, func(now int64) {
 			b.Status, b.CompletedAt = StatusCompleted, now
 			if late > 0 && b.OutputFileID != "" {
 				b.outputHiddenUntil = s.now().Add(late)
 				s.stats.LateOutputFiles++
 			}
 		})
-	}
-	log.Debug("batch done", "status", b.statusLocked(s))
-}
+		log.Debug("batch done", "status", StatusCompleted)
+		return 0, true
 
-func (b *batch) statusLocked(s *Server) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return b.Status
-}
-
-// pause waits d, or less when the batch is nudged; it reports false when the server is closing.
-func (s *Server) pause(b *batch, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-s.ctx.Done():
-		return false
-	case <-t.C:
-	case <-b.wake:
+	default: // phaseCancelling
+		res := r.res
+		if res == nil {
+			res = &results{}
+		}
+		s.finish(b, res, func(now int64) { b.Status, b.CancelledAt = StatusCancelled, now })
+		log.Debug("batch done", "status", StatusCancelled)
+		return 0, true
 	}
-	return true
 }
 
 func (s *Server) setStatus(b *batch, f func(now int64)) {
@@ -159,9 +241,7 @@ func (s *Server) startBatch(b *batch, v validation) startOutcome {
 
 // results are the scratch buckets of a batch's output and error lines.
 type results struct {
-	dir             string
-	outPaths        [outputBuckets]string
-	errPaths        [outputBuckets]string
+	out, errs       buckets
 	outLines        int64
 	errLines        int64
 	stopped         bool // expired before answering everything
@@ -172,28 +252,42 @@ type results struct {
 }
 
 func (r *results) cleanup() {
-	if r != nil && r.dir != "" {
-		_ = os.RemoveAll(r.dir)
+	if r != nil {
+		r.out.remove()
+		r.errs.remove()
 	}
 }
 
-// bucketWriter scatters lines into bucket files by a hash of their custom_id.
+// bucketWriter scatters lines into bucket files by a hash of their custom_id. A bucket is opened (for append) when
+// a step first writes to it, and every bucket is closed at the end of the step: a batch holds no file open between
+// steps, so the descriptors in use are bounded by the scheduler's workers, not by the batches in flight.
 type bucketWriter struct {
+	b     *buckets
 	files [outputBuckets]*os.File
 	bufs  [outputBuckets]*bufio.Writer
 }
 
-func openBuckets(paths *[outputBuckets]string) (*bucketWriter, error) {
-	bw := &bucketWriter{}
-	for i, p := range paths {
-		f, err := os.Create(filepath.Clean(p))
-		if err != nil {
-			bw.close()
-			return nil, fmt.Errorf("create output bucket: %w", err)
-		}
-		bw.files[i], bw.bufs[i] = f, bufio.NewWriterSize(f, 32<<10)
+// bucketBufs recycles the buckets' write buffers from one step to the next.
+var bucketBufs = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
+
+func openBuckets(b *buckets) *bucketWriter {
+	return &bucketWriter{b: b}
+}
+
+// bucket returns the writer of bucket i, opening its file on first use.
+func (bw *bucketWriter) bucket(i uint64) (*bufio.Writer, error) {
+	if w := bw.bufs[i]; w != nil {
+		return w, nil
 	}
-	return bw, nil
+	f, err := os.OpenFile(filepath.Clean(bw.b.paths[i]), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open output bucket: %w", err)
+	}
+	bw.b.used |= 1 << i
+	w := bucketBufs.Get().(*bufio.Writer)
+	w.Reset(f)
+	bw.files[i], bw.bufs[i] = f, w
+	return w, nil
 }
 
 func (bw *bucketWriter) write(bucket uint64, line []byte) error {
@@ -202,7 +296,10 @@ func (bw *bucketWriter) write(bucket uint64, line []byte) error {
 
 // emit writes an answered line, streaming its body when it has one to stream.
 func (bw *bucketWriter) emit(bucket uint64, a answered) error {
-	w := bw.bufs[bucket%outputBuckets]
+	w, err := bw.bucket(bucket % bw.b.n)
+	if err != nil {
+		return err
+	}
 	if _, err := w.Write(a.line); err != nil {
 		return fmt.Errorf("write output bucket: %w", err)
 	}
@@ -254,6 +351,9 @@ func (bw *bucketWriter) close() error {
 		if err := f.Close(); err != nil && first == nil {
 			first = fmt.Errorf("close output bucket: %w", err)
 		}
+		bw.bufs[i].Reset(nil)
+		bucketBufs.Put(bw.bufs[i])
+		bw.files[i], bw.bufs[i] = nil, nil
 	}
 	return first
 }
@@ -277,57 +377,64 @@ type lineError struct {
 	Message string `json:"message"`
 }
 
-// process answers the request lines in input order, writing them scattered into buckets, while request_counts
-// advance in progressSteps steps over about one PhaseDelay. It stops early on cancel or expiry.
-func (s *Server) process(b *batch, inputPath string) (*results, error) {
-	res := &results{dir: filepath.Join(s.dataDir, "tmp", b.ID)}
-	if err := os.MkdirAll(res.dir, 0o750); err != nil {
-		return res, fmt.Errorf("create scratch dir: %w", err)
+// answerSlice answers the next slice of the request lines, in input order, writing them scattered into buckets;
+// request_counts advance by a slice per step (a tenth of the requests; see slicing), the steps spread over a
+// PhaseDelay. Once
+// the batch is cancelled or expires, the requests left go to the error file at once. It reports whether the input
+// file is done. The input file and the buckets are open only during the call.
+func (s *Server) answerSlice(b *batch, inputPath string, r *batchRun) (finished bool, err error) {
+	res, st := r.res, &r.ans
+	if res == nil {
+		tmp := filepath.Join(s.dataDir, "tmp")
+		s.mu.Lock()
+		total := b.Total
+		s.mu.Unlock()
+		res = &results{out: newBuckets(tmp, b.ID+".out", total), errs: newBuckets(tmp, b.ID+".err", total)}
+		r.res = res
+		st.expireAfter = int64(math.Ceil(s.Faults().ExpireCompletedShare * float64(total)))
+		st.step, st.pause = slicing(total, s.opts.PhaseDelay)
+		if s.chance(s.Faults().DiskFailRate) {
+			return false, errInjectedDiskFull
+		}
 	}
-	for i := range outputBuckets {
-		res.outPaths[i] = filepath.Join(res.dir, "out."+strconv.Itoa(i))
-		res.errPaths[i] = filepath.Join(res.dir, "err."+strconv.Itoa(i))
-	}
-	outW, err := openBuckets(&res.outPaths)
-	if err != nil {
-		return res, err
-	}
-	errW, err := openBuckets(&res.errPaths)
-	if err != nil {
-		_ = outW.close()
-		return res, err
-	}
-	defer func() { _ = outW.close(); _ = errW.close() }()
+	outW, errW := openBuckets(&res.out), openBuckets(&res.errs)
+	defer func() {
+		for _, w := range []*bucketWriter{outW, errW} {
+			if cerr := w.close(); cerr != nil && err == nil {
+				err = cerr
+			}
+		}
+	}()
 
 	in, err := os.Open(filepath.Clean(inputPath))
 	if err != nil {
-		return res, fmt.Errorf("open input file: %w", err)
+		return false, fmt.Errorf("open input file: %w", err)
 	}
 	defer in.Close()
+	if _, err := in.Seek(st.offset, io.SeekStart); err != nil {
+		return false, fmt.Errorf("seek input file: %w", err)
+	}
 
 	s.mu.Lock()
-	total, expiresAt := b.Total, b.ExpiresAt
+	expiresAt := b.ExpiresAt
 	s.mu.Unlock()
 	faults := s.Faults()
-	expireAfter := int64(math.Ceil(faults.ExpireCompletedShare * float64(total)))
-	step := max((total+progressSteps-1)/progressSteps, 1)
-	stepPause := s.opts.PhaseDelay / progressSteps
 	seed := strconv.FormatInt(s.opts.Seed, 10)
 	seq := strconv.FormatInt(b.seq, 10)
 
 	br := bufio.NewReaderSize(in, 64<<10)
 	var (
-		buf      []byte
-		answered int64
-		stopCode string
+		buf []byte
+		n   int64
 	)
 	for {
-		buf, err = readLine(br, buf[:0], s.opts.MaxFileBytes)
+		buf, n, err = readLineCounted(br, buf[:0], s.opts.MaxFileBytes)
+		st.offset += n
 		if errors.Is(err, io.EOF) && len(buf) == 0 {
 			break
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
-			return res, fmt.Errorf("read input file: %w", err)
+			return false, fmt.Errorf("read input file: %w", err)
 		}
 		if len(bytes.TrimSpace(buf)) == 0 {
 			continue
@@ -339,24 +446,24 @@ func (s *Server) process(b *batch, inputPath string) (*results, error) {
 		}
 		key := b.ID + "\x00" + req.CustomID
 		bucket := hash64(seed, req.CustomID)
-		if stopCode == "" {
+		if st.stopCode == "" {
 			switch {
 			case b.cancelReq.Load():
-				stopCode = CodeBatchCancelled
-			case b.expireReq.Load() && answered >= expireAfter:
-				stopCode = CodeBatchExpired
-			case !b.azure && answered%1024 == 0 && s.now().Unix() >= expiresAt: // Azure lets a late batch run on
-				stopCode = CodeBatchExpired
+				st.stopCode = CodeBatchCancelled
+			case b.expireReq.Load() && st.answered >= st.expireAfter:
+				st.stopCode = CodeBatchExpired
+			case !b.azure && st.answered%1024 == 0 && s.now().Unix() >= expiresAt: // Azure lets a late batch run on
+				st.stopCode = CodeBatchExpired
 			}
 		}
-		if stopCode != "" {
+		if st.stopCode != "" {
 			msg := "This request could not be executed before the completion window expired."
-			if stopCode == CodeBatchCancelled {
+			if st.stopCode == CodeBatchCancelled {
 				msg = "This request was not executed because the batch was cancelled."
 			}
-			line, _ := json.Marshal(outputLine{ID: fakeID("batch_req_", key), CustomID: req.CustomID, Error: &lineError{Code: stopCode, Message: msg}})
+			line, _ := json.Marshal(outputLine{ID: fakeID("batch_req_", key), CustomID: req.CustomID, Error: &lineError{Code: st.stopCode, Message: msg}})
 			if err := errW.write(bucket, line); err != nil {
-				return res, err
+				return false, err
 			}
 			res.errLines++
 			continue
@@ -371,19 +478,17 @@ func (s *Server) process(b *batch, inputPath string) (*results, error) {
 			res.outLines++
 		}
 		if err := w.emit(bucket, line); err != nil {
-			return res, err
+			return false, err
 		}
-		answered++
-		if answered%step == 0 {
+		st.answered++
+		if st.answered%st.step == 0 {
 			s.publish(b, res)
-			if !s.pause(b, stepPause) {
-				return res, nil
-			}
+			return false, nil
 		}
 	}
-	res.stopped = stopCode == CodeBatchExpired
+	res.stopped = st.stopCode == CodeBatchExpired
 	s.publish(b, res)
-	return res, nil
+	return true, nil
 }
 
 // answerLine builds one answered line: a 200 answer, or an injected failure in one of the shapes the real
@@ -468,7 +573,9 @@ func (s *Server) finish(b *batch, res *results, final func(now int64)) {
 	defer res.cleanup()
 	outID, errID, err := s.writeResultFiles(b, res)
 	if err != nil {
-		s.log.Error("write batch result files", "batch", b.ID, "err", err)
+		// A batch whose answers could not be written must not end as if it had none.
+		s.failInternal(b, nil, "write the batch's result files", err)
+		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -478,28 +585,33 @@ func (s *Server) finish(b *batch, res *results, final func(now int64)) {
 	final(s.now().Unix())
 }
 
-// finishCancelled spends one PhaseDelay cancelling, then delivers what was answered.
-func (s *Server) finishCancelled(b *batch, res *results) {
-	if !s.pause(b, s.opts.PhaseDelay) {
-		res.cleanup()
-		return
-	}
-	if res == nil {
-		res = &results{}
-	}
-	s.finish(b, res, func(now int64) { b.Status, b.CancelledAt = StatusCancelled, now })
+// failInternal ends a batch the emulator itself could not carry through (a file it could not open, write or read:
+// a full disk, too many open files) as failed, with a server_error in errors.data saying what went wrong. Never
+// completed: a client would take a completed batch without output files for one that answered nothing. The
+// scratch buckets are removed and the batch's enqueued tokens released.
+func (s *Server) failInternal(b *batch, res *results, what string, err error) {
+	res.cleanup()
+	s.log.Error("internal failure: the batch ends failed", "batch", b.ID, "during", what, "err", err)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.enqueued[b.Model] -= b.enqueuedTokens
+	b.enqueuedTokens = 0
+	b.Status, b.FailedAt = StatusFailed, s.now().Unix()
+	b.Errors = []batchError{newBatchError(CodeServerError,
+		fmt.Sprintf("The batch failed because of an internal error in the emulator: it could not %s (%v).", what, err), "", 0)}
+	s.stats.InternalFailures++
 }
 
 // writeResultFiles concatenates the buckets into files with purpose batch_output. An empty file is not created:
 // its id stays null, as OpenAI leaves it; Azure creates both files, empty or not.
 func (s *Server) writeResultFiles(b *batch, res *results) (outID, errID string, err error) {
 	if res.outLines > 0 || b.azure {
-		if outID, err = s.concatBuckets(b, res.outPaths[:], "output"); err != nil {
+		if outID, err = s.concatBuckets(b, res.out.existing(), "output"); err != nil {
 			return "", "", err
 		}
 	}
 	if res.errLines > 0 || b.azure {
-		if errID, err = s.concatBuckets(b, res.errPaths[:], "error"); err != nil {
+		if errID, err = s.concatBuckets(b, res.errs.existing(), "error"); err != nil {
 			return outID, "", err
 		}
 	}
@@ -515,9 +627,6 @@ func (s *Server) concatBuckets(b *batch, paths []string, kind string) (string, e
 	}
 	var size int64
 	for _, p := range paths {
-		if p == "" {
-			continue // a batch cancelled before it ran has no buckets
-		}
 		src, err := os.Open(filepath.Clean(p))
 		if err != nil {
 			_ = dst.Close()

@@ -18,7 +18,7 @@ const (
 )
 
 // promptCache remembers hashes of the prompt prefixes seen in one batch, at each step of PromptCacheStep tokens
-// from PromptCacheMinTokens on. It is used by the batch's lifecycle goroutine only.
+// from PromptCacheMinTokens on. It is used by the batch's lifecycle steps only, one at a time.
 type promptCache struct {
 	seen map[uint64]struct{}
 }

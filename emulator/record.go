@@ -50,6 +50,7 @@ type Stats struct {
 	FailedRequests     int // request lines answered with an injected failure
 	ExpiredBatches     int // batches that ended expired
 	TokenLimitFailures int // batches failed with token_limit_exceeded
+	InternalFailures   int // batches failed by an internal error of the emulator (a file it could not write)
 	// PeakEnqueuedTokens is, per model, the most prompt tokens enqueued at once (batches in_progress or finalizing).
 	PeakEnqueuedTokens map[string]int64
 	CreatesLimited     int // batch creations refused by the hourly cap (MaxBatchCreatesPerHour)

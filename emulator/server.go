@@ -62,6 +62,10 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives lifecycle transitions at debug level and internal errors. Nil discards them.
 	Logger *slog.Logger
+	// Workers is how many batch lifecycle steps (validating a file, answering a slice of it, writing the result
+	// files) run at once, whatever the number of batches in flight; zero means DefaultWorkers. The files open at a
+	// time, and the goroutines, are bounded by it.
+	Workers int
 
 	// MaxRequestsPerFile caps the request lines of a batch input file; zero means DefaultMaxRequestsPerFile.
 	MaxRequestsPerFile int
@@ -116,6 +120,9 @@ type Options struct {
 	// LateOutputFile is how long a batch reports completed with a null output_file_id before the id appears, as
 	// the real service sometimes does; zero means the id comes with the status.
 	LateOutputFile time.Duration
+	// DiskFailRate is the share of batches whose answering fails inside the emulator as on a full disk: the batch
+	// ends failed with a server_error in errors.data, as any internal failure does, never completed.
+	DiskFailRate float64
 }
 
 // Faults are the fault-injection settings that can change while the emulator runs; see [Server.SetFaults]. The
@@ -132,6 +139,7 @@ type Faults struct {
 	ExpireCompletedShare float64
 	TokenLimitPerModel   map[string]int64
 	LateOutputFile       time.Duration
+	DiskFailRate         float64
 }
 
 func (o Options) faults() Faults {
@@ -147,6 +155,7 @@ func (o Options) faults() Faults {
 		ExpireCompletedShare: o.ExpireCompletedShare,
 		TokenLimitPerModel:   o.TokenLimitPerModel,
 		LateOutputFile:       o.LateOutputFile,
+		DiskFailRate:         o.DiskFailRate,
 	}
 }
 
@@ -159,9 +168,10 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 
-	ctx    context.Context // cancelled by Close; stops the lifecycle goroutines
+	ctx    context.Context // cancelled by Close; stops the scheduler
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	sched  *scheduler // steps every batch's lifecycle
 
 	faultMu sync.RWMutex
 	faults  Faults
@@ -202,6 +212,9 @@ func New(opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Workers <= 0 {
+		opts.Workers = DefaultWorkers
+	}
 	s := &Server{
 		opts:     opts,
 		log:      opts.Logger,
@@ -229,6 +242,8 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.sched = newScheduler()
+	s.sched.start(s.ctx, opts.Workers, &s.wg)
 	s.routes()
 	return s, nil
 }
@@ -236,7 +251,7 @@ func New(opts Options) (*Server, error) {
 // DataDir returns the directory holding the file bodies.
 func (s *Server) DataDir() string { return s.dataDir }
 
-// Close stops the lifecycle goroutines, waits for them, and removes the data directory if New created it.
+// Close stops the scheduler, waits for the steps under way, and removes the data directory if New created it.
 // Batches still running stay in their last status.
 func (s *Server) Close() error {
 	s.mu.Lock()

@@ -283,10 +283,19 @@ var errLineTooLong = errors.New("line longer than the file size limit")
 // the last line when the file does not end with a newline, and errLineTooLong past max bytes, so that a huge line
 // is an error rather than an allocation of its size.
 func readLine(br *bufio.Reader, buf []byte, maxLen int64) ([]byte, error) {
+	buf, _, err := readLineCounted(br, buf, maxLen)
+	return buf, err
+}
+
+// readLineCounted is readLine that also returns how many bytes of br it consumed, newline included, so that a
+// reader can come back to the next line later.
+func readLineCounted(br *bufio.Reader, buf []byte, maxLen int64) ([]byte, int64, error) {
+	var n int64
 	for {
 		frag, err := br.ReadSlice('\n')
+		n += int64(len(frag))
 		if int64(len(buf)+len(frag)) > maxLen+2 {
-			return buf, errLineTooLong
+			return buf, n, errLineTooLong
 		}
 		buf = append(buf, frag...)
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -294,8 +303,8 @@ func readLine(br *bufio.Reader, buf []byte, maxLen int64) ([]byte, error) {
 		}
 		buf = bytes.TrimRight(buf, "\r\n")
 		if err != nil && !errors.Is(err, io.EOF) {
-			return buf, fmt.Errorf("read line: %w", err)
+			return buf, n, fmt.Errorf("read line: %w", err)
 		}
-		return buf, err
+		return buf, n, err
 	}
 }

@@ -108,6 +108,10 @@ type Daemon struct {
 	noCredsAt map[string]time.Time
 	// unknownPrices warns once per model loaded without a price.
 	unknownPrices cost.UnknownWarner
+	// rounds are the last bulk refresh rounds, as poll jobs last read them.
+	rounds refreshRounds
+	// started is when Run started.
+	started time.Time
 }
 
 // New builds a Daemon; it starts nothing.
@@ -190,6 +194,7 @@ func New(cfg Config) (*Daemon, error) {
 // Before it works any job, the daemon registers in the pollers table with its lifeline (see store.Lifeline) and hands
 // back the running jobs of pollers that died; it keeps doing so every LifelineInterval.
 func (d *Daemon) Run(ctx context.Context) error {
+	d.started = time.Now()
 	if err := d.register(ctx); err != nil {
 		return fmt.Errorf("register poller: %w", err)
 	}
@@ -211,15 +216,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		stopLifeline()
 		<-lifelineDone
 	}()
-	// One refresh now, rather than after River elects a leader to run the periodic one (seconds): a (re)started
-	// poller queues the loads of batches that ended while it was away at once. It costs N/100 list calls.
-	if _, err := d.Refresh(ctx); err != nil && ctx.Err() == nil {
-		d.log.Warn("refresh at start", "error", err)
-	}
-	// Likewise one admission pass now, as a job (unique: a no-op when one is queued or running already), so batches
-	// queued while no poller ran are created without waiting for the leader's periodic pass.
-	if _, err := d.client.Insert(ctx, admitArgs{}, nil); err != nil && ctx.Err() == nil {
-		d.log.Warn("queue an admission pass at start", "error", err)
+	// One refresh and one admission pass now, rather than after River elects a leader to run the periodic ones
+	// (seconds): a (re)started poller queues the loads of batches that ended while it was away, and creates the
+	// batches queued while no poller ran, at once. Each is a unique job, a no-op when one is queued or running
+	// already: four pollers starting together make one refresh round (N/100 list calls), not four.
+	for _, args := range []river.JobArgs{refreshArgs{}, admitArgs{}} {
+		if _, err := d.client.Insert(ctx, args, nil); err != nil && ctx.Err() == nil {
+			d.log.Warn("queue a job at start", "kind", args.Kind(), "error", err)
+		}
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)

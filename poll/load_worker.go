@@ -137,13 +137,19 @@ func (w *loadWorker) load(ctx context.Context, job *river.Job[store.LoadResultsA
 	return &row, nil
 }
 
-// missingOutput reports a batch that says it answered requests but names no output file to read them from.
+// missingOutput reports a completed batch that names no output file to read its answers from: one that says it
+// answered requests, or one with requests and no file at all (neither output nor errors), which a load would
+// record as loaded with no rows, every request silently missing. An emulator out of file descriptors once reported
+// batches so: completed, 0 of 20 requests done, no file.
 func missingOutput(row store.Batch) bool {
-	return row.Status == store.StatusCompleted && row.RequestCompleted > 0 && row.OutputFileID == ""
+	if row.Status != store.StatusCompleted || row.OutputFileID != "" {
+		return false
+	}
+	return row.RequestCompleted > 0 || (row.RequestTotal > 0 && row.ErrorFileID == "")
 }
 
-// awaitOutput handles a completed batch without its output file: the API sometimes reports completed before the
-// output_file_id, and a load then would record the batch as loaded without its answers, for good (and a resubmission
+// awaitOutput handles a completed batch without its output file (missingOutput): the API sometimes reports
+// completed before the output_file_id, and a load then would record the batch as loaded without its answers, for good (and a resubmission
 // could pay for them again). It reads the batch again and stores what the API says (UpsertBatch keeps a file ID once
 // known); while the file is still missing, the load snoozes for the minimum poll interval, until OutputGrace after the
 // batch ended: then it loads what there is, loudly. It returns the row to load.

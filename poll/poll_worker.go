@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -16,6 +17,10 @@ import (
 
 // pollTimeout bounds one poll job run: one row read, at most one GET, one upsert.
 const pollTimeout = time.Minute
+
+// refreshRoundsMissed is how many bulk refresh rounds may pass over a batch's row without updating it before its poll
+// job reads the batch from the API itself.
+const refreshRoundsMissed = 2
 
 // pollWorker keeps one batch's row current until the batch ends.
 type pollWorker struct {
@@ -41,8 +46,12 @@ func (w *pollWorker) Work(ctx context.Context, job *river.Job[store.PollBatchArg
 		return river.JobCancel(fmt.Errorf("batch %s still %s %s after creation", id, row.Status, age.Round(time.Minute)))
 	}
 
-	// A bulk refresh may have updated the row moments ago; then there is nothing to ask the API.
-	if time.Since(row.UpdatedAt) >= w.d.cfg.Interval.Min {
+	// The bulk refresh reads every batch in flight once a period, about N/100 calls for all of them: a GET here is
+	// only for a batch the refresh has missed (see refreshMissed). While the refresh keeps the row current, the job
+	// looks again no sooner than it could find the batch missed: with 10 000 batches in flight, a job run per batch
+	// every minimum interval was 2 000 River jobs a second (5 s interval) doing nothing.
+	missed := w.d.refreshMissed(ctx, row.UpdatedAt)
+	if missed {
 		p, err := w.d.provider(row)
 		if err != nil {
 			return w.d.apiFailure(ctx, "get", id, age, err)
@@ -58,6 +67,9 @@ func (w *pollWorker) Work(ctx context.Context, job *river.Job[store.PollBatchArg
 			log.Info("batch ended", "status", row.Status, "completed", row.RequestCompleted, "failed", row.RequestFailed)
 			return nil
 		}
+	}
+	if !missed {
+		return river.JobSnooze(max(w.d.cfg.Interval.Next(age), refreshRoundsMissed*w.d.cfg.Interval.Min))
 	}
 	return river.JobSnooze(w.d.cfg.Interval.Next(age))
 }
@@ -148,4 +160,43 @@ func shutdownAware(ctx context.Context, err error) error {
 		return river.JobSnooze(0)
 	}
 	return err
+}
+
+// refreshRounds caches when the last bulk refresh rounds ran (store.RefreshRounds), read at most once every half
+// minimum interval by each daemon rather than once per poll job.
+type refreshRounds struct {
+	mu                              sync.Mutex
+	readAt                          time.Time
+	lastStart, beforeStart, lastEnd time.Time
+}
+
+// refreshMissed reports whether a batch's row, last updated at updatedAt, has been missed by the bulk refresh: the
+// last two completed rounds both started after it (their list calls failed, or the listing no longer reaches the
+// batch), or no round has completed for refreshRoundsMissed periods while the row aged as long (the refresh is
+// stuck, or has not run yet). Rounds, not a fixed time: a round of 10 000 batches takes seconds and starts
+// a little after its period, so a poll due a minimum interval after the row's update would GET most batches once a
+// period, the calls the refresh saves.
+func (d *Daemon) refreshMissed(ctx context.Context, updatedAt time.Time) bool {
+	r := &d.rounds
+	r.mu.Lock()
+	if time.Since(r.readAt) >= d.cfg.Interval.Min/2 {
+		lastStart, beforeStart, lastEnd, err := d.store.RefreshRounds(ctx, refreshArgs{}.Kind())
+		if err == nil {
+			r.lastStart, r.beforeStart, r.lastEnd, r.readAt = lastStart, beforeStart, lastEnd, time.Now()
+		}
+	}
+	lastStart, beforeStart, lastEnd := r.lastStart, r.beforeStart, r.lastEnd
+	r.mu.Unlock()
+	if lastEnd.IsZero() {
+		// No round has completed yet: the first is under way, counted from this daemon's start. Ten thousand rows
+		// tracked seconds before the pollers started are not each worth a GET while it runs.
+		lastEnd = d.started
+	}
+	if !beforeStart.IsZero() && updatedAt.Before(beforeStart) {
+		return true
+	}
+	// The period is what the rounds show, when longer than the minimum interval: River starts a periodic job a
+	// little late, and a long round delays the next.
+	stale := refreshRoundsMissed * max(d.cfg.Interval.Min, lastStart.Sub(beforeStart))
+	return time.Since(updatedAt) >= stale && time.Since(lastEnd) >= stale
 }

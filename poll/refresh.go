@@ -12,9 +12,11 @@ import (
 	"github.com/batchctl/batchctl/store"
 )
 
-// periodicInsertOpts keep one periodic job (refresh, sweep) queued or running at a time, however slow a round is.
+// periodicInsertOpts keep one periodic job (refresh, sweep) queued or running at a time, however slow a round is,
+// ahead of the per-batch jobs (store.PriorityControl).
 func periodicInsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: store.QueueBatches, MaxAttempts: 1, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: store.LiveJobStates}}
+	return river.InsertOpts{Queue: store.QueueBatches, Priority: store.PriorityControl, MaxAttempts: 1,
+		UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: store.LiveJobStates}}
 }
 
 // refreshArgs is the periodic bulk refresh.
@@ -106,7 +108,12 @@ func (d *Daemon) refreshProvider(ctx context.Context, p provider.Provider, want 
 			d.log.Warn("bulk refresh: list batches", "provider", p.Name(), "error", batchapi.Message(err))
 			return nil
 		}
-		var same []string // batches the API has nothing new about: one statement for all, not a transaction each
+		// The batches the API has nothing new about are touched in one statement, the others written in one
+		// transaction: two statements a page, not a transaction per batch.
+		var (
+			same    []string
+			changed []store.Batch
+		)
 		for i := range page.Batches {
 			row := &page.Batches[i]
 			prev := want[row.BatchID]
@@ -116,10 +123,13 @@ func (d *Daemon) refreshProvider(ctx context.Context, p provider.Provider, want 
 			delete(want, row.BatchID)
 			if unchanged(prev, row) {
 				same = append(same, row.BatchID)
-			} else if _, err := d.store.UpsertBatch(ctx, *row); err != nil {
-				return err
+			} else {
+				changed = append(changed, *row)
 			}
 			st.Updated++
+		}
+		if _, err := d.store.UpsertBatches(ctx, changed); err != nil {
+			return err
 		}
 		if err := d.store.TouchBatches(ctx, same); err != nil {
 			return err

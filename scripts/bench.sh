@@ -11,7 +11,7 @@
 #   BENCH_RUNS=5                           # runs of the spool timings, median reported (default 5)
 #   BENCH_LOAD_RUNS=3                      # runs of each side of the load figure, medians compared (default 3)
 #   BENCH_ONLY=load scripts/bench.sh       # only these stages (comma-separated: spool, load, round, e2e, submit, quota, cut,
-#                                          # pack);
+#                                          # pack, scale);
 #                                          # prints their raw figures instead of the table
 #
 # The figures:
@@ -27,6 +27,9 @@
 #      vs the same load uncut: each cut download resumes with a Range request
 #   9. prompt packing: prompt tokens and estimated cost per record of the demo's 3 000 reviews (examples/reviews.jsonl)
 #      unpacked against `submit --pack 10` and `--pack 50` (submit's own estimate, from `submit --dry-run`)
+#  10. scale: 10 000 batches in flight on one Postgres with 4 `batchctl poll` processes (internal/tools/scalebench;
+#      SCALEBENCH=1000 for a smaller run): API calls per refresh period, each poller's CPU and RSS, the spread of
+#      loads, the end-to-load lag, the hot statements' plans, and `status` / `results` latency at 10 M result rows
 # Everything it creates (schemas bench_<pid>*, emulator processes, the work directory) is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -396,6 +399,15 @@ pack_row() { # SIZE: tokens/record, cost/record (micro-USD), requests, vs unpack
 }
 fi
 
+# --- 10. scale --------------------------------------------------------------------------------------------------
+
+if want scale; then
+log "[scale] ${SCALEBENCH:-10000} batches in flight, 4 pollers on one Postgres (internal/tools/scalebench)"
+"$go" run ./internal/tools/scalebench -batchctl "$batchctl" >"$work/scale.kv"
+# sk KIND KEY [I]: the value of KEY on scalebench's line of KIND (the I-th such line, default the first).
+sk() { awk -v k="$1" -v key="$2" -v want="${3:-1}" '$1 == k { n++; if (n != want) next; for (i = 2; i <= NF; i++) { split($i, a, "="); if (a[1] == key) print a[2] } }' "$work/scale.kv"; }
+fi
+
 # --- the table --------------------------------------------------------------------------------------------------
 
 elapsed=$(( $(date +%s) - started ))
@@ -411,6 +423,7 @@ if [ -n "$only" ]; then # raw figures of the stages run; the table needs them al
   if want pack; then
     for p in $pack_sizes; do echo "pack $p: requests | prompt tokens/record | cost/record (µUSD) | tokens saved | cost saved: $(pack_row "$p")"; done
   fi
+  want scale && cat "$work/scale.kv"
   exit 0
 fi
 pass() { if awk "BEGIN { exit !($1) }"; then echo pass; else echo MISS; fi; }
@@ -429,16 +442,34 @@ e2e_ratio=$(calc '%.2f' "$e2e_s / $e2e_floor_s")
 cut_ratio=$(calc '%.2f' "$cut_s / $uncut_s")
 target_calls=$(( bench_batches / 100 + 5 ))
 
+# scale_rows: the rows of stage 10.
+scale_rows() {
+  local b pollers_cpu="" pollers_rss="" i
+  b=$(sk calls batches)
+  for i in 1 2 3 4; do
+    pollers_cpu="${pollers_cpu:+$pollers_cpu, }$(sk poller cpu_s "$i")"
+    pollers_rss="${pollers_rss:+$pollers_rss, }$(sk poller rss_mib "$i")"
+  done
+  echo "| scale: API calls per refresh period ($(sk calls period_s) s), $(fmt_n "$b") batches in flight, 4 pollers, counted by the emulator | max $(sk calls max), mean $(sk calls mean) over $(sk calls periods) periods | ⌈N/100⌉ + 4 = $(sk calls target) | $(calc '%.2f' "$(sk calls max) / $(sk calls target)") × the target | ≤ 1 | $(pass "$(sk calls max) <= $(sk calls target)") |"
+  echo "| scale: each poller's CPU time and peak RSS over the whole run ($(sk lag run_s) s) | CPU $pollers_cpu s; RSS $pollers_rss MiB | | | report | |"
+  echo "| scale: loads per poller | $(sk spread min_loads) to $(sk spread max_loads) | a fair share: $(calc '%.0f' "$b / 4") | max $(sk spread max_share) × the share | every poller loads, ≤ 2 × | $(pass "$(sk spread min_loads) > 0 && $(sk spread max_share) <= 2") |"
+  echo "| scale: last batch's end to its rows loaded | $(sk lag last_batch_s) s (all rows $(sk lag all_loaded_s) s after the last end; $(sk lag loads_per_s) loads/s) | the refresh period: $(sk calls period_s) s | | report | |"
+  echo "| scale: \`status\`, $(fmt_n "$b") batches, $(fmt_n "$(sk latency rows)") result rows | $(sk latency status_s) s | 1 s | | < 1 s | $(pass "$(sk latency status_s) < 1") |"
+  echo "| scale: first $(sk latency first_page) rows of \`results --all\`, input / completion order | $(sk latency results_input_s) s / $(sk latency results_completion_s) s | 1 s | | < 1 s | $(pass "$(sk latency results_input_s) < 1 && $(sk latency results_completion_s) < 1") |"
+  echo "| scale: one Postgres's rates (fsync off) | refresh upserts $(fmt_n "$(sk rates upserts_per_s)")/s, touches $(fmt_n "$(sk rates touches_per_s)")/s; COPY $(fmt_n "$(sk copy copy_rows_per_s)") rows/s; River $(sk lag loads_per_s) loads/s | | | report | |"
+}
+
 cat <<EOF
 | figure | batchctl | limit, measured in the same run | ratio | target | |
 | --- | --- | --- | --- | --- | --- |
-| spool throughput: \`submit --dry-run\`, $(fmt_n "$n") chat requests ($requests_mb MB, $dry_batches batch files) | $(calc '%.2f' "$dry_s") s, $(rate "$requests_mb" "$dry_s") MB/s | \`cp\`: $(calc '%.2f' "$cp_s") s, $(rate "$requests_mb" "$cp_s") MB/s | $spool_ratio × cp's time | ≤ 2 | $(pass "$spool_ratio <= 2") |
+| spool throughput: \`submit --dry-run\`, $(fmt_n "$n") chat requests ($requests_mb MB, $dry_batches batch files) | $(calc '%.2f' "$dry_s") s, $(rate "$requests_mb" "$dry_s") MB/s | \`cp\`: $(calc '%.2f' "$cp_s") s, $(rate "$requests_mb" "$cp_s") MB/s | $spool_ratio × cp's time | ≤ 4 | $(pass "$spool_ratio <= 4") |
 | results load: one batch of $(fmt_n "$n") result lines ($output_mb MB) into Postgres | $(calc '%.2f' "$load_s") s, $(fmt_n "$(rate "$n" "$load_s")") rows/s | \`psql \\copy\` of the same rows: $(calc '%.2f' "$psql_load_s") s, $(fmt_n "$(rate "$n" "$psql_load_s")") rows/s | $load_ratio × psql's rate | ≥ 0.8 | $(pass "$load_ratio >= 0.8") |
 | peak RSS of a real \`submit\`: $big_mb MB of records, $big_batches batches | $(mib "$(rss_kib big_submit)") MiB | $rss_limit_mib MiB | $submit_rss_ratio | ≤ 1 | $(pass "$submit_rss_ratio <= 1") |
 | peak RSS of the $(fmt_n "$n")-line load | $(mib "$load_rss") MiB | $rss_limit_mib MiB | $load_rss_ratio | ≤ 1 | $(pass "$load_rss_ratio <= 1") |
 | API calls of one poll round, $(fmt_n "$bench_batches") batches in flight | $bulk_lists list + $bulk_gets get calls, $(calc '%.0f' "$bulk_ns / 1e6") ms | one GET per batch: $naive_gets calls, $(calc '%.0f' "$naive_ns / 1e6") ms | $calls_ratio × the calls | ≤ $target_calls calls | $(pass "$bulk_lists + $bulk_gets <= $target_calls") |
 | quota admission: $(kv quota batches) batches, $(kv quota tokens) prompt tokens = 4× the limit of $(kv quota limit), emulator at 2 s a phase | $(kv quota failures) token_limit_exceeded; makespan $(kv quota makespan) s; peak in flight $(kv quota peak_ratio) of the limit | ideal packing by the API's own counts: $(kv quota ideal) s; without a quota: $(kv retry failures) token_limit_exceeded, $(kv retry makespan) s | $(kv quota ratio) × the ideal | 0 failures, ≤ 1.5 × | $(pass "$(kv quota failures) == 0 && $(kv quota ratio) <= 1.5 && $(kv quota peak_ratio) <= 1") |
 | results load through a connection cut every $(calc '%.0f' "$cut_every / 1e6") MB: the batch of row 2, $cuts cuts in $load_runs runs | $(calc '%.2f' "$cut_s") s, peak RSS $(mib "$cut_rss") MiB | the same load uncut: $(calc '%.2f' "$uncut_s") s | $cut_ratio × the uncut time | ≤ 1.3 | $(pass "$cut_ratio <= 1.3") |
+$(scale_rows)
 | end to end: $(fmt_n "$n") records ($records_mb MB) to result rows, $e2e_batches batches, emulator at 100 ms a phase | $(calc '%.1f' "$e2e_s") s, $(fmt_n "$(rate "$n" "$e2e_s")") records/s | \`cp\` of the input + \`psql \\copy\` of the rows: $(calc '%.1f' "$e2e_floor_s") s | $e2e_ratio × the floor | report | |
 
 Scale $scale; timings of row 1 are the median of $runs runs, of row 2 the medians of $load_runs runs of each side
@@ -450,7 +481,7 @@ on one tracked, completed batch, into a fresh schema each run: start-up, one ref
 file from the emulator, decoding every line and COPY in one transaction; psql \`\\copy\` reads the same rows,
 exported as text, into an empty twin table (\`like results including all\`: same defaults and indexes), after a
 checkpoint (as the poller's load). The two sides alternate who goes first after the first pair. Row 4 is the largest of the load runs. Rows 3 and 4: \`batchctl version\` alone peaks at $(mib "$(rss_kib floor)") MiB. Row 3: submit streams batch files of ≤ 200 MB to an emulator that only stores them. Row 5:
-BenchmarkRefreshRound in poll/ (one bulk refresh: GET /v1/batches pages of 100 and an upsert per batch; the naive
+BenchmarkRefreshRound in poll/ (one bulk refresh: GET /v1/batches pages of 100, each page's changes written in one transaction; the naive
 round makes one GET per batch and no database work). Row 6: submit (which records each batch in Postgres) then poll
 until every row is loaded, against an emulator sharing the machine's CPUs (it validates and answers every request);
 peak RSS submit $(mib "$(rss_kib e2e_submit)") MiB, poll $(mib "$(rss_kib e2e_poll)") MiB (loads of $e2e_batches batches, up to 10 at
@@ -469,6 +500,12 @@ estimate (\`--dry-run\`: a quarter token a byte of the whole body, JSON syntax a
 | unpacked | $(pack_row 1) |
 | 10 | $(pack_row 10) |
 | 50 | $(pack_row 50) |
+plus \`psql \\copy\` of the result rows ($(calc '%.2f' "$(secs psql_e2e)") s). Scale rows: internal/tools/scalebench, the
+emulator in its process with no hourly creation cap, every batch on one input file, created and tracked before 4
+\`poll --exit-when-done\` processes start (refresh period 5 s); calls are the emulator's own count of list and GET
+calls in the periods from two after the pollers started to the first batch's end; CPU and peak RSS from each
+process's rusage; the results table then grown to 1 000 rows a batch (COPY of a tenth, timed; the rest by insert
+from generate_series), each batch's rows at its own load time; Postgres rates with fsync off (the throwaway cluster).
 
 Machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), \
 $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr), \

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -76,73 +77,151 @@ func (s *Store) insertTracked(ctx context.Context, tx pgx.Tx, b Batch) (inserted
 	return inserted, nil
 }
 
+// upsertSQL writes one batch as UpsertBatch describes; it returns the best known expiry of its output files.
+func (s *Store) upsertSQL() string {
+	return `insert into ` + s.table("batches") + ` as t (` + insertColumns + `) values (` + insertValues + `)
+		on conflict (batch_id) do update set
+			status            = excluded.status,
+			endpoint          = coalesce(excluded.endpoint, t.endpoint),
+			model             = coalesce(excluded.model, t.model),
+			input_file_id     = coalesce(excluded.input_file_id, t.input_file_id),
+			output_file_id    = coalesce(excluded.output_file_id, t.output_file_id),
+			error_file_id     = coalesce(excluded.error_file_id, t.error_file_id),
+			request_total     = excluded.request_total,
+			request_completed = excluded.request_completed,
+			request_failed    = excluded.request_failed,
+			metadata          = excluded.metadata,
+			source            = coalesce(excluded.source, t.source),
+			spool_sha256      = coalesce(excluded.spool_sha256, t.spool_sha256),
+			errors            = coalesce(excluded.errors, t.errors),
+			created_at        = least(t.created_at, excluded.created_at), -- the API's, once known, not a guess of now()
+			updated_at        = now(),
+			ended_at          = coalesce(t.ended_at, excluded.ended_at),
+			estimated_tokens  = coalesce(excluded.estimated_tokens, t.estimated_tokens),
+			estimated_cost_usd = coalesce(excluded.estimated_cost_usd, t.estimated_cost_usd),
+			provider          = case when $22::text is null then t.provider else excluded.provider end,
+			output_expires_after = coalesce(excluded.output_expires_after, t.output_expires_after)
+		returning ` + loadExpirySQL
+}
+
 // UpsertBatch writes what the API says of a batch. A terminal status is never replaced by a non-terminal one (a
 // stale list page must not resurrect a finished batch); ended_at is set once, when the batch first ends; source,
 // spool_sha256 and estimated_tokens keep their earlier values when b leaves them empty (a poll knows none of them).
 // When the status changes, a notification goes to NotifyChannel in the same transaction. It returns the previous
 // status ("" for a new row).
 func (s *Store) UpsertBatch(ctx context.Context, b Batch) (previous string, err error) {
+	prev, err := s.UpsertBatches(ctx, []Batch{b})
+	if err != nil {
+		return "", err
+	}
+	return prev[0], nil
+}
+
+// UpsertBatches is UpsertBatch for a page of batches (a bulk refresh's list page) in one transaction and one round
+// trip to the database for the page's writes, instead of a transaction per batch. It returns each batch's previous
+// status, in the order of bs.
+func (s *Store) UpsertBatches(ctx context.Context, bs []Batch) (previous []string, err error) {
+	if len(bs) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, len(bs))
+	for i, b := range bs {
+		ids[i] = b.BatchID
+	}
+	previous = make([]string, len(bs))
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, `select status from `+s.table("batches")+` where batch_id = $1 for update`, b.BatchID).Scan(&previous)
-		if err != nil && err != pgx.ErrNoRows {
-			return translate("read batch "+b.BatchID, err)
-		}
-		if IsTerminal(previous) && !IsTerminal(b.Status) {
-			b.Status = previous
-		}
-		var expiry *time.Time
-		err = tx.QueryRow(ctx, `insert into `+s.table("batches")+` as t (`+insertColumns+`) values (`+insertValues+`)
-			on conflict (batch_id) do update set
-				status            = excluded.status,
-				endpoint          = coalesce(excluded.endpoint, t.endpoint),
-				model             = coalesce(excluded.model, t.model),
-				input_file_id     = coalesce(excluded.input_file_id, t.input_file_id),
-				output_file_id    = coalesce(excluded.output_file_id, t.output_file_id),
-				error_file_id     = coalesce(excluded.error_file_id, t.error_file_id),
-				request_total     = excluded.request_total,
-				request_completed = excluded.request_completed,
-				request_failed    = excluded.request_failed,
-				metadata          = excluded.metadata,
-				source            = coalesce(excluded.source, t.source),
-				spool_sha256      = coalesce(excluded.spool_sha256, t.spool_sha256),
-				errors            = coalesce(excluded.errors, t.errors),
-				created_at        = least(t.created_at, excluded.created_at), -- the API's, once known, not a guess of now()
-				updated_at        = now(),
-				ended_at          = coalesce(t.ended_at, excluded.ended_at),
-				estimated_tokens  = coalesce(excluded.estimated_tokens, t.estimated_tokens),
-				estimated_cost_usd = coalesce(excluded.estimated_cost_usd, t.estimated_cost_usd),
-				provider          = case when $22::text is null then t.provider else excluded.provider end,
-				output_expires_after = coalesce(excluded.output_expires_after, t.output_expires_after)
-			returning `+loadExpirySQL, batchArgs(b)...).Scan(&expiry)
+		// The rows are locked in batch_id order, so two pollers writing overlapping pages never deadlock.
+		rows, err := tx.Query(ctx, `select batch_id, status from `+s.table("batches")+`
+			where batch_id = any($1) order by batch_id for update`, ids)
 		if err != nil {
-			return translate("upsert batch "+b.BatchID, err)
+			return translate("read batches", err)
 		}
-		if previous == b.Status {
+		before := make(map[string]string, len(bs))
+		var id, status string
+		if _, err := pgx.ForEachRow(rows, []any{&id, &status}, func() error {
+			before[id] = status
 			return nil
+		}); err != nil {
+			return translate("read batches", err)
 		}
-		if IsTerminal(b.Status) {
-			// The load is queued in the same transaction as the status that calls for it, so an ended batch can
-			// never be left without one, whoever noticed the end (a poll job or a bulk refresh).
-			if _, err := s.river.InsertTx(ctx, tx, LoadResultsArgs{BatchID: b.BatchID}, loadInsertOpts(expiry)); err != nil {
-				return translate("enqueue results load for "+b.BatchID, err)
+
+		writes := &pgx.Batch{}
+		upsert := s.upsertSQL()
+		written := slices.Clone(bs)
+		for i := range written {
+			b := &written[i]
+			previous[i] = before[b.BatchID]
+			if IsTerminal(previous[i]) && !IsTerminal(b.Status) {
+				b.Status = previous[i]
+			}
+			before[b.BatchID] = b.Status // a batch listed twice: its second write follows its first
+			writes.Queue(upsert, batchArgs(*b)...)
+		}
+		results := tx.SendBatch(ctx, writes)
+		expiries := make([]*time.Time, len(bs))
+		for i := range bs {
+			if err := results.QueryRow().Scan(&expiries[i]); err != nil {
+				_ = results.Close()
+				return translate("upsert batch "+bs[i].BatchID, err)
 			}
 		}
-		return s.notify(ctx, tx, b, previous)
+		if err := results.Close(); err != nil {
+			return translate("upsert batches", err)
+		}
+
+		var (
+			loads    []river.InsertManyParams
+			payloads []string
+		)
+		for i, b := range written {
+			if previous[i] == b.Status {
+				continue
+			}
+			if IsTerminal(b.Status) {
+				// The load is queued in the same transaction as the status that calls for it, so an ended batch can
+				// never be left without one, whoever noticed the end (a poll job or a bulk refresh).
+				loads = append(loads, river.InsertManyParams{Args: LoadResultsArgs{BatchID: b.BatchID}, InsertOpts: loadInsertOpts(expiries[i])})
+			}
+			p, err := s.notification(b, previous[i])
+			if err != nil {
+				return err
+			}
+			payloads = append(payloads, p)
+		}
+		if len(loads) > 0 {
+			if _, err := s.river.InsertManyTx(ctx, tx, loads); err != nil {
+				return translate("enqueue results loads", err)
+			}
+		}
+		if len(payloads) > 0 {
+			_, err = tx.Exec(ctx, `select pg_notify($1, p) from unnest($2::text[]) as p`, NotifyChannel, payloads)
+			return translate("notify "+NotifyChannel, err)
+		}
+		return nil
 	})
 	return previous, err
 }
 
 // notify announces a status change on NotifyChannel; Postgres delivers it when tx commits.
 func (s *Store) notify(ctx context.Context, tx pgx.Tx, b Batch, previous string) error {
+	payload, err := s.notification(b, previous)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `select pg_notify($1, $2)`, NotifyChannel, payload)
+	return translate("notify "+NotifyChannel, err)
+}
+
+// notification is the payload announcing b's change from previous.
+func (s *Store) notification(b Batch, previous string) (string, error) {
 	payload, err := json.Marshal(notification{
 		Schema: s.schema, BatchID: b.BatchID, Status: b.Status, PreviousStatus: previous,
 		RequestTotal: b.RequestTotal, RequestCompleted: b.RequestCompleted, RequestFailed: b.RequestFailed,
 	})
 	if err != nil {
-		return fmt.Errorf("encode notification: %w", err)
+		return "", fmt.Errorf("encode notification: %w", err)
 	}
-	_, err = tx.Exec(ctx, `select pg_notify($1, $2)`, NotifyChannel, string(payload))
-	return translate("notify "+NotifyChannel, err)
+	return string(payload), nil
 }
 
 // notification is the JSON payload sent on NotifyChannel.

@@ -19,12 +19,12 @@ func TestLoadPriority(t *testing.T) {
 		expires *time.Time
 		want    int
 	}{
-		{"expired already", at(-time.Minute), 1},
-		{"within the hour", at(59 * time.Minute), 1},
-		{"within a day", at(23 * time.Hour), 1},
-		{"within a week", at(6 * 24 * time.Hour), 2},
-		{"the default 30 days", at(30 * 24 * time.Hour), 3},
-		{"never, or not known", nil, 3},
+		{"expired already", at(-time.Minute), 2},
+		{"within the hour", at(59 * time.Minute), 2},
+		{"within a day", at(23 * time.Hour), 2},
+		{"within a week", at(6 * 24 * time.Hour), 3},
+		{"the default 30 days", at(30 * 24 * time.Hour), 4},
+		{"never, or not known", nil, 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -55,8 +55,8 @@ func TestLoadQueuedAtTheExpiryPriority(t *testing.T) {
 		_, err = s.UpsertBatch(ctx, store.Batch{BatchID: id, Status: store.StatusCompleted, EndedAt: &ended, OutputFileID: "file-" + id})
 		require.NoError(t, err)
 	}
-	require.Equal(t, 1, loadPriority(t, s, "batch_hour"), "an hour left: first")
-	require.Equal(t, 3, loadPriority(t, s, "batch_default"), "the API's default: after")
+	require.Equal(t, 2, loadPriority(t, s, "batch_hour"), "an hour left: first")
+	require.Equal(t, 4, loadPriority(t, s, "batch_default"), "the API's default: after")
 
 	got, err := s.GetBatch(ctx, "batch_hour")
 	require.NoError(t, err)
@@ -76,8 +76,8 @@ func TestLoadQueuedAtTheExpiryPriority(t *testing.T) {
 	ids, err := s.EnqueueStrandedLoads(ctx)
 	require.NoError(t, err)
 	require.ElementsMatch(t, []string{"batch_hour", "batch_default"}, ids)
-	require.Equal(t, 1, loadPriority(t, s, "batch_hour"))
-	require.Equal(t, 2, loadPriority(t, s, "batch_default"), "three days left")
+	require.Equal(t, 2, loadPriority(t, s, "batch_hour"))
+	require.Equal(t, 3, loadPriority(t, s, "batch_default"), "three days left")
 }
 
 // A batch whose results are lost is marked once, is not waiting for a load any more (no sweep re-queues one, and

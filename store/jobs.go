@@ -1,8 +1,10 @@
 package store
 
 import (
+	"context"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 )
 
@@ -18,10 +20,20 @@ type PollBatchArgs struct {
 // Kind is River's name for the job.
 func (PollBatchArgs) Kind() string { return "batchctl_poll_batch" }
 
-// InsertOpts makes the job unique per batch ID.
+// InsertOpts makes the job unique per batch ID, at PriorityBatch.
 func (PollBatchArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: QueueBatches, UniqueOpts: river.UniqueOpts{ByArgs: true}}
+	return river.InsertOpts{Queue: QueueBatches, Priority: PriorityBatch, UniqueOpts: river.UniqueOpts{ByArgs: true}}
 }
+
+// River priorities of batchctl's jobs (1 is worked first). The per-batch jobs, polls and loads, come after the
+// periodic jobs that serve every batch at once (refresh, sweep, admission, at River's default, 1): with 10 000
+// batches in flight thousands of polls are due at any moment, and River works the oldest due job of the best
+// priority first, so a refresh at the same priority would wait behind all of them and polls would make the GETs it
+// saves. The loads are ordered among themselves by LoadPriority.
+const (
+	PriorityControl = 1
+	PriorityBatch   = 2
+)
 
 // LoadResultsArgs is the River job that loads an ended batch's output and error files into the results table.
 type LoadResultsArgs struct {
@@ -37,21 +49,21 @@ func (LoadResultsArgs) InsertOpts() river.InsertOpts {
 }
 
 // LoadPriority is the River priority of the results load of a batch whose output files expire at expiresAt (nil:
-// never, or not known), as of now. The sooner the files expire, the sooner River works the load: a backlog of loads
-// (a poller back after a long stop, many batches ending at once) takes first the batches that would otherwise lose
-// their output. Every other job of batchctl's has River's default, 1: those that must not wait behind a long load
-// (polls, refreshes, admission) are short.
+// never, or not known), as of now: PriorityBatch and the two after it. The sooner the files expire, the sooner River
+// works the load: a backlog of loads (a poller back after a long stop, many batches ending at once) takes first the
+// batches that would otherwise lose their output. The periodic jobs (PriorityControl) come before any load: they are
+// short, and a load may be long.
 func LoadPriority(expiresAt *time.Time, now time.Time) int {
 	if expiresAt == nil {
-		return 3
+		return PriorityBatch + 2
 	}
 	switch left := expiresAt.Sub(now); {
 	case left < 24*time.Hour:
-		return 1
+		return PriorityBatch
 	case left < 7*24*time.Hour:
-		return 2
+		return PriorityBatch + 1
 	}
-	return 3
+	return PriorityBatch + 2
 }
 
 // loadInsertOpts are the insert options of the load of a batch whose files expire at expiresAt (LoadPriority); the
@@ -62,3 +74,37 @@ func loadInsertOpts(expiresAt *time.Time) *river.InsertOpts {
 
 // pollDelay lets a freshly created batch validate before its first poll.
 const pollDelay = 5 * time.Second
+
+// RefreshRounds returns when the last two completed bulk refresh rounds (River jobs of kind) started, and when the
+// last one finished; zero times for rounds not seen. River keeps completed jobs for a day; the index on
+// (state, finalized_at) finds them without a scan.
+func (s *Store) RefreshRounds(ctx context.Context, kind string) (lastStart, beforeStart, lastEnd time.Time, err error) {
+	rows, err := s.pool.Query(ctx, `select attempted_at, finalized_at from `+s.table("river_job")+`
+		where state = 'completed' and finalized_at is not null and kind = $1 order by finalized_at desc limit 2`, kind)
+	if err != nil {
+		return lastStart, beforeStart, lastEnd, translate("read refresh rounds", err)
+	}
+	var (
+		starts     []time.Time
+		start, end *time.Time
+	)
+	_, err = pgx.ForEachRow(rows, []any{&start, &end}, func() error {
+		if len(starts) == 0 && end != nil {
+			lastEnd = *end
+		}
+		if start != nil {
+			starts = append(starts, *start)
+		}
+		return nil
+	})
+	if err != nil {
+		return lastStart, beforeStart, lastEnd, translate("read refresh rounds", err)
+	}
+	if len(starts) > 0 {
+		lastStart = starts[0]
+	}
+	if len(starts) > 1 {
+		beforeStart = starts[1]
+	}
+	return lastStart, beforeStart, lastEnd, nil
+}

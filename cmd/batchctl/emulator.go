@@ -49,6 +49,8 @@ type emulatorOptions struct {
 	expireRate   float64
 	expireShare  float64
 	tokenLimits  []string
+	diskFailRate float64
+	workers      int
 }
 
 func newEmulatorCmd(g *globalOptions, streams *IOStreams) *cobra.Command {
@@ -106,6 +108,8 @@ unless --api-key is set.`,
 	f.Float64Var(&opts.expireRate, "expire-rate", 0, "share of batches that expire instead of completing")
 	f.Float64Var(&opts.expireShare, "expire-completed-share", 0.5, "share of an expiring batch's requests answered before it expires")
 	f.StringArrayVar(&opts.tokenLimits, "token-limit", nil, "MODEL=TOKENS: cap on enqueued prompt tokens for a model (repeatable)")
+	f.Float64Var(&opts.diskFailRate, "disk-fail-rate", 0, "share of batches whose answering fails inside the emulator as on a full disk (they end failed with a server_error)")
+	f.IntVar(&opts.workers, "workers", emulator.DefaultWorkers, "batch lifecycle steps worked at once, whatever the batches in flight (bounds goroutines and open files)")
 	return cmd
 }
 
@@ -118,6 +122,7 @@ func runEmulator(ctx context.Context, opts *emulatorOptions) error {
 	for name, rate := range map[string]float64{
 		"--fail-rate": opts.failRate, "--garble-rate": opts.garbleRate, "--rate-429": opts.rate429, "--rate-500": opts.rate500, "--reset-rate": opts.resetRate,
 		"--truncate-rate": opts.truncateRate, "--expire-rate": opts.expireRate, "--expire-completed-share": opts.expireShare,
+		"--disk-fail-rate": opts.diskFailRate,
 	} {
 		if rate < 0 || rate > 1 {
 			return usageError{fmt.Errorf("%s %v: want a share between 0 and 1", name, rate)}
@@ -133,7 +138,7 @@ func runEmulator(ctx context.Context, opts *emulatorOptions) error {
 		RequestFailRate:        opts.failRate, HTTP429Rate: opts.rate429, HTTP500Rate: opts.rate500, ResetRate: opts.resetRate,
 		TruncateDownloadRate: opts.truncateRate, DownloadBytesPerSec: opts.downloadBPS, RetryAfter: opts.retryAfter,
 		ExpireRate: opts.expireRate, ExpireCompletedShare: opts.expireShare, TokenLimitPerModel: limits,
-		GarbleRate: opts.garbleRate,
+		GarbleRate: opts.garbleRate, DiskFailRate: opts.diskFailRate, Workers: opts.workers,
 	})
 	if err != nil {
 		return fmt.Errorf("start emulator: %w", err)

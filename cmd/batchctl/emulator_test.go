@@ -110,6 +110,7 @@ func TestEmulatorCommandUsage(t *testing.T) {
 	}{
 		{"bad token limit", []string{"--token-limit", "gpt-4o-mini"}, "MODEL=TOKENS"},
 		{"rate above one", []string{"--rate-429", "1.5"}, "--rate-429"},
+		{"disk fail rate above one", []string{"--disk-fail-rate", "2"}, "--disk-fail-rate"},
 		{"zero phase delay", []string{"--phase-delay", "0s"}, "--phase-delay"},
 		{"extra argument", []string{"now"}, ""},
 	}

@@ -80,6 +80,10 @@ func Start(ctx context.Context) (*Cluster, error) {
 			"-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
 			"-c max_connections=200",
 		}, " ")
+		// pg_stat_statements, where the server ships it, for make bench's database time per statement.
+		if _, err := os.Stat(filepath.Join(filepath.Dir(bin), "lib", "pg_stat_statements.so")); err == nil {
+			c.opts += " -c shared_preload_libraries=pg_stat_statements"
+		}
 		err = c.startServer(ctx)
 		if err == nil || attempt == 2 {
 			break

@@ -1,0 +1,59 @@
+package poll_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/batchctl/batchctl/emulator"
+	"github.com/batchctl/batchctl/poll"
+	"github.com/batchctl/batchctl/store"
+)
+
+// While the bulk refresh keeps the rows of the batches in flight current, their poll jobs make no GET: the calls of
+// a period stay about N/100 list calls, not one GET per batch whose poll fell due just before a refresh round.
+func TestPollJobsLeaveBatchesToTheRefresh(t *testing.T) {
+	t.Parallel()
+	// Batches in flight for about 9 s: their poll jobs, first due 5 s after tracking, run several times each.
+	e := newEnv(t, emulator.Options{PhaseDelay: 3 * time.Second})
+	const n = 20
+	var ids []string
+	for i := range n {
+		body, _ := requestFile(fmt.Sprintf("r%d", i), "gpt-4o-mini", 3)
+		ids = append(ids, e.submit(t, body))
+	}
+	cfg := e.config(t)
+	cfg.Interval = poll.Interval{Min: 100 * time.Millisecond, Max: 200 * time.Millisecond}
+	runUntilDone(t, cfg, time.Minute)
+
+	st := e.emu.Stats()
+	t.Logf("%d list calls, %d GETs for %d batches", st.BatchLists, st.BatchGets, n)
+	// A refresh held up for two periods on this busy machine may leave a few batches to their polls; one GET per
+	// batch in flight per period would be hundreds.
+	require.LessOrEqual(t, st.BatchGets, n/2)
+	for _, id := range ids {
+		b, err := e.store.GetBatch(context.Background(), id)
+		require.NoError(t, err)
+		require.NotNil(t, b.ResultsLoadedAt, id)
+	}
+}
+
+// A batch the emulator could not carry through (its disk failed) ends failed with its server_error, and the poller
+// records it so: failed, with the error, never completed and loaded as an empty batch.
+func TestInternalFailureRecordedFailed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, emulator.Options{DiskFailRate: 1})
+	body, _ := requestFile("disk", "gpt-4o-mini", 20)
+	batchID := e.submit(t, body)
+	runUntilDone(t, e.config(t), time.Minute)
+
+	b, err := e.store.GetBatch(context.Background(), batchID)
+	require.NoError(t, err)
+	require.Equal(t, store.StatusFailed, b.Status)
+	require.Contains(t, string(b.Errors), emulator.CodeServerError)
+	require.Empty(t, e.results(t, batchID))
+	require.Equal(t, 1, e.emu.Stats().InternalFailures)
+}
