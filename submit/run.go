@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/batchctl/batchctl/batchapi"
 	"github.com/batchctl/batchctl/cost"
@@ -29,7 +30,8 @@ type run struct {
 	enc     *json.Encoder
 	emitted map[string]bool
 	api     provider.Provider
-	// runID is this run's random ID, in every batch's metadata (MetaRun): consumers keep a run's batches together.
+	// runID is this run's ID, in every batch's metadata (MetaRun): consumers keep a run's batches together. See
+	// newRunID.
 	runID string
 	spent cost.Pico // the estimates of the batches this run sent, against MaxCost
 }
@@ -45,7 +47,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Endpoint == jsonl.EndpointVideos && len(opts.Inputs) > 0 {
 		opts.Logger.Warn("/v1/videos is deprecated (since 2026-08): the API may refuse its batches, and their answers are video jobs whose videos are fetched from /v1/videos/{id}/content, which batchctl does not load")
 	}
-	r := &run{opts: &opts, log: opts.Logger, enc: json.NewEncoder(opts.Out), emitted: map[string]bool{}, runID: newIntent()}
+	r := &run{opts: &opts, log: opts.Logger, enc: json.NewEncoder(opts.Out), emitted: map[string]bool{}, runID: newRunID(time.Now())}
 	r.api = r.apiClient()
 	if err := os.MkdirAll(opts.SpoolDir, 0o700); err != nil {
 		return fmt.Errorf("create spool dir: %w", err)
@@ -283,4 +285,11 @@ func (r *run) metadata(source string, part int, sha, intent string) map[string]s
 		m[MetaPack] = strconv.Itoa(r.opts.Pack)
 	}
 	return m
+}
+
+// newRunID names a run: its start in nanoseconds (16 hex digits, so IDs sort by start) and 8 random hex digits. The
+// export orders runs by their first batch's creation, which the API gives in whole seconds; two runs started within
+// the same second are then ordered by their IDs, that is by their start, not at random.
+func newRunID(start time.Time) string {
+	return fmt.Sprintf("%016x", uint64(start.UnixNano())) + newIntent()[:8]
 }
