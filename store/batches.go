@@ -134,7 +134,7 @@ func (s *Store) UpsertBatch(ctx context.Context, b Batch) (previous string, err 
 
 // notify announces a status change on NotifyChannel; Postgres delivers it when tx commits.
 func (s *Store) notify(ctx context.Context, tx pgx.Tx, b Batch, previous string) error {
-	payload, err := json.Marshal(notification{
+	payload, err := json.Marshal(Notification{
 		Schema: s.schema, BatchID: b.BatchID, Status: b.Status, PreviousStatus: previous,
 		RequestTotal: b.RequestTotal, RequestCompleted: b.RequestCompleted, RequestFailed: b.RequestFailed,
 	})
@@ -145,8 +145,8 @@ func (s *Store) notify(ctx context.Context, tx pgx.Tx, b Batch, previous string)
 	return translate("notify "+NotifyChannel, err)
 }
 
-// notification is the JSON payload sent on NotifyChannel.
-type notification struct {
+// Notification is the JSON payload sent on NotifyChannel.
+type Notification struct {
 	Schema           string `json:"schema"`
 	BatchID          string `json:"batch_id"`
 	Status           string `json:"status"`

@@ -1,0 +1,137 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Page asks for one page of a batch listing: the batches after a cursor, in the listing's order. Keyset paging reads
+// one index range per page (migration 011), however many batches the table holds.
+type Page struct {
+	// Source and Status filter the batches; "" matches any.
+	Source string
+	Status string
+	// After is the cursor: the sort key of the last batch of the previous page; zero for the first page.
+	After Cursor
+	// Limit is the page size.
+	Limit int
+}
+
+// Cursor is a batch's place in a listing: its sort time (created_at in flight, ended_at once ended) and its ID.
+type Cursor struct {
+	At      time.Time
+	BatchID string
+}
+
+// IsZero reports whether c is the start of a listing.
+func (c Cursor) IsZero() bool { return c.BatchID == "" }
+
+// BatchesInFlight returns a page of the batches not yet ended, oldest first (the nearest to their window's end
+// first). It returns one more batch than p.Limit when there is a next page.
+func (s *Store) BatchesInFlight(ctx context.Context, p Page) ([]Batch, error) {
+	after := p.After
+	rows, err := s.pool.Query(ctx, `select `+batchColumns+` from `+s.table("batches")+`
+		where status not in `+terminalSQL+` and ($1 = '' or source = $1) and ($2 = '' or status = $2)
+		and (created_at, batch_id) > ($3, $4)
+		order by created_at, batch_id limit $5`, p.Source, p.Status, after.At, after.BatchID, p.Limit+1)
+	if err != nil {
+		return nil, translate("list batches in flight", err)
+	}
+	bs, err := pgx.CollectRows(rows, scanBatch)
+	return bs, translate("list batches in flight", err)
+}
+
+// BatchesEnded returns a page of the ended batches, the latest ended first. It returns one more batch than p.Limit
+// when there is a next page.
+func (s *Store) BatchesEnded(ctx context.Context, p Page) ([]Batch, error) {
+	after := p.After
+	if after.IsZero() {
+		after = Cursor{At: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), BatchID: ""}
+	}
+	rows, err := s.pool.Query(ctx, `select `+batchColumns+` from `+s.table("batches")+`
+		where ended_at is not null and ($1 = '' or source = $1) and ($2 = '' or status = $2)
+		and (ended_at, batch_id) < ($3, $4)
+		order by ended_at desc, batch_id desc limit $5`, p.Source, p.Status, after.At, after.BatchID, p.Limit+1)
+	if err != nil {
+		return nil, translate("list ended batches", err)
+	}
+	bs, err := pgx.CollectRows(rows, scanBatch)
+	return bs, translate("list ended batches", err)
+}
+
+// StatusTotal is the batches of one status, with their requests, loaded rows, tokens and cost.
+type StatusTotal struct {
+	Status   string
+	Batches  int64
+	Requests int64
+	Rows     int64
+	Tokens   int64
+	// CostUSD is the summed cost as exact decimal text; "" when no batch of the status has one.
+	CostUSD string
+}
+
+// StatusTotals sums the batches by status, those of source only unless it is "".
+func (s *Store) StatusTotals(ctx context.Context, source string) ([]StatusTotal, error) {
+	rows, err := s.pool.Query(ctx, `select status, count(*), coalesce(sum(request_total), 0),
+		coalesce(sum(results_count), 0), coalesce(sum(total_tokens), 0), coalesce(sum(cost_usd)::text, '')
+		from `+s.table("batches")+` where $1 = '' or source = $1 group by status order by status`, source)
+	if err != nil {
+		return nil, translate("sum batches by status", err)
+	}
+	totals, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (StatusTotal, error) {
+		var t StatusTotal
+		err := row.Scan(&t.Status, &t.Batches, &t.Requests, &t.Rows, &t.Tokens, &t.CostUSD)
+		return t, err
+	})
+	return totals, translate("sum batches by status", err)
+}
+
+// Sources lists the distinct sources of the tracked batches (at most limit), for the dashboard's filter.
+func (s *Store) Sources(ctx context.Context, limit int) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `select distinct source from `+s.table("batches")+`
+		where source is not null order by source limit $1`, limit)
+	if err != nil {
+		return nil, translate("list sources", err)
+	}
+	srcs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return srcs, translate("list sources", err)
+}
+
+// OutcomeCount is how many of a batch's loaded results had one outcome: "ok" for a 2xx answer, "http_<status>" for
+// another answer, or the error's code.
+type OutcomeCount struct {
+	Outcome string
+	Count   int64
+}
+
+// ResultOutcomes counts batchID's loaded results by outcome, the most frequent first.
+func (s *Store) ResultOutcomes(ctx context.Context, batchID string) ([]OutcomeCount, error) {
+	rows, err := s.pool.Query(ctx, `select outcome, count(*) from (
+			select case when status_code between 200 and 299 then 'ok'
+				when status_code is not null then 'http_' || status_code
+				else coalesce(error->>'code', 'error') end as outcome
+			from `+s.table("results")+` where batch_id = $1) o
+		group by outcome order by count(*) desc, outcome`, batchID)
+	if err != nil {
+		return nil, translate("count results of "+batchID, err)
+	}
+	counts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (OutcomeCount, error) {
+		var c OutcomeCount
+		err := row.Scan(&c.Outcome, &c.Count)
+		return c, err
+	})
+	return counts, translate("count results of "+batchID, err)
+}
+
+// Lineage returns every batch sharing rootBatchID (an original and its resubmissions), by attempt.
+func (s *Store) Lineage(ctx context.Context, rootBatchID string) ([]Batch, error) {
+	rows, err := s.pool.Query(ctx, `select `+batchColumns+` from `+s.table("batches")+`
+		where root_batch_id = $1 or (batch_id = $1 and root_batch_id is null) order by attempt, created_at, batch_id limit 100`, rootBatchID)
+	if err != nil {
+		return nil, translate("read lineage of "+rootBatchID, err)
+	}
+	bs, err := pgx.CollectRows(rows, scanBatch)
+	return bs, translate("read lineage of "+rootBatchID, err)
+}
