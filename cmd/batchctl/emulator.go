@@ -48,6 +48,9 @@ type emulatorOptions struct {
 	expireRate   float64
 	expireShare  float64
 	tokenLimits  []string
+
+	webhookURL    string
+	webhookSecret string
 }
 
 func newEmulatorCmd(g *globalOptions, streams *IOStreams) *cobra.Command {
@@ -104,6 +107,8 @@ unless --api-key is set.`,
 	f.Float64Var(&opts.expireRate, "expire-rate", 0, "share of batches that expire instead of completing")
 	f.Float64Var(&opts.expireShare, "expire-completed-share", 0.5, "share of an expiring batch's requests answered before it expires")
 	f.StringArrayVar(&opts.tokenLimits, "token-limit", nil, "MODEL=TOKENS: cap on enqueued prompt tokens for a model (repeatable)")
+	f.StringVar(&opts.webhookURL, "webhook-url", "", "send OpenAI's signed batch.completed/failed/expired/cancelled events here as batches end, e.g. http://127.0.0.1:8080/webhooks/openai")
+	f.StringVar(&opts.webhookSecret, "webhook-secret", g.getenv("BATCHCTL_WEBHOOK_SECRET"), "whsec_... secret signing the events (env BATCHCTL_WEBHOOK_SECRET)")
 	return cmd
 }
 
@@ -124,6 +129,9 @@ func runEmulator(ctx context.Context, opts *emulatorOptions) error {
 	if opts.phaseDelay <= 0 {
 		return usageError{fmt.Errorf("--phase-delay %v: want a positive duration", opts.phaseDelay)}
 	}
+	if opts.webhookURL != "" && opts.webhookSecret == "" {
+		return usageError{fmt.Errorf("--webhook-url needs --webhook-secret (or BATCHCTL_WEBHOOK_SECRET) to sign the events")}
+	}
 	srv, err := emulator.New(emulator.Options{
 		DataDir: opts.dataDir, APIKey: opts.apiKey, PhaseDelay: opts.phaseDelay, Seed: opts.seed, Logger: log,
 		MaxRequestsPerFile: opts.maxRequests, MaxFileBytes: opts.maxFileMB << 20, MaxUploadBytes: opts.maxUploadMB << 20,
@@ -131,6 +139,7 @@ func runEmulator(ctx context.Context, opts *emulatorOptions) error {
 		RequestFailRate:        opts.failRate, HTTP429Rate: opts.rate429, HTTP500Rate: opts.rate500, ResetRate: opts.resetRate,
 		TruncateDownloadRate: opts.truncateRate, DownloadBytesPerSec: opts.downloadBPS, RetryAfter: opts.retryAfter,
 		ExpireRate: opts.expireRate, ExpireCompletedShare: opts.expireShare, TokenLimitPerModel: limits,
+		WebhookURL: opts.webhookURL, WebhookSecret: opts.webhookSecret,
 	})
 	if err != nil {
 		return fmt.Errorf("start emulator: %w", err)
