@@ -34,14 +34,20 @@ type event struct {
 type hub struct {
 	mu   sync.Mutex
 	subs map[chan event]struct{}
+	// listening is closed once the first listening session is up.
+	listening chan struct{}
+	once      sync.Once
 }
 
-func newHub() *hub { return &hub{subs: map[chan event]struct{}{}} }
+func newHub() *hub { return &hub{subs: map[chan event]struct{}{}, listening: make(chan struct{})} }
 
 // run listens on store.NotifyChannel until ctx ends, listening again after a failure.
 func (h *hub) run(ctx context.Context, s *store.Store, log *slog.Logger) {
 	for {
-		err := s.Listen(ctx, func() { h.broadcast(event{Kind: "sync"}) }, func(n store.Notification) {
+		err := s.Listen(ctx, func() {
+			h.once.Do(func() { close(h.listening) })
+			h.broadcast(event{Kind: "sync"})
+		}, func(n store.Notification) {
 			h.broadcast(event{Kind: "batch", Notification: n})
 		})
 		if ctx.Err() != nil {
@@ -81,12 +87,19 @@ func (h *hub) broadcast(e event) {
 	}
 }
 
-// serveEvents streams batch changes as server-sent events until the browser goes away. The page refetches what it
-// shows on each; when the stream breaks, it polls until the stream is back.
+// serveEvents streams batch changes as server-sent events until the browser goes away: "hello" once the stream
+// misses nothing, then "batch" for each status change and "sync" after the listening session started again. The page
+// refetches what it shows on each; when the stream breaks, it polls until the stream is back.
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	ch := s.hub.subscribe()
 	defer s.hub.unsubscribe(ch)
+	// "hello" promises that no later change is missed: it waits for the listening session.
+	select {
+	case <-s.hub.listening:
+	case <-r.Context().Done():
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
