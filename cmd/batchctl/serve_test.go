@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/batchctl/batchctl/emulator"
+	"github.com/batchctl/batchctl/internal/pgtest"
+	"github.com/batchctl/batchctl/store"
+)
+
+// webhookSecret is a Standard Webhooks secret as OpenAI issues them.
+const webhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+var servingURL = regexp.MustCompile(`msg="serving the dashboard" url=(http://\S+/)`)
+
+// background is a batchctl command running until the test ends.
+type background struct {
+	stderr *syncBuffer
+	done   chan int
+}
+
+// startCLI runs batchctl in-process in the background; the test's end cancels it (SIGINT) and waits for it.
+func startCLI(t *testing.T, env map[string]string, args ...string) *background {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	bg := &background{stderr: &syncBuffer{}, done: make(chan int, 1)}
+	go func() {
+		bg.done <- run(ctx, args, &IOStreams{In: strings.NewReader(""), Out: io.Discard, ErrOut: bg.stderr},
+			func(k string) string { return env[k] })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-bg.done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("batchctl %s did not stop; stderr:\n%s", args[0], bg.stderr.String())
+		}
+	})
+	return bg
+}
+
+// startServe runs batchctl serve on a free loopback port and returns the dashboard's URL once it serves.
+func startServe(t *testing.T, env map[string]string, args ...string) (string, *background) {
+	t.Helper()
+	bg := startCLI(t, env, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
+	var url string
+	require.Eventually(t, func() bool {
+		select {
+		case code := <-bg.done:
+			t.Fatalf("serve exited %d: %s", code, bg.stderr.String())
+		default:
+		}
+		if m := servingURL.FindStringSubmatch(bg.stderr.String()); m != nil {
+			url = m[1]
+			return true
+		}
+		return false
+	}, 15*time.Second, 10*time.Millisecond, "serve never said where it serves")
+	return url, bg
+}
+
+func TestServeRefusesAPublicAddressWithoutAToken(t *testing.T) {
+	t.Parallel()
+	s := pgtest.NewStore(t)
+	env := map[string]string{"DATABASE_URL": pgtest.URL(t), "BATCHCTL_SCHEMA": s.Schema()}
+	r := runCLI(t, "", env, "serve", "--addr", "0.0.0.0:0")
+	require.Equal(t, exitUsage, r.code, r.stderr)
+	require.Contains(t, r.stderr, "needs --auth-token")
+
+	env["BATCHCTL_HTTP_TOKEN"] = "tok"
+	env["BATCHCTL_HTTP_ADDR"] = "0.0.0.0:0"
+	bg := startCLI(t, env, "serve")
+	require.Eventually(t, func() bool { return strings.Contains(bg.stderr.String(), "serving the dashboard") }, 15*time.Second, 10*time.Millisecond,
+		"with a token (env BATCHCTL_HTTP_TOKEN), any address (env BATCHCTL_HTTP_ADDR) is served")
+}
+
+// TestServeMetricsAreThePollersRegistry: serve's /metrics carries the metrics of poll --metrics-addr, read from the
+// database.
+func TestServeMetricsAreThePollersRegistry(t *testing.T) {
+	t.Parallel()
+	s := pgtest.NewStore(t)
+	_, err := s.TrackBatch(context.Background(), store.Batch{BatchID: "batch_m", Status: store.StatusInProgress})
+	require.NoError(t, err)
+	url, _ := startServe(t, map[string]string{"DATABASE_URL": pgtest.URL(t), "BATCHCTL_SCHEMA": s.Schema()})
+	resp, err := http.Get(url + "metrics")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`batchctl_batches{status="in_progress"} 1`, "batchctl_result_rows_loaded_total 0", "go_goroutines"} {
+		require.Contains(t, string(body), want)
+	}
+}
+
+// TestWebhookLoadsResultsAtOnce: the emulator sends batch.completed to serve, whose refresh job a poller with a
+// one-minute interval works at once: the results are loaded seconds after the end, by the webhook's refresh, where
+// polling would have waited for the batch's next poll.
+func TestWebhookLoadsResultsAtOnce(t *testing.T) {
+	t.Parallel()
+	addr := freeAddr(t)
+	e := newAPIEnv(t, emulator.Options{PhaseDelay: 300 * time.Millisecond,
+		WebhookURL: "http://" + addr + "/webhooks/openai", WebhookSecret: webhookSecret})
+	e.env["BATCHCTL_WEBHOOK_SECRET"] = webhookSecret
+	bg := startCLI(t, e.env, "serve", "--addr", addr)
+	require.Eventually(t, func() bool { return strings.Contains(bg.stderr.String(), "serving the dashboard") }, 15*time.Second, 10*time.Millisecond)
+	poller := startCLI(t, e.env, "poll", "--poll-interval", "1m", "--fetch-interval", "50ms")
+
+	_, batchID := e.createBatch(t, "w", 6, 0)
+	require.Equal(t, exitOK, runCLI(t, "", e.env, "track", batchID).code)
+	start := time.Now()
+	require.Eventually(t, func() bool {
+		return e.count(t, `select count(*) from $schema.batches where batch_id = $1 and results_loaded_at is not null`, batchID) == 1
+	}, 20*time.Second, 20*time.Millisecond, "poller: %s\nserve: %s", poller.stderr.String(), bg.stderr.String())
+	t.Logf("ended and loaded %v after track", time.Since(start).Round(time.Millisecond))
+	require.Equal(t, 6, e.count(t, `select count(*) from $schema.results where batch_id = $1`, batchID))
+	require.Contains(t, poller.stderr.String(), "batch ended (webhook)", "the webhook's refresh saw the end, not a poll")
+	require.Contains(t, bg.stderr.String(), "result=queued")
+	require.Equal(t, 1, e.count(t, `select count(*) from $schema.river_job where kind = 'batchctl_refresh_batch' and state = 'completed'`))
+	require.Equal(t, 1, e.emu.Stats().WebhooksDelivered)
+}
