@@ -7,6 +7,54 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// querier is a pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// DashboardQuery asks for what the dashboard shows: the totals and sources, and a page of either list or both.
+type DashboardQuery struct {
+	Source, Status string
+	InFlight       *Page // nil leaves the list out
+	Ended          *Page // nil leaves the list out
+	MaxSources     int
+}
+
+// Dashboard is the answer to a DashboardQuery, read in one snapshot: the totals always agree with the lists.
+type Dashboard struct {
+	Totals   []StatusTotal
+	Sources  []string
+	InFlight []Batch // one past the page's limit when there is a next page
+	Ended    []Batch
+}
+
+// Dashboard reads everything the dashboard shows in one read-only repeatable-read transaction, so a batch that ends
+// meanwhile is never counted in flight while listed as ended.
+func (s *Store) Dashboard(ctx context.Context, q DashboardQuery) (Dashboard, error) {
+	var d Dashboard
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		if d.Totals, err = s.statusTotals(ctx, tx, q.Source); err != nil {
+			return err
+		}
+		if d.Sources, err = s.sources(ctx, tx, q.MaxSources); err != nil {
+			return err
+		}
+		if q.InFlight != nil {
+			if d.InFlight, err = s.batchesInFlight(ctx, tx, *q.InFlight); err != nil {
+				return err
+			}
+		}
+		if q.Ended != nil {
+			if d.Ended, err = s.batchesEnded(ctx, tx, *q.Ended); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return d, translate("read dashboard", err)
+}
+
 // Page asks for one page of a batch listing: the batches after a cursor, in the listing's order. Keyset paging reads
 // one index range per page (migration 011), however many batches the table holds.
 type Page struct {
@@ -31,8 +79,12 @@ func (c Cursor) IsZero() bool { return c.BatchID == "" }
 // BatchesInFlight returns a page of the batches not yet ended, oldest first (the nearest to their window's end
 // first). It returns one more batch than p.Limit when there is a next page.
 func (s *Store) BatchesInFlight(ctx context.Context, p Page) ([]Batch, error) {
+	return s.batchesInFlight(ctx, s.pool, p)
+}
+
+func (s *Store) batchesInFlight(ctx context.Context, q querier, p Page) ([]Batch, error) {
 	after := p.After
-	rows, err := s.pool.Query(ctx, `select `+batchColumns+` from `+s.table("batches")+`
+	rows, err := q.Query(ctx, `select `+batchColumns+` from `+s.table("batches")+`
 		where status not in `+terminalSQL+` and ($1 = '' or source = $1) and ($2 = '' or status = $2)
 		and (created_at, batch_id) > ($3, $4)
 		order by created_at, batch_id limit $5`, p.Source, p.Status, after.At, after.BatchID, p.Limit+1)
@@ -46,11 +98,15 @@ func (s *Store) BatchesInFlight(ctx context.Context, p Page) ([]Batch, error) {
 // BatchesEnded returns a page of the ended batches, the latest ended first. It returns one more batch than p.Limit
 // when there is a next page.
 func (s *Store) BatchesEnded(ctx context.Context, p Page) ([]Batch, error) {
+	return s.batchesEnded(ctx, s.pool, p)
+}
+
+func (s *Store) batchesEnded(ctx context.Context, q querier, p Page) ([]Batch, error) {
 	after := p.After
 	if after.IsZero() {
 		after = Cursor{At: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), BatchID: ""}
 	}
-	rows, err := s.pool.Query(ctx, `select `+batchColumns+` from `+s.table("batches")+`
+	rows, err := q.Query(ctx, `select `+batchColumns+` from `+s.table("batches")+`
 		where ended_at is not null and ($1 = '' or source = $1) and ($2 = '' or status = $2)
 		and (ended_at, batch_id) < ($3, $4)
 		order by ended_at desc, batch_id desc limit $5`, p.Source, p.Status, after.At, after.BatchID, p.Limit+1)
@@ -74,7 +130,11 @@ type StatusTotal struct {
 
 // StatusTotals sums the batches by status, those of source only unless it is "".
 func (s *Store) StatusTotals(ctx context.Context, source string) ([]StatusTotal, error) {
-	rows, err := s.pool.Query(ctx, `select status, count(*), coalesce(sum(request_total), 0),
+	return s.statusTotals(ctx, s.pool, source)
+}
+
+func (s *Store) statusTotals(ctx context.Context, q querier, source string) ([]StatusTotal, error) {
+	rows, err := q.Query(ctx, `select status, count(*), coalesce(sum(request_total), 0),
 		coalesce(sum(results_count), 0), coalesce(sum(total_tokens), 0), coalesce(sum(cost_usd)::text, '')
 		from `+s.table("batches")+` where $1 = '' or source = $1 group by status order by status`, source)
 	if err != nil {
@@ -90,7 +150,11 @@ func (s *Store) StatusTotals(ctx context.Context, source string) ([]StatusTotal,
 
 // Sources lists the distinct sources of the tracked batches (at most limit), for the dashboard's filter.
 func (s *Store) Sources(ctx context.Context, limit int) ([]string, error) {
-	rows, err := s.pool.Query(ctx, `select distinct source from `+s.table("batches")+`
+	return s.sources(ctx, s.pool, limit)
+}
+
+func (s *Store) sources(ctx context.Context, q querier, limit int) ([]string, error) {
+	rows, err := q.Query(ctx, `select distinct source from `+s.table("batches")+`
 		where source is not null order by source limit $1`, limit)
 	if err != nil {
 		return nil, translate("list sources", err)

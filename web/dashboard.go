@@ -130,10 +130,10 @@ const maxSources = 200
 // status in flight the second).
 func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	q := r.URL.Query()
-	source, status := q.Get("source"), q.Get("status")
-	inAfter, err1 := parseCursor(q.Get("in_after"))
-	endedAfter, err2 := parseCursor(q.Get("ended_after"))
+	params := r.URL.Query()
+	source, status := params.Get("source"), params.Get("status")
+	inAfter, err1 := parseCursor(params.Get("in_after"))
+	endedAfter, err2 := parseCursor(params.Get("ended_after"))
 	if err := errors.Join(err1, err2); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -143,34 +143,28 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	if s.opts.AllowActions {
 		d.CSRF = s.csrf
 	}
-	totals, err := s.store.StatusTotals(ctx, source)
+	q := store.DashboardQuery{Source: source, Status: status, MaxSources: maxSources}
+	if status == "" || !store.IsTerminal(status) {
+		q.InFlight = &store.Page{Source: source, Status: status, After: inAfter, Limit: s.opts.PageSize}
+	}
+	if status == "" || store.IsTerminal(status) {
+		q.Ended = &store.Page{Source: source, Status: status, After: endedAfter, Limit: s.opts.PageSize}
+	}
+	got, err := s.store.Dashboard(ctx, q)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	d.Totals = make([]statusTotal, 0, len(totals))
-	for _, t := range totals {
+	d.Totals = make([]statusTotal, 0, len(got.Totals))
+	for _, t := range got.Totals {
 		d.Totals = append(d.Totals, statusTotal(t))
 	}
-	if d.Sources, err = s.store.Sources(ctx, maxSources); err != nil {
-		s.fail(w, err)
-		return
+	d.Sources = got.Sources
+	if q.InFlight != nil {
+		d.InFlight = s.listOf(got.InFlight, now, func(b store.Batch) time.Time { return b.CreatedAt })
 	}
-	if status == "" || !store.IsTerminal(status) {
-		bs, err := s.store.BatchesInFlight(ctx, store.Page{Source: source, Status: status, After: inAfter, Limit: s.opts.PageSize})
-		if err != nil {
-			s.fail(w, err)
-			return
-		}
-		d.InFlight = s.listOf(bs, now, func(b store.Batch) time.Time { return b.CreatedAt })
-	}
-	if status == "" || store.IsTerminal(status) {
-		bs, err := s.store.BatchesEnded(ctx, store.Page{Source: source, Status: status, After: endedAfter, Limit: s.opts.PageSize})
-		if err != nil {
-			s.fail(w, err)
-			return
-		}
-		d.Ended = s.listOf(bs, now, func(b store.Batch) time.Time { return *b.EndedAt })
+	if q.Ended != nil {
+		d.Ended = s.listOf(got.Ended, now, func(b store.Batch) time.Time { return *b.EndedAt })
 	}
 	writeJSON(w, d)
 }

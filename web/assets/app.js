@@ -153,9 +153,9 @@ function pager(which, l) {
   const box = document.querySelector(`.pager[data-list="${which}"]`);
   const prev = which === "in" ? state.inPrev : state.endedPrev;
   const cur = which === "in" ? "inAfter" : "endedAfter";
-  box.replaceChildren(
+  box.replaceChildren(...[
     prev.length ? el("button", { type: "button", onclick: () => { state[cur] = prev.pop(); saveURL(); refresh(); } }, "← previous") : null,
-    l && l.next ? el("button", { type: "button", onclick: () => { prev.push(state[cur]); state[cur] = l.next; saveURL(); refresh(); } }, "next →") : null);
+    l && l.next ? el("button", { type: "button", onclick: () => { prev.push(state[cur]); state[cur] = l.next; saveURL(); refresh(); } }, "next →") : null].filter(Boolean));
 }
 
 function render(d) {
