@@ -15,6 +15,11 @@ import (
 // NotifyChannel is the LISTEN/NOTIFY channel on which every batch status change is announced.
 const NotifyChannel = "batchctl_batches"
 
+// ProgressChannel is the LISTEN/NOTIFY channel of the changes that are not status changes: a batch's request counts
+// moving while its status stays (Event "progress"), and its results loaded (Event "loaded"). It is apart from
+// NotifyChannel, whose every notification is a status change.
+const ProgressChannel = "batchctl_batch_progress"
+
 // insertColumns are written by TrackBatch and UpsertBatch, in the order of batchArgs (updated_at is now()).
 const insertColumns = `batch_id, status, endpoint, model, input_file_id, output_file_id, error_file_id,
 	request_total, request_completed, request_failed, metadata, source, spool_sha256, errors,
@@ -83,7 +88,9 @@ func (s *Store) insertTracked(ctx context.Context, tx pgx.Tx, b Batch) (inserted
 // status ("" for a new row).
 func (s *Store) UpsertBatch(ctx context.Context, b Batch) (previous string, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, `select status from `+s.table("batches")+` where batch_id = $1 for update`, b.BatchID).Scan(&previous)
+		var completed, failed, total int
+		err := tx.QueryRow(ctx, `select status, request_completed, request_failed, request_total from `+s.table("batches")+`
+			where batch_id = $1 for update`, b.BatchID).Scan(&previous, &completed, &failed, &total)
 		if err != nil && err != pgx.ErrNoRows {
 			return translate("read batch "+b.BatchID, err)
 		}
@@ -118,7 +125,10 @@ func (s *Store) UpsertBatch(ctx context.Context, b Batch) (previous string, err 
 			return translate("upsert batch "+b.BatchID, err)
 		}
 		if previous == b.Status {
-			return nil
+			if completed == b.RequestCompleted && failed == b.RequestFailed && total == b.RequestTotal {
+				return nil
+			}
+			return s.notifyProgress(ctx, tx, b.BatchID, "progress")
 		}
 		if IsTerminal(b.Status) {
 			// The load is queued in the same transaction as the status that calls for it, so an ended batch can
@@ -145,8 +155,22 @@ func (s *Store) notify(ctx context.Context, tx pgx.Tx, b Batch, previous string)
 	return translate("notify "+NotifyChannel, err)
 }
 
-// Notification is the JSON payload sent on NotifyChannel.
+// notifyProgress announces on ProgressChannel an event of batchID other than a status change; Postgres delivers it
+// when tx commits.
+func (s *Store) notifyProgress(ctx context.Context, tx pgx.Tx, batchID, event string) error {
+	payload, err := json.Marshal(Notification{Schema: s.schema, BatchID: batchID, Event: event})
+	if err != nil {
+		return fmt.Errorf("encode notification: %w", err)
+	}
+	_, err = tx.Exec(ctx, `select pg_notify($1, $2)`, ProgressChannel, string(payload))
+	return translate("notify "+ProgressChannel, err)
+}
+
+// Notification is the JSON payload sent on NotifyChannel (a status change) and on ProgressChannel (Event set, the
+// rest of the fields but the batch's empty).
 type Notification struct {
+	// Event is "progress" or "loaded" on ProgressChannel; empty on NotifyChannel.
+	Event            string `json:"event,omitempty"`
 	Schema           string `json:"schema"`
 	BatchID          string `json:"batch_id"`
 	Status           string `json:"status"`

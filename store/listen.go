@@ -10,7 +10,7 @@ import (
 	"github.com/riverqueue/river"
 )
 
-// Listen receives the status changes announced on NotifyChannel for this store's schema and calls fn with each,
+// Listen receives the notifications of NotifyChannel and ProgressChannel for this store's schema and calls fn with each,
 // until ctx ends or the connection fails; it returns the error (ctx's when it ended). The session is a connection of
 // its own, outside the pool: it is held for as long as Listen runs. ready, when not nil, is called once the session
 // listens, so a caller can tell when no notification can be missed any more.
@@ -20,7 +20,7 @@ func (s *Store) Listen(ctx context.Context, ready func(), fn func(Notification))
 		return fmt.Errorf("connect to listen on %s: %w", NotifyChannel, err)
 	}
 	defer func() { _ = conn.Close(context.Background()) }()
-	if _, err := conn.Exec(ctx, "listen "+NotifyChannel); err != nil {
+	if _, err := conn.Exec(ctx, "listen "+NotifyChannel+"; listen "+ProgressChannel); err != nil {
 		return translate("listen "+NotifyChannel, err)
 	}
 	if ready != nil {

@@ -23,8 +23,8 @@ const (
 	subscriberBuffer = 64
 )
 
-// event is what /events sends: a batch's status change (Kind "batch"), or "sync" after the listening session
-// (re)started, when changes may have been missed.
+// event is what /events sends: a batch's status change (Kind "batch"), its progress or its results loaded
+// ("progress"), or "sync" after the listening session (re)started, when changes may have been missed.
 type event struct {
 	Kind         string             `json:"kind"`
 	Notification store.Notification `json:"batch"`
@@ -48,7 +48,11 @@ func (h *hub) run(ctx context.Context, s *store.Store, log *slog.Logger) {
 			h.once.Do(func() { close(h.listening) })
 			h.broadcast(event{Kind: "sync"})
 		}, func(n store.Notification) {
-			h.broadcast(event{Kind: "batch", Notification: n})
+			kind := "batch"
+			if n.Event != "" {
+				kind = "progress"
+			}
+			h.broadcast(event{Kind: kind, Notification: n})
 		})
 		if ctx.Err() != nil {
 			return
@@ -88,7 +92,7 @@ func (h *hub) broadcast(e event) {
 }
 
 // serveEvents streams batch changes as server-sent events until the browser goes away: "hello" once the stream
-// misses nothing, then "batch" for each status change and "sync" after the listening session started again. The page
+// misses nothing, then "batch" for each status change, "progress" for request counts and loads, and "sync" after the listening session started again. The page
 // refetches what it shows on each; when the stream breaks, it polls until the stream is back.
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)

@@ -394,7 +394,8 @@ func TestActions(t *testing.T) {
 }
 
 // TestEventsStreamStatusChanges: a status change written as the poller writes it (UpsertBatch: the row and NOTIFY in
-// one transaction) reaches an open event stream; another schema's changes do not.
+// one transaction) reaches an open event stream, and so do request counts moving and a results load; another
+// schema's changes do not.
 func TestEventsStreamStatusChanges(t *testing.T) {
 	t.Parallel()
 	e := start(t, web.Options{})
@@ -428,13 +429,28 @@ func TestEventsStreamStatusChanges(t *testing.T) {
 
 	_, err = other.TrackBatch(context.Background(), store.Batch{BatchID: "batch_elsewhere", Status: store.StatusInProgress})
 	require.NoError(t, err)
+	_, err = e.store.UpsertBatch(context.Background(), store.Batch{BatchID: "batch_live", Status: store.StatusInProgress,
+		RequestTotal: 5, RequestCompleted: 2})
+	require.NoError(t, err)
+	ev := next()
+	require.Contains(t, ev, `"kind":"progress"`)
+	require.Contains(t, ev, `"event":"progress"`)
+	require.Contains(t, ev, `"batch_id":"batch_live"`)
 	end := time.Now()
 	_, err = e.store.UpsertBatch(context.Background(), store.Batch{BatchID: "batch_live", Status: store.StatusCompleted,
 		RequestTotal: 5, RequestCompleted: 5, EndedAt: &end})
 	require.NoError(t, err)
-	ev := next()
+	ev = next()
+	require.Contains(t, ev, `"kind":"batch"`)
 	require.Contains(t, ev, `"batch_id":"batch_live"`)
 	require.Contains(t, ev, `"status":"completed"`)
+
+	load, err := e.store.BeginLoad(context.Background(), "batch_live", false)
+	require.NoError(t, err)
+	require.NoError(t, load.MarkLoaded(context.Background(), store.Usage{}))
+	ev = next()
+	require.Contains(t, ev, `"event":"loaded"`)
+	require.Contains(t, ev, `"batch_id":"batch_live"`)
 }
 
 // TestMetricsAndRiverUI: /metrics serves the given registry; River UI answers under /riverui/ with this schema's

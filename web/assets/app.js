@@ -4,7 +4,7 @@
 "use strict";
 
 const POLL_FALLBACK_MS = 3000; // while the event stream is down
-const POLL_ALWAYS_MS = 15000; // progress counts change without a status change, which NOTIFY does not announce
+const POLL_ALWAYS_MS = 60000; // a safety net: every change is pushed
 
 // Counters the browser test reads.
 window.batchctl = { sseEvents: 0, refreshes: 0, live: false };
@@ -259,6 +259,10 @@ function connect() {
   es.addEventListener("batch", (ev) => {
     window.batchctl.sseEvents++;
     try { flashed.add(JSON.parse(ev.data).batch.batch_id); } catch (_) { /* refetch all the same */ }
+    scheduleRefresh();
+  });
+  es.addEventListener("progress", () => {
+    window.batchctl.sseEvents++;
     scheduleRefresh();
   });
   es.addEventListener("sync", scheduleRefresh);
