@@ -84,10 +84,7 @@ func (s *Store) BatchesInFlight(ctx context.Context, p Page) ([]Batch, error) {
 
 func (s *Store) batchesInFlight(ctx context.Context, q querier, p Page) ([]Batch, error) {
 	after := p.After
-	rows, err := q.Query(ctx, `select `+batchColumns+` from `+s.table("batches")+`
-		where status not in `+terminalSQL+` and ($1 = '' or source = $1) and ($2 = '' or status = $2)
-		and (created_at, batch_id) > ($3, $4)
-		order by created_at, batch_id limit $5`, p.Source, p.Status, after.At, after.BatchID, p.Limit+1)
+	rows, err := q.Query(ctx, s.inFlightSQL(), p.Source, p.Status, after.At, after.BatchID, p.Limit+1)
 	if err != nil {
 		return nil, translate("list batches in flight", err)
 	}
@@ -106,15 +103,30 @@ func (s *Store) batchesEnded(ctx context.Context, q querier, p Page) ([]Batch, e
 	if after.IsZero() {
 		after = Cursor{At: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), BatchID: ""}
 	}
-	rows, err := q.Query(ctx, `select `+batchColumns+` from `+s.table("batches")+`
-		where ended_at is not null and ($1 = '' or source = $1) and ($2 = '' or status = $2)
-		and (ended_at, batch_id) < ($3, $4)
-		order by ended_at desc, batch_id desc limit $5`, p.Source, p.Status, after.At, after.BatchID, p.Limit+1)
+	rows, err := q.Query(ctx, s.endedSQL(), p.Source, p.Status, after.At, after.BatchID, p.Limit+1)
 	if err != nil {
 		return nil, translate("list ended batches", err)
 	}
 	bs, err := pgx.CollectRows(rows, scanBatch)
 	return bs, translate("list ended batches", err)
+}
+
+// inFlightSQL is the page query of the batches in flight ($1 source, $2 status, $3 and $4 the cursor, $5 the limit):
+// a range of batches_in_flight_idx in its order.
+func (s *Store) inFlightSQL() string {
+	return `select ` + batchColumns + ` from ` + s.table("batches") + `
+		where status not in ` + terminalSQL + ` and ($1 = '' or source = $1) and ($2 = '' or status = $2)
+		and (created_at, batch_id) > ($3, $4)
+		order by created_at, batch_id limit $5`
+}
+
+// endedSQL is the page query of the ended batches, with the parameters of inFlightSQL: a range of batches_ended_idx
+// in its order.
+func (s *Store) endedSQL() string {
+	return `select ` + batchColumns + ` from ` + s.table("batches") + `
+		where ended_at is not null and ($1 = '' or source = $1) and ($2 = '' or status = $2)
+		and (ended_at, batch_id) < ($3, $4)
+		order by ended_at desc, batch_id desc limit $5`
 }
 
 // StatusTotal is the batches of one status, with their requests, loaded rows, tokens and cost.
