@@ -10,7 +10,8 @@
 #   BENCH_DIR=/mnt/fast scripts/bench.sh   # where the temporary files go (default /tmp; about 6 GB at scale 1)
 #   BENCH_RUNS=5                           # runs of the spool timings, median reported (default 5)
 #   BENCH_LOAD_RUNS=3                      # runs of each side of the load figure, medians compared (default 3)
-#   BENCH_ONLY=load scripts/bench.sh       # only these stages (comma-separated: spool, load, round, e2e, submit, quota);
+#   BENCH_ONLY=load scripts/bench.sh       # only these stages (comma-separated: spool, load, round, e2e, submit, quota,
+#                                          # webhook);
 #                                          # prints their raw figures instead of the table
 #
 # The figures:
@@ -22,6 +23,8 @@
 #   6. end to end: 1 000 000 records from input file to result rows (submit, then poll) vs cp + psql \copy of them
 #   7. quota admission: 20 batches whose tokens pass the model's enqueued-token limit 4× (internal/tools/quotabench),
 #      with `batchctl quota` vs without (fail, back off, resubmit): failures, makespan vs the ideal packing, peak
+#   8. webhooks: delay from a batch's end to its rows loaded, with OpenAI's webhooks sent to `batchctl serve` vs
+#      polling alone at the default interval (internal/tools/webhookbench)
 # Everything it creates (schemas bench_<pid>*, emulator processes, the work directory) is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -319,6 +322,14 @@ log "[quota] 20 batches at 4x the enqueued-token limit: with batchctl quota, the
 kv() { awk -v m="$1" -v k="$2" '$1 == "mode=" m { for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == k) print a[2] } }' "$work/quota.kv"; }
 fi
 
+# --- 8. webhooks -----------------------------------------------------------------------------------------------
+
+if want webhook; then
+log "[webhook] delay from a batch's end to its rows loaded: webhooks to batchctl serve, then polling alone (default interval)"
+"$go" run ./internal/tools/webhookbench -batchctl "$batchctl" >"$work/webhook.kv"
+wh() { awk -v m="$1" -v k="$2" '$1 == "mode=" m { for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == k) print a[2] } }' "$work/webhook.kv"; }
+fi
+
 # --- the table --------------------------------------------------------------------------------------------------
 
 elapsed=$(( $(date +%s) - started ))
@@ -330,6 +341,7 @@ if [ -n "$only" ]; then # raw figures of the stages run; the table needs them al
   want e2e && echo "e2e: $e2e_s s, floor $e2e_floor_s s, peak RSS submit $(rss_kib e2e_submit) KiB, poll $(rss_kib e2e_poll) KiB"
   want submit && echo "submit: $big_mb MB, $big_batches batches, peak RSS $(rss_kib big_submit) KiB"
   want quota && cat "$work/quota.kv"
+  want webhook && cat "$work/webhook.kv"
   exit 0
 fi
 pass() { if awk "BEGIN { exit !($1) }"; then echo pass; else echo MISS; fi; }
@@ -356,6 +368,7 @@ cat <<EOF
 | peak RSS of the $(fmt_n "$n")-line load | $(mib "$load_rss") MiB | $rss_limit_mib MiB | $load_rss_ratio | ≤ 1 | $(pass "$load_rss_ratio <= 1") |
 | API calls of one poll round, $(fmt_n "$bench_batches") batches in flight | $bulk_lists list + $bulk_gets get calls, $(calc '%.0f' "$bulk_ns / 1e6") ms | one GET per batch: $naive_gets calls, $(calc '%.0f' "$naive_ns / 1e6") ms | $calls_ratio × the calls | ≤ $target_calls calls | $(pass "$bulk_lists + $bulk_gets <= $target_calls") |
 | quota admission: $(kv quota batches) batches, $(kv quota tokens) prompt tokens = 4× the limit of $(kv quota limit), emulator at 2 s a phase | $(kv quota failures) token_limit_exceeded; makespan $(kv quota makespan) s; peak in flight $(kv quota peak_ratio) of the limit | ideal packing by the API's own counts: $(kv quota ideal) s; without a quota: $(kv retry failures) token_limit_exceeded, $(kv retry makespan) s | $(kv quota ratio) × the ideal | 0 failures, ≤ 1.5 × | $(pass "$(kv quota failures) == 0 && $(kv quota ratio) <= 1.5 && $(kv quota peak_ratio) <= 1") |
+| webhooks: delay from a batch's end to its rows loaded, $(wh webhook batches) batches ending across the poll cycle | median $(wh webhook median) s, max $(wh webhook max) s ($(wh webhook webhooks) webhooks to \`serve\`) | polling alone at the default 15 s interval: median $(wh poll median) s, max $(wh poll max) s | $(calc '%.3f' "$(wh webhook median) / $(wh poll median)") × polling's median | median ≤ 2 s | $(pass "$(wh webhook median) <= 2") |
 | end to end: $(fmt_n "$n") records ($records_mb MB) to result rows, $e2e_batches batches, emulator at 100 ms a phase | $(calc '%.1f' "$e2e_s") s, $(fmt_n "$(rate "$n" "$e2e_s")") records/s | \`cp\` of the input + \`psql \\copy\` of the rows: $(calc '%.1f' "$e2e_floor_s") s | $e2e_ratio × the floor | report | |
 
 Scale $scale; timings of row 1 are the median of $runs runs, of row 2 the medians of $load_runs runs of each side
@@ -373,6 +386,10 @@ until every row is loaded, against an emulator sharing the machine's CPUs (it va
 peak RSS submit $(mib "$(rss_kib e2e_submit)") MiB, poll $(mib "$(rss_kib e2e_poll)") MiB (loads of $e2e_batches batches, up to 10 at
 a time). The floor is the same bytes moved without an API: \`cp\` of the input file ($(calc '%.2f' "$(secs e2e_cp)") s)
 plus \`psql \\copy\` of the result rows ($(calc '%.2f' "$(secs psql_e2e)") s).
+The webhooks row: internal/tools/webhookbench runs \`batchctl poll\` with its defaults against an emulator at 2 s a
+phase, on batches created 2.5 s apart so that their ends fall anywhere in the poll cycle; with webhooks the emulator
+sends each batch.completed, signed, to \`batchctl serve\`, which queues an immediate refresh of the batch. A batch's
+end is when the emulator first reports it ended (read every 10 ms), its load the results_loaded_at of its row.
 
 Machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), \
 $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr), \
