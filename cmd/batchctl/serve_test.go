@@ -125,3 +125,34 @@ func TestWebhookLoadsResultsAtOnce(t *testing.T) {
 	require.Equal(t, 1, e.count(t, `select count(*) from $schema.river_job where kind = 'batchctl_refresh_batch' and state = 'completed'`))
 	require.Equal(t, 1, e.emu.Stats().WebhooksDelivered)
 }
+
+// TestPollServesTheWebSurface: poll --http serves the dashboard from inside the poller, and its /metrics is the
+// poller's own registry (its API call counters move).
+func TestPollServesTheWebSurface(t *testing.T) {
+	t.Parallel()
+	e := newAPIEnv(t, emulator.Options{})
+	_, batchID := e.createBatch(t, "h", 3, 0)
+	require.Equal(t, exitOK, runCLI(t, "", e.env, "track", batchID).code)
+	addr := freeAddr(t)
+	poller := startCLI(t, e.env, "poll", "--poll-interval", "50ms,500ms", "--fetch-interval", "50ms", "--http", addr)
+	var body string
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return strings.Contains(body, "batchctl_result_rows_loaded_total 3")
+	}, 20*time.Second, 50*time.Millisecond, "poller: %s", poller.stderr.String())
+	require.Contains(t, body, `batchctl_api_calls_total{kind="download"}`)
+
+	resp, err := http.Get("http://" + addr + "/api/dashboard")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, string(b), batchID)
+	require.Contains(t, string(b), `"rows_loaded":3`)
+}
