@@ -155,4 +155,19 @@ func TestPollServesTheWebSurface(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Contains(t, string(b), batchID)
 	require.Contains(t, string(b), `"rows_loaded":3`)
+
+	for _, path := range []string{"/", "/api/dashboard", "/api/batches/" + batchID, "/metrics"} {
+		resp, err := http.Get("http://" + addr + path)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NotContains(t, string(b), "sk-test-secret", "%s never shows the API key", path)
+	}
+}
+
+func TestEmulatorWebhookURLNeedsASecret(t *testing.T) {
+	t.Parallel()
+	r := runCLI(t, "", map[string]string{}, "emulator", "--addr", "127.0.0.1:0", "--webhook-url", "http://127.0.0.1:1/webhooks/openai")
+	require.Equal(t, exitUsage, r.code, r.stderr)
+	require.Contains(t, r.stderr, "--webhook-url needs --webhook-secret")
 }
