@@ -14,10 +14,11 @@ type querier interface {
 
 // DashboardQuery asks for what the dashboard shows: the totals and sources, and a page of either list or both.
 type DashboardQuery struct {
-	Source, Status string
-	InFlight       *Page // nil leaves the list out
-	Ended          *Page // nil leaves the list out
-	MaxSources     int
+	// Source narrows the totals to one source ("" for all); each Page has its own filters.
+	Source     string
+	InFlight   *Page // nil leaves the list out
+	Ended      *Page // nil leaves the list out
+	MaxSources int   // the most sources listed
 }
 
 // Dashboard is the answer to a DashboardQuery, read in one snapshot: the totals always agree with the lists.
@@ -76,12 +77,8 @@ type Cursor struct {
 // IsZero reports whether c is the start of a listing.
 func (c Cursor) IsZero() bool { return c.BatchID == "" }
 
-// BatchesInFlight returns a page of the batches not yet ended, oldest first (the nearest to their window's end
+// batchesInFlight returns a page of the batches not yet ended, oldest first (the nearest to their window's end
 // first). It returns one more batch than p.Limit when there is a next page.
-func (s *Store) BatchesInFlight(ctx context.Context, p Page) ([]Batch, error) {
-	return s.batchesInFlight(ctx, s.pool, p)
-}
-
 func (s *Store) batchesInFlight(ctx context.Context, q querier, p Page) ([]Batch, error) {
 	after := p.After
 	rows, err := q.Query(ctx, s.inFlightSQL(), p.Source, p.Status, after.At, after.BatchID, p.Limit+1)
@@ -92,12 +89,8 @@ func (s *Store) batchesInFlight(ctx context.Context, q querier, p Page) ([]Batch
 	return bs, translate("list batches in flight", err)
 }
 
-// BatchesEnded returns a page of the ended batches, the latest ended first. It returns one more batch than p.Limit
+// batchesEnded returns a page of the ended batches, the latest ended first. It returns one more batch than p.Limit
 // when there is a next page.
-func (s *Store) BatchesEnded(ctx context.Context, p Page) ([]Batch, error) {
-	return s.batchesEnded(ctx, s.pool, p)
-}
-
 func (s *Store) batchesEnded(ctx context.Context, q querier, p Page) ([]Batch, error) {
 	after := p.After
 	if after.IsZero() {
@@ -140,11 +133,7 @@ type StatusTotal struct {
 	CostUSD string
 }
 
-// StatusTotals sums the batches by status, those of source only unless it is "".
-func (s *Store) StatusTotals(ctx context.Context, source string) ([]StatusTotal, error) {
-	return s.statusTotals(ctx, s.pool, source)
-}
-
+// statusTotals sums the batches by status, those of source only unless it is "".
 func (s *Store) statusTotals(ctx context.Context, q querier, source string) ([]StatusTotal, error) {
 	rows, err := q.Query(ctx, `select status, count(*), coalesce(sum(request_total), 0),
 		coalesce(sum(results_count), 0), coalesce(sum(total_tokens), 0), coalesce(sum(cost_usd)::text, '')
@@ -160,11 +149,7 @@ func (s *Store) statusTotals(ctx context.Context, q querier, source string) ([]S
 	return totals, translate("sum batches by status", err)
 }
 
-// Sources lists the distinct sources of the tracked batches (at most limit), for the dashboard's filter.
-func (s *Store) Sources(ctx context.Context, limit int) ([]string, error) {
-	return s.sources(ctx, s.pool, limit)
-}
-
+// sources lists the distinct sources of the tracked batches (at most limit), for the dashboard's filter.
 func (s *Store) sources(ctx context.Context, q querier, limit int) ([]string, error) {
 	rows, err := q.Query(ctx, `select distinct source from `+s.table("batches")+`
 		where source is not null order by source limit $1`, limit)

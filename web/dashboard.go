@@ -143,7 +143,7 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	if s.opts.AllowActions {
 		d.CSRF = s.csrf
 	}
-	q := store.DashboardQuery{Source: source, Status: status, MaxSources: maxSources}
+	q := store.DashboardQuery{Source: source, MaxSources: maxSources}
 	if status == "" || !store.IsTerminal(status) {
 		q.InFlight = &store.Page{Source: source, Status: status, After: inAfter, Limit: s.opts.PageSize}
 	}
