@@ -114,11 +114,13 @@ pollers; 'batchctl poll --http ADDR' serves the same from inside a poller.
 
   /                  the live batch dashboard: batches in flight with progress and age against the completion
                      window, recently ended batches with rows loaded, tokens, cost and lineage, totals by status,
-                     filters, and a detail view; pushed live from the batchctl_batches NOTIFY channel
+                     filters, and a detail view; pushed live (server-sent events) from the batchctl_batches and
+                     batchctl_batch_progress NOTIFY channels, polling while the stream is down
   /riverui/          River UI: the job queue (polls, loads, resubmissions, retries and errors)
   /metrics           the Prometheus metrics of 'poll --metrics-addr'
   /webhooks/openai   OpenAI's signed batch webhooks (Standard Webhooks; --webhook-secret): a batch.* event queues
                      an immediate refresh of that batch, so its results load in seconds instead of at its next poll
+                     (a poller works the job; webhooks of batches not tracked here are acknowledged and ignored)
 
 Security: it listens on loopback by default, and refuses another address without --auth-token. The token protects
 every route but the webhook, which carries its own signature; without a token, only localhost Host names are
