@@ -102,7 +102,7 @@ function windowCell(b) {
   return el("td", { class: "window" },
     el("span", { class: "bar window", title: "age against the completion window" },
       el("span", { class: "used", style: `width:${100 * used}%` })),
-    el("span", { class: "num" }, dur(b.age_seconds) + " / " + dur(b.window_seconds) + (b.near_expiry ? " · " + dur(left) + " left" : "")));
+    el("span", { class: "num" }, dur(b.age_seconds) + " / " + Math.round(b.window_seconds / 3600) + "h" + (b.near_expiry ? " · " + dur(left) + " left" : "")));
 }
 
 function idCell(b) {
