@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"regexp"
@@ -170,4 +171,37 @@ func TestEmulatorWebhookURLNeedsASecret(t *testing.T) {
 	r := runCLI(t, "", map[string]string{}, "emulator", "--addr", "127.0.0.1:0", "--webhook-url", "http://127.0.0.1:1/webhooks/openai")
 	require.Equal(t, exitUsage, r.code, r.stderr)
 	require.Contains(t, r.stderr, "--webhook-url needs --webhook-secret")
+}
+
+// TestDashboardCancelReachesTheAPI: with --allow-actions, the cancel button's request (CSRF token from the page's
+// data) queues a job that a poller works: the API gets the cancel, and the row records it. serve holds no API key.
+func TestDashboardCancelReachesTheAPI(t *testing.T) {
+	t.Parallel()
+	e := newAPIEnv(t, emulator.Options{PhaseDelay: 2 * time.Second})
+	_, batchID := e.createBatch(t, "c", 3, 0)
+	require.Equal(t, exitOK, runCLI(t, "", e.env, "track", batchID).code)
+	serveEnv := map[string]string{"DATABASE_URL": e.env["DATABASE_URL"], "BATCHCTL_SCHEMA": e.schema}
+	url, _ := startServe(t, serveEnv, "--allow-actions")
+	poller := startCLI(t, e.env, "poll", "--poll-interval", "1m", "--fetch-interval", "50ms")
+
+	resp, err := http.Get(url + "api/dashboard")
+	require.NoError(t, err)
+	var d struct {
+		CSRF string `json:"csrf"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&d))
+	resp.Body.Close()
+	req, err := http.NewRequest(http.MethodPost, url+"api/batches/"+batchID+"/cancel", nil)
+	require.NoError(t, err)
+	req.Header.Set("X-Batchctl-CSRF", d.CSRF)
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	require.Eventually(t, func() bool {
+		return e.count(t, `select count(*) from $schema.batches where batch_id = $1 and status in ('cancelling', 'cancelled')`, batchID) == 1
+	}, 15*time.Second, 20*time.Millisecond, "poller: %s", poller.stderr.String())
+	require.Equal(t, 1, e.emu.Stats().BatchCancels)
+	require.Contains(t, poller.stderr.String(), "cancel requested (dashboard)")
 }
