@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"regexp"
@@ -204,4 +206,33 @@ func TestDashboardCancelReachesTheAPI(t *testing.T) {
 	}, 15*time.Second, 20*time.Millisecond, "poller: %s", poller.stderr.String())
 	require.Equal(t, 1, e.emu.Stats().BatchCancels)
 	require.Contains(t, poller.stderr.String(), "cancel requested (dashboard)")
+}
+
+// TestEarlyWebhookWaitsForTheEnd: a batch event that arrives while the API still reports the batch in flight (the
+// event raced the batch object) keeps its refresh asking every second, so the end is still caught by the webhook's
+// job rather than at the next poll.
+func TestEarlyWebhookWaitsForTheEnd(t *testing.T) {
+	t.Parallel()
+	e := newAPIEnv(t, emulator.Options{PhaseDelay: 700 * time.Millisecond})
+	e.env["BATCHCTL_WEBHOOK_SECRET"] = webhookSecret
+	url, srv := startServe(t, e.env)
+	poller := startCLI(t, e.env, "poll", "--poll-interval", "1m", "--fetch-interval", "50ms")
+	_, batchID := e.createBatch(t, "early", 3, 0)
+	require.Equal(t, exitOK, runCLI(t, "", e.env, "track", batchID).code)
+
+	body := fmt.Appendf(nil, `{"id":"evt_early","object":"event","type":"batch.completed","created_at":%d,"data":{"id":%q}}`, time.Now().Unix(), batchID)
+	h, err := emulator.SignWebhook(webhookSecret, "wh_early", time.Now(), body)
+	require.NoError(t, err)
+	req, err := http.NewRequest(http.MethodPost, url+"webhooks/openai", bytes.NewReader(body))
+	require.NoError(t, err)
+	req.Header = h
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, srv.stderr.String())
+
+	require.Eventually(t, func() bool {
+		return e.count(t, `select count(*) from $schema.batches where batch_id = $1 and results_loaded_at is not null`, batchID) == 1
+	}, 15*time.Second, 20*time.Millisecond, "poller: %s", poller.stderr.String())
+	require.Contains(t, poller.stderr.String(), "batch ended (webhook)", "the webhook's refresh, snoozing, saw the end")
 }
