@@ -8,8 +8,9 @@ WITHPG  := $(GO) run ./internal/tools/withpg --
 build: ## build bin/batchctl
 	$(GO) build -o $(BIN) ./cmd/batchctl
 
-test: ## the whole suite against a real Postgres (DATABASE_URL, or a throwaway cluster); fuzz seed corpora run as tests
+test: ## the whole suite against a real Postgres (DATABASE_URL, or a throwaway cluster) and headless Chromium; fuzz seed corpora run as tests
 	./scripts/ensure-postgres.sh
+	./scripts/ensure-chromium.sh
 	$(WITHPG) $(GO) test -race -count=1 -timeout 20m ./...
 
 fuzz: ## every fuzz target for FUZZTIME (default 3s) each

@@ -219,6 +219,7 @@ func (s *Server) startBatch(b *batch, v validation) startOutcome {
 	}
 	if len(v.Errors) > 0 {
 		b.Status, b.FailedAt, b.Errors = StatusFailed, now, v.Errors
+		s.webhookLocked(b)
 		return startFailed
 	}
 	if limit := limits[v.Model]; limit > 0 && s.enqueued[v.Model]+v.PromptTokens > limit {
@@ -227,6 +228,7 @@ func (s *Server) startBatch(b *batch, v validation) startOutcome {
 			"Enqueued token limit reached for %s in organization org-emulator. Limit: %d enqueued tokens. Please try again once some in_progress batches have been completed.",
 			v.Model, limit), "", 0)}
 		s.stats.TokenLimitFailures++
+		s.webhookLocked(b)
 		return startFailed
 	}
 	s.enqueued[v.Model] += v.PromptTokens
@@ -583,6 +585,7 @@ func (s *Server) finish(b *batch, res *results, final func(now int64)) {
 	b.enqueuedTokens = 0
 	b.OutputFileID, b.ErrorFileID = outID, errID
 	final(s.now().Unix())
+	s.webhookLocked(b)
 }
 
 // failInternal ends a batch the emulator itself could not carry through (a file it could not open, write or read:

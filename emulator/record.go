@@ -54,6 +54,8 @@ type Stats struct {
 	// PeakEnqueuedTokens is, per model, the most prompt tokens enqueued at once (batches in_progress or finalizing).
 	PeakEnqueuedTokens map[string]int64
 	CreatesLimited     int // batch creations refused by the hourly cap (MaxBatchCreatesPerHour)
+	WebhooksDelivered  int // batch events delivered to Options.WebhookURL (answered 2xx)
+	WebhookFailures    int // deliveries of batch events that failed (each retry counts)
 
 	// Anthropic counts the Message Batches API's calls and batches.
 	Anthropic AnthropicStats

@@ -117,6 +117,12 @@ type Options struct {
 	// TokenLimitPerModel caps the prompt tokens enqueued per model (batches in_progress or finalizing); a batch
 	// that would pass the cap fails with errors.data[0].code token_limit_exceeded.
 	TokenLimitPerModel map[string]int64
+	// WebhookURL, when set, receives OpenAI's batch.completed, batch.failed, batch.expired and batch.cancelled
+	// events as each OpenAI batch ends, signed the Standard Webhooks way with WebhookSecret (see SignWebhook), and
+	// delivered again a few times until it answers 2xx.
+	WebhookURL string
+	// WebhookSecret signs the events: whsec_ and a base64 key, as OpenAI issues them.
+	WebhookSecret string
 	// LateOutputFile is how long a batch reports completed with a null output_file_id before the id appears, as
 	// the real service sometimes does; zero means the id comes with the status.
 	LateOutputFile time.Duration

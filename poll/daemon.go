@@ -151,6 +151,8 @@ func New(cfg Config) (*Daemon, error) {
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &pollWorker{d: d})
+	river.AddWorker(workers, &refreshBatchWorker{d: d})
+	river.AddWorker(workers, &cancelBatchWorker{d: d})
 	river.AddWorker(workers, &loadWorker{d: d})
 	river.AddWorker(workers, &refreshWorker{d: d})
 	river.AddWorker(workers, &sweepWorker{d: d})

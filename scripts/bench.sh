@@ -11,7 +11,7 @@
 #   BENCH_RUNS=5                           # runs of the spool timings, median reported (default 5)
 #   BENCH_LOAD_RUNS=3                      # runs of each side of the load figure, medians compared (default 3)
 #   BENCH_ONLY=load scripts/bench.sh       # only these stages (comma-separated: spool, load, round, e2e, submit, quota, cut,
-#                                          # pack, scale);
+#                                          # pack, scale, webhook);
 #                                          # prints their raw figures instead of the table
 #
 # The figures:
@@ -30,6 +30,8 @@
 #  10. scale: 10 000 batches in flight on one Postgres with 4 `batchctl poll` processes (internal/tools/scalebench;
 #      SCALEBENCH=1000 for a smaller run): API calls per refresh period, each poller's CPU and RSS, the spread of
 #      loads, the end-to-load lag, the hot statements' plans, and `status` / `results` latency at 10 M result rows
+#  11. webhooks: delay from a batch's end to its rows loaded, with OpenAI's webhooks sent to `batchctl serve` vs
+#      polling alone at the default interval (internal/tools/webhookbench)
 # Everything it creates (schemas bench_<pid>*, emulator processes, the work directory) is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -408,6 +410,14 @@ log "[scale] ${SCALEBENCH:-10000} batches in flight, 4 pollers on one Postgres (
 sk() { awk -v k="$1" -v key="$2" -v want="${3:-1}" '$1 == k { n++; if (n != want) next; for (i = 2; i <= NF; i++) { split($i, a, "="); if (a[1] == key) print a[2] } }' "$work/scale.kv"; }
 fi
 
+# --- 11. webhooks ----------------------------------------------------------------------------------------------
+
+if want webhook; then
+log "[webhook] delay from a batch's end to its rows loaded: webhooks to batchctl serve, then polling alone (default interval)"
+"$go" run ./internal/tools/webhookbench -batchctl "$batchctl" >"$work/webhook.kv"
+wh() { awk -v m="$1" -v k="$2" '$1 == "mode=" m { for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == k) print a[2] } }' "$work/webhook.kv"; }
+fi
+
 # --- the table --------------------------------------------------------------------------------------------------
 
 elapsed=$(( $(date +%s) - started ))
@@ -424,6 +434,7 @@ if [ -n "$only" ]; then # raw figures of the stages run; the table needs them al
     for p in $pack_sizes; do echo "pack $p: requests | prompt tokens/record | cost/record (µUSD) | tokens saved | cost saved: $(pack_row "$p")"; done
   fi
   want scale && cat "$work/scale.kv"
+  want webhook && cat "$work/webhook.kv"
   exit 0
 fi
 pass() { if awk "BEGIN { exit !($1) }"; then echo pass; else echo MISS; fi; }
@@ -470,6 +481,7 @@ cat <<EOF
 | quota admission: $(kv quota batches) batches, $(kv quota tokens) prompt tokens = 4× the limit of $(kv quota limit), emulator at 2 s a phase | $(kv quota failures) token_limit_exceeded; makespan $(kv quota makespan) s; peak in flight $(kv quota peak_ratio) of the limit | ideal packing by the API's own counts: $(kv quota ideal) s; without a quota: $(kv retry failures) token_limit_exceeded, $(kv retry makespan) s | $(kv quota ratio) × the ideal | 0 failures, ≤ 1.5 × | $(pass "$(kv quota failures) == 0 && $(kv quota ratio) <= 1.5 && $(kv quota peak_ratio) <= 1") |
 | results load through a connection cut every $(calc '%.0f' "$cut_every / 1e6") MB: the batch of row 2, $cuts cuts in $load_runs runs | $(calc '%.2f' "$cut_s") s, peak RSS $(mib "$cut_rss") MiB | the same load uncut: $(calc '%.2f' "$uncut_s") s | $cut_ratio × the uncut time | ≤ 1.3 | $(pass "$cut_ratio <= 1.3") |
 $(scale_rows)
+| webhooks: delay from a batch's end to its rows loaded, $(wh webhook batches) batches ending across the poll cycle | median $(wh webhook median) s, max $(wh webhook max) s ($(wh webhook webhooks) webhooks to \`serve\`) | polling alone at the default 15 s interval: median $(wh poll median) s, max $(wh poll max) s | $(calc '%.3f' "$(wh webhook median) / $(wh poll median)") × polling's median | median ≤ 2 s | $(pass "$(wh webhook median) <= 2") |
 | end to end: $(fmt_n "$n") records ($records_mb MB) to result rows, $e2e_batches batches, emulator at 100 ms a phase | $(calc '%.1f' "$e2e_s") s, $(fmt_n "$(rate "$n" "$e2e_s")") records/s | \`cp\` of the input + \`psql \\copy\` of the rows: $(calc '%.1f' "$e2e_floor_s") s | $e2e_ratio × the floor | report | |
 
 Scale $scale; timings of row 1 are the median of $runs runs, of row 2 the medians of $load_runs runs of each side
@@ -500,12 +512,17 @@ estimate (\`--dry-run\`: a quarter token a byte of the whole body, JSON syntax a
 | unpacked | $(pack_row 1) |
 | 10 | $(pack_row 10) |
 | 50 | $(pack_row 50) |
-plus \`psql \\copy\` of the result rows ($(calc '%.2f' "$(secs psql_e2e)") s). Scale rows: internal/tools/scalebench, the
+
+Scale rows: internal/tools/scalebench, the
 emulator in its process with no hourly creation cap, every batch on one input file, created and tracked before 4
 \`poll --exit-when-done\` processes start (refresh period 5 s); calls are the emulator's own count of list and GET
 calls in the periods from two after the pollers started to the first batch's end; CPU and peak RSS from each
 process's rusage; the results table then grown to 1 000 rows a batch (COPY of a tenth, timed; the rest by insert
 from generate_series), each batch's rows at its own load time; Postgres rates with fsync off (the throwaway cluster).
+The webhooks row: internal/tools/webhookbench runs \`batchctl poll\` with its defaults against an emulator at 2 s a
+phase, on batches created 2.5 s apart so that their ends fall anywhere in the poll cycle; with webhooks the emulator
+sends each batch.completed, signed, to \`batchctl serve\`, which queues an immediate refresh of the batch. A batch's
+end is when the emulator first reports it ended (read every 10 ms), its load the results_loaded_at of its row.
 
 Machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), \
 $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(uname -sr), \

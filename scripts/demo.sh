@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make demo: the whole pipeline on local defaults, offline, in well under a minute.
 #
-#   emulator (free port) → migrate → submit examples/reviews.jsonl (6 batches) → poll until loaded
-#   → status table → a sample of results in input order → stop everything started here
+#   emulator (free port, sending signed webhooks) → migrate → batchctl serve (dashboard + webhooks)
+#   → submit examples/reviews.jsonl (6 batches) → poll until loaded → status table → a sample of results in input
+#   order → the dashboard's URL (kept up until Enter when stdin is a terminal) → stop everything started here
 #
 # It needs DATABASE_URL (make demo runs it under internal/tools/withpg, which starts a throwaway Postgres when
 # DATABASE_URL is unset) and bin/batchctl (make build). No API key and no network: the API is `batchctl emulator`.
@@ -43,12 +44,15 @@ say() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/batchctl-demo.XXXXXX")
 emulator_pid=
+serve_pid=
 cleanup() {
   status=$?
-  if [ -n "$emulator_pid" ] && kill -0 "$emulator_pid" 2>/dev/null; then
-    kill "$emulator_pid" 2>/dev/null || true
-    wait "$emulator_pid" 2>/dev/null || true
-  fi
+  for pid in $serve_pid $emulator_pid; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
   if [ "$status" -ne 0 ] && [ -s "$work/emulator.log" ]; then
     echo "demo: failed (exit $status); the emulator's log:" >&2
     tail -n 20 "$work/emulator.log" >&2
@@ -62,9 +66,16 @@ trap 'exit 143' TERM
 
 started=$(date +%s.%N)
 
-say "1. start the API emulator on a free port (300 ms per batch phase)"
+# The dashboard's port, chosen now: the emulator sends its webhooks there. The first free one from DEMO_HTTP_PORT.
+http_port=${DEMO_HTTP_PORT:-8080}
+while (exec 3<>"/dev/tcp/127.0.0.1/$http_port") 2>/dev/null; do http_port=$((http_port + 1)); done
+http_addr=127.0.0.1:$http_port
+# A Standard Webhooks secret as OpenAI issues them (whsec_ and 24 bytes or more in base64); a demo value.
+export BATCHCTL_WEBHOOK_SECRET=whsec_ZGVtby1ub3QtYS1zZWNyZXQtMDEyMzQ1Njc4OQ==
+
+say "1. start the API emulator on a free port (300 ms per batch phase, webhooks to http://$http_addr/webhooks/openai)"
 "$batchctl" emulator --addr 127.0.0.1:0 --phase-delay 300ms --data-dir "$work/emulator" \
-  >"$work/emulator.out" 2>"$work/emulator.log" &
+  --webhook-url "http://$http_addr/webhooks/openai" >"$work/emulator.out" 2>"$work/emulator.log" &
 emulator_pid=$!
 for _ in $(seq 100); do
   grep -q base_url "$work/emulator.out" 2>/dev/null && break
@@ -97,6 +108,16 @@ fi
 echo "+ batchctl migrate"
 "$batchctl" migrate --log-level warn
 "$batchctl" migrate --status | tail -n 3
+
+say "2b. batchctl serve --addr $http_addr   (the live dashboard, River UI, metrics, and the webhooks' endpoint)"
+"$batchctl" serve --addr "$http_addr" >"$work/serve.out" 2>"$work/serve.log" &
+serve_pid=$!
+for _ in $(seq 100); do
+  grep -q "serving the dashboard" "$work/serve.log" 2>/dev/null && break
+  kill -0 "$serve_pid" 2>/dev/null || { cat "$work/serve.log" >&2; echo "demo: batchctl serve exited" >&2; exit 1; }
+  sleep 0.1
+done
+echo "dashboard: http://$http_addr/"
 
 records=$(grep -c . "$input")
 say "3. batchctl submit    ($records reviews from $input through $template, $batch_size per batch, provider $provider)"
@@ -147,6 +168,16 @@ fi
 say "7. batchctl cost --by model   (what the run cost at Batch API prices, and at synchronous prices)"
 "$batchctl" cost --by model
 
+say "8. webhooks   (each batch's end, pushed by the emulator, signed, to batchctl serve)"
+if [ "$provider" = openai ]; then
+  sleep 0.5 # the last batch's event may still be on its way
+  hooks=$(psql "$DATABASE_URL" -qtAX -c "select count(*) from $schema.river_job where kind = 'batchctl_refresh_batch'" 2>/dev/null || echo "?")
+  echo "$hooks batch events verified by batchctl serve, each queuing an immediate refresh of its batch:"
+  grep -o 'msg=webhook type=[^ ]* batch_id=[^ ]* result=[a-z]*' "$work/serve.log" | sed 's/^msg=webhook /  /' | head -n 6 || true
+else
+  echo "(OpenAI's webhooks only: DEMO_PROVIDER=$provider sends none)"
+fi
+
 rows=$(psql "$DATABASE_URL" -qtAX -c "select count(*) from $schema.results" 2>/dev/null || echo "?")
 elapsed=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 say "done: $rows result rows for $records reviews in ${elapsed}s"
@@ -155,3 +186,9 @@ The emulator's answers are deterministic fakes (a label picked by a hash of the 
 characters); against the real API the same commands land real answers. The rows stay in schema $schema:
   psql "\$DATABASE_URL" -c 'select custom_id, response from $schema.results limit 5'
 EOF
+if [ -t 0 ] && [ -t 1 ]; then
+  printf '\n%sThe dashboard is up at http://%s/ (River UI at /riverui/). Press Enter to stop it.%s\n' "$bold" "$http_addr" "$plain"
+  read -r _ || true
+else
+  echo "dashboard was at http://$http_addr/ (stdin is not a terminal: not waiting)"
+fi

@@ -16,6 +16,11 @@ import (
 // NotifyChannel is the LISTEN/NOTIFY channel on which every batch status change is announced.
 const NotifyChannel = "batchctl_batches"
 
+// ProgressChannel is the LISTEN/NOTIFY channel of the changes that are not status changes: a batch's request counts
+// moving while its status stays (Event "progress"), and its results loaded (Event "loaded"). It is apart from
+// NotifyChannel, whose every notification is a status change.
+const ProgressChannel = "batchctl_batch_progress"
+
 // insertColumns are written by TrackBatch and UpsertBatch, in the order of batchArgs (updated_at is now()).
 const insertColumns = `batch_id, status, endpoint, model, input_file_id, output_file_id, error_file_id,
 	request_total, request_completed, request_failed, metadata, source, spool_sha256, errors,
@@ -131,15 +136,22 @@ func (s *Store) UpsertBatches(ctx context.Context, bs []Batch) (previous []strin
 	previous = make([]string, len(bs))
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// The rows are locked in batch_id order, so two pollers writing overlapping pages never deadlock.
-		rows, err := tx.Query(ctx, `select batch_id, status from `+s.table("batches")+`
+		rows, err := tx.Query(ctx, `select batch_id, status, request_completed, request_failed, request_total from `+s.table("batches")+`
 			where batch_id = any($1) order by batch_id for update`, ids)
 		if err != nil {
 			return translate("read batches", err)
 		}
-		before := make(map[string]string, len(bs))
-		var id, status string
-		if _, err := pgx.ForEachRow(rows, []any{&id, &status}, func() error {
-			before[id] = status
+		type state struct {
+			status                   string
+			completed, failed, total int
+		}
+		before := make(map[string]state, len(bs))
+		var (
+			id string
+			st state
+		)
+		if _, err := pgx.ForEachRow(rows, []any{&id, &st.status, &st.completed, &st.failed, &st.total}, func() error {
+			before[id] = st
 			return nil
 		}); err != nil {
 			return translate("read batches", err)
@@ -148,13 +160,18 @@ func (s *Store) UpsertBatches(ctx context.Context, bs []Batch) (previous []strin
 		writes := &pgx.Batch{}
 		upsert := s.upsertSQL()
 		written := slices.Clone(bs)
+		progressed := make([]bool, len(bs)) // the same status, other request counts
 		for i := range written {
 			b := &written[i]
-			previous[i] = before[b.BatchID]
+			was := before[b.BatchID]
+			previous[i] = was.status
 			if IsTerminal(previous[i]) && !IsTerminal(b.Status) {
 				b.Status = previous[i]
 			}
-			before[b.BatchID] = b.Status // a batch listed twice: its second write follows its first
+			progressed[i] = was.status != "" && was.status == b.Status &&
+				(was.completed != b.RequestCompleted || was.failed != b.RequestFailed || was.total != b.RequestTotal)
+			// a batch listed twice: its second write follows its first
+			before[b.BatchID] = state{b.Status, b.RequestCompleted, b.RequestFailed, b.RequestTotal}
 			writes.Queue(upsert, batchArgs(*b)...)
 		}
 		results := tx.SendBatch(ctx, writes)
@@ -170,10 +187,17 @@ func (s *Store) UpsertBatches(ctx context.Context, bs []Batch) (previous []strin
 		}
 
 		var (
-			loads    []river.InsertManyParams
-			payloads []string
+			loads              []river.InsertManyParams
+			payloads, progress []string
 		)
 		for i, b := range written {
+			if progressed[i] {
+				p, err := json.Marshal(Notification{Schema: s.schema, BatchID: b.BatchID, Event: "progress"})
+				if err != nil {
+					return fmt.Errorf("encode notification: %w", err)
+				}
+				progress = append(progress, string(p))
+			}
 			if previous[i] == b.Status {
 				continue
 			}
@@ -193,9 +217,16 @@ func (s *Store) UpsertBatches(ctx context.Context, bs []Batch) (previous []strin
 				return translate("enqueue results loads", err)
 			}
 		}
-		if len(payloads) > 0 {
-			_, err = tx.Exec(ctx, `select pg_notify($1, p) from unnest($2::text[]) as p`, NotifyChannel, payloads)
-			return translate("notify "+NotifyChannel, err)
+		for _, n := range []struct {
+			channel  string
+			payloads []string
+		}{{NotifyChannel, payloads}, {ProgressChannel, progress}} {
+			if len(n.payloads) == 0 {
+				continue
+			}
+			if _, err := tx.Exec(ctx, `select pg_notify($1, p) from unnest($2::text[]) as p`, n.channel, n.payloads); err != nil {
+				return translate("notify "+n.channel, err)
+			}
 		}
 		return nil
 	})
@@ -214,7 +245,7 @@ func (s *Store) notify(ctx context.Context, tx pgx.Tx, b Batch, previous string)
 
 // notification is the payload announcing b's change from previous.
 func (s *Store) notification(b Batch, previous string) (string, error) {
-	payload, err := json.Marshal(notification{
+	payload, err := json.Marshal(Notification{
 		Schema: s.schema, BatchID: b.BatchID, Status: b.Status, PreviousStatus: previous,
 		RequestTotal: b.RequestTotal, RequestCompleted: b.RequestCompleted, RequestFailed: b.RequestFailed,
 	})
@@ -224,8 +255,22 @@ func (s *Store) notification(b Batch, previous string) (string, error) {
 	return string(payload), nil
 }
 
-// notification is the JSON payload sent on NotifyChannel.
-type notification struct {
+// notifyProgress announces on ProgressChannel an event of batchID other than a status change; Postgres delivers it
+// when tx commits.
+func (s *Store) notifyProgress(ctx context.Context, tx pgx.Tx, batchID, event string) error {
+	payload, err := json.Marshal(Notification{Schema: s.schema, BatchID: batchID, Event: event})
+	if err != nil {
+		return fmt.Errorf("encode notification: %w", err)
+	}
+	_, err = tx.Exec(ctx, `select pg_notify($1, $2)`, ProgressChannel, string(payload))
+	return translate("notify "+ProgressChannel, err)
+}
+
+// Notification is the JSON payload sent on NotifyChannel (a status change) and on ProgressChannel (Event set, the
+// rest of the fields but the batch's empty).
+type Notification struct {
+	// Event is "progress" or "loaded" on ProgressChannel; empty on NotifyChannel.
+	Event            string `json:"event,omitempty"`
 	Schema           string `json:"schema"`
 	BatchID          string `json:"batch_id"`
 	Status           string `json:"status"`

@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 )
 
 // QueueBatches is the River queue of batchctl's jobs.
@@ -107,4 +108,37 @@ func (s *Store) RefreshRounds(ctx context.Context, kind string) (lastStart, befo
 		beforeStart = starts[1]
 	}
 	return lastStart, beforeStart, lastEnd, nil
+}
+
+// RefreshBatchArgs is the River job that reads one batch from its API at once, queued by a signed webhook that says
+// the batch ended: the pollers learn of the end in about a second instead of at the batch's next poll.
+//
+// It is unique per batch in every state but cancelled and discarded, completed included: a webhook delivered again
+// (a retry, a replay, a second endpoint) finds the job already queued or done and changes nothing.
+type RefreshBatchArgs struct {
+	BatchID string `json:"batch_id"`
+}
+
+// Kind is River's name for the job.
+func (RefreshBatchArgs) Kind() string { return "batchctl_refresh_batch" }
+
+// InsertOpts puts the job at River's highest priority and makes it unique per batch ID.
+func (RefreshBatchArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueBatches, Priority: 1, UniqueOpts: river.UniqueOpts{ByArgs: true}}
+}
+
+// CancelBatchArgs is the River job that asks a batch's API to cancel it, queued by the dashboard's cancel button
+// (batchctl serve --allow-actions): the web surface holds no API key, the pollers do.
+type CancelBatchArgs struct {
+	BatchID string `json:"batch_id"`
+}
+
+// Kind is River's name for the job.
+func (CancelBatchArgs) Kind() string { return "batchctl_cancel_batch" }
+
+// InsertOpts makes the job unique per batch ID while it waits or runs (a second click changes nothing).
+func (CancelBatchArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: QueueBatches, Priority: 1, UniqueOpts: river.UniqueOpts{ByArgs: true,
+		ByState: []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRetryable,
+			rivertype.JobStateRunning, rivertype.JobStateScheduled}}}
 }

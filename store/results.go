@@ -81,6 +81,10 @@ func (l *Load) MarkLoaded(ctx context.Context, usage Usage) error {
 		_ = l.tx.Rollback(ctx)
 		return translate("mark results loaded for "+l.batchID, err)
 	}
+	if err := l.s.notifyProgress(ctx, l.tx, l.batchID, "loaded"); err != nil {
+		_ = l.tx.Rollback(ctx)
+		return err
+	}
 	return translate("commit results of "+l.batchID, l.tx.Commit(ctx))
 }
 

@@ -51,6 +51,9 @@ type emulatorOptions struct {
 	tokenLimits  []string
 	diskFailRate float64
 	workers      int
+
+	webhookURL    string
+	webhookSecret string
 }
 
 func newEmulatorCmd(g *globalOptions, streams *IOStreams) *cobra.Command {
@@ -110,6 +113,8 @@ unless --api-key is set.`,
 	f.StringArrayVar(&opts.tokenLimits, "token-limit", nil, "MODEL=TOKENS: cap on enqueued prompt tokens for a model (repeatable)")
 	f.Float64Var(&opts.diskFailRate, "disk-fail-rate", 0, "share of batches whose answering fails inside the emulator as on a full disk (they end failed with a server_error)")
 	f.IntVar(&opts.workers, "workers", emulator.DefaultWorkers, "batch lifecycle steps worked at once, whatever the batches in flight (bounds goroutines and open files)")
+	f.StringVar(&opts.webhookURL, "webhook-url", "", "send OpenAI's signed batch.completed/failed/expired/cancelled events here as batches end, e.g. http://127.0.0.1:8080/webhooks/openai")
+	f.StringVar(&opts.webhookSecret, "webhook-secret", g.getenv("BATCHCTL_WEBHOOK_SECRET"), "whsec_... secret signing the events (env BATCHCTL_WEBHOOK_SECRET)")
 	return cmd
 }
 
@@ -131,6 +136,9 @@ func runEmulator(ctx context.Context, opts *emulatorOptions) error {
 	if opts.phaseDelay <= 0 {
 		return usageError{fmt.Errorf("--phase-delay %v: want a positive duration", opts.phaseDelay)}
 	}
+	if opts.webhookURL != "" && opts.webhookSecret == "" {
+		return usageError{fmt.Errorf("--webhook-url needs --webhook-secret (or BATCHCTL_WEBHOOK_SECRET) to sign the events")}
+	}
 	srv, err := emulator.New(emulator.Options{
 		DataDir: opts.dataDir, APIKey: opts.apiKey, PhaseDelay: opts.phaseDelay, Seed: opts.seed, Logger: log,
 		MaxRequestsPerFile: opts.maxRequests, MaxFileBytes: opts.maxFileMB << 20, MaxUploadBytes: opts.maxUploadMB << 20,
@@ -139,6 +147,7 @@ func runEmulator(ctx context.Context, opts *emulatorOptions) error {
 		TruncateDownloadRate: opts.truncateRate, DownloadBytesPerSec: opts.downloadBPS, RetryAfter: opts.retryAfter,
 		ExpireRate: opts.expireRate, ExpireCompletedShare: opts.expireShare, TokenLimitPerModel: limits,
 		GarbleRate: opts.garbleRate, DiskFailRate: opts.diskFailRate, Workers: opts.workers,
+		WebhookURL: opts.webhookURL, WebhookSecret: opts.webhookSecret,
 	})
 	if err != nil {
 		return fmt.Errorf("start emulator: %w", err)

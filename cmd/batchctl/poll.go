@@ -9,8 +9,6 @@ import (
 	"net/http/pprof"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
@@ -34,6 +32,8 @@ type pollOptions struct {
 	sweepEvery    time.Duration
 	exitWhenDone  bool
 	metricsAddr   string
+	httpAddr      string
+	http          *httpOptions
 	fetchEvery    time.Duration
 
 	resubmit          bool
@@ -74,6 +74,7 @@ read it again. Off by default: the results table is then the only copy of the an
   batchctl poll --poll-interval 30s,15m --metrics-addr :9090
   batchctl poll --exit-when-done        # for cron and scripts: exit 0 once everything is loaded
   batchctl poll --resubmit --max-attempts 3
+  batchctl poll --http 127.0.0.1:8080    # with the dashboard of batchctl serve
   batchctl poll --resubmit --delete-files   # keep no API file longer than a batch needs it`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -96,6 +97,8 @@ read it again. Off by default: the results table is then the only copy of the an
 	f.DurationVar(&opts.sweepEvery, "sweep-interval", poll.DefaultSweepInterval, "how often to look for batches that lost their jobs")
 	f.BoolVar(&opts.exitWhenDone, "exit-when-done", false, "exit 0 once no batch is in flight and every ended batch has its results loaded")
 	f.StringVar(&opts.metricsAddr, "metrics-addr", "", "serve Prometheus metrics (/metrics) and Go profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:9090")
+	f.StringVar(&opts.httpAddr, "http", "", "also serve the web surface of batchctl serve (dashboard, River UI, metrics, webhooks) on this address, e.g. 127.0.0.1:8080")
+	opts.http = addHTTPFlags(cmd, g, "http-")
 	f.BoolVar(&opts.resubmit, "resubmit", false, "send again, as child batches, requests that failed for a retryable cause (see batchctl resubmit --help)")
 	f.IntVar(&opts.maxAttempts, "max-attempts", poll.DefaultMaxAttempts, "with --resubmit: attempts a request gets in all")
 	f.DurationVar(&opts.tokenLimitBackoff, "token-limit-backoff", poll.DefaultTokenLimitBackoff, "with --resubmit: wait before resending a batch that failed with token_limit_exceeded")
@@ -129,9 +132,14 @@ func runPoll(ctx context.Context, opts *pollOptions) error {
 	defer s.Close()
 	log := opts.global.Logger()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := poll.NewMetrics(reg, s, log)
+	reg, metrics := newRegistry(s, log)
+	if opts.httpAddr != "" {
+		stop, err := serveHTTP(ctx, opts.httpAddr, opts.http, s, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	if opts.metricsAddr != "" {
 		ln, err := net.Listen("tcp", opts.metricsAddr)
 		if err != nil {

@@ -74,6 +74,7 @@ tracks every batch in Postgres, and lands one result row per request in a table 
 
   submit    stream records into batch files, upload them, create batches (no database needed)
   poll      the daemon: track batches and load their results into Postgres
+  serve     the live batch dashboard, River UI, metrics and OpenAI's signed webhooks (database only)
   emulator  a local OpenAI Files + Batches API for tests and demos`,
 		Example: `  export DATABASE_URL=postgres://localhost/app OPENAI_API_KEY=sk-...
   batchctl migrate
