@@ -146,7 +146,13 @@ func TestPruneStoppedHalfWayFinishesOnReRun(t *testing.T) {
 
 	st, err := e.pruner(t).Prune(context.Background(), files.PruneOptions{}, nil)
 	require.NoError(t, err)
-	require.Equal(t, files.Stats{Deleted: len(prunable) - gone, Gone: unrecorded}, st)
+	// Every file the first run did not record is deleted now or found gone; a delete that run cut short may still
+	// have reached the API after the count above (the server finishes a request its client gave up on), so the
+	// split between deleted and gone is known only to within those.
+	require.Equal(t, len(prunable)-len(recorded), st.Deleted+st.Gone, "%+v", st)
+	require.GreaterOrEqual(t, st.Gone, unrecorded, "%+v", st)
+	require.LessOrEqual(t, st.Deleted, len(prunable)-gone, "%+v", st)
+	require.Zero(t, st.Failed)
 	for _, id := range prunable {
 		require.False(t, e.live(t, id), id)
 	}

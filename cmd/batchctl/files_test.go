@@ -178,7 +178,9 @@ func TestFilesPruneKilledFinishesOnReRun(t *testing.T) {
 	r := runCLI(t, "", e.env, "files", "prune")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.Equal(t, len(prunable)-recorded, strings.Count(r.stdout, " deleted\n")+strings.Count(r.stdout, " gone\n"), r.stdout)
-	require.Equal(t, gone-recorded, strings.Count(r.stdout, " gone\n"), "deleted by the killed run, unrecorded: 404, recorded as gone")
+	// Deleted by the killed run, unrecorded: 404, recorded as gone. A delete request the kill cut short may still have
+	// reached the emulator after the count above (a server finishes a request its client gave up on): at least those.
+	require.GreaterOrEqual(t, strings.Count(r.stdout, " gone\n"), gone-recorded, r.stdout)
 	for _, id := range prunable {
 		require.False(t, e.live(t, id), id)
 	}
