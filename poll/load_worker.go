@@ -154,20 +154,12 @@ func missingOutput(row store.Batch) bool {
 // known); while the file is still missing, the load snoozes for the minimum poll interval, until OutputGrace after the
 // batch ended: then it loads what there is, loudly. It returns the row to load.
 func (w *loadWorker) awaitOutput(ctx context.Context, row store.Batch, log *slog.Logger) (store.Batch, error) {
-	id, age := row.BatchID, time.Since(row.CreatedAt)
-	p, err := w.d.provider(row)
+	id := row.BatchID
+	if _, err := w.d.getBatch(ctx, row); err != nil {
+		return row, err
+	}
+	row, err := w.d.jobBatch(ctx, id)
 	if err != nil {
-		return row, w.d.apiFailure(ctx, "get", id, age, err)
-	}
-	w.d.m.PollCalls.WithLabelValues("get").Inc()
-	b, err := p.Get(ctx, id)
-	if err != nil {
-		return row, w.d.apiFailure(ctx, "get", id, age, err)
-	}
-	if _, err := w.d.store.UpsertBatch(ctx, b); err != nil {
-		return row, shutdownAware(ctx, err)
-	}
-	if row, err = w.d.jobBatch(ctx, id); err != nil {
 		return row, err
 	}
 	if !missingOutput(row) {

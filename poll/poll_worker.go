@@ -52,16 +52,8 @@ func (w *pollWorker) Work(ctx context.Context, job *river.Job[store.PollBatchArg
 	// every minimum interval was 2 000 River jobs a second (5 s interval) doing nothing.
 	missed := w.d.refreshMissed(ctx, row.UpdatedAt)
 	if missed {
-		p, err := w.d.provider(row)
-		if err != nil {
-			return w.d.apiFailure(ctx, "get", id, age, err)
-		}
-		w.d.m.PollCalls.WithLabelValues("get").Inc()
-		if row, err = p.Get(ctx, id); err != nil {
-			return w.d.apiFailure(ctx, "get", id, age, err)
-		}
-		if _, err := w.d.store.UpsertBatch(ctx, row); err != nil {
-			return shutdownAware(ctx, err)
+		if row, err = w.d.getBatch(ctx, row); err != nil {
+			return err
 		}
 		if store.IsTerminal(row.Status) {
 			log.Info("batch ended", "status", row.Status, "completed", row.RequestCompleted, "failed", row.RequestFailed)
@@ -72,6 +64,26 @@ func (w *pollWorker) Work(ctx context.Context, job *river.Job[store.PollBatchArg
 		return river.JobSnooze(max(w.d.cfg.Interval.Next(age), refreshRoundsMissed*w.d.cfg.Interval.Min))
 	}
 	return river.JobSnooze(w.d.cfg.Interval.Next(age))
+}
+
+// getBatch reads row's batch from its API and stores what the API says (UpsertBatch keeps what the row knew and the
+// API leaves out), counting the call. It returns the batch as the API gave it; its error is the job's: apiFailure's
+// judgement of an API error, or the database's.
+func (d *Daemon) getBatch(ctx context.Context, row store.Batch) (store.Batch, error) {
+	id, age := row.BatchID, time.Since(row.CreatedAt)
+	p, err := d.provider(row)
+	if err != nil {
+		return row, d.apiFailure(ctx, "get", id, age, err)
+	}
+	d.m.PollCalls.WithLabelValues("get").Inc()
+	b, err := p.Get(ctx, id)
+	if err != nil {
+		return row, d.apiFailure(ctx, "get", id, age, err)
+	}
+	if _, err := d.store.UpsertBatch(ctx, b); err != nil {
+		return row, shutdownAware(ctx, err)
+	}
+	return b, nil
 }
 
 // apiFailure decides what a failed API call means for the job: transient errors are retried with backoff (as job

@@ -33,17 +33,8 @@ func (w *refreshBatchWorker) Work(ctx context.Context, job *river.Job[store.Refr
 	if store.IsTerminal(row.Status) {
 		return nil // a poll or a refresh saw the end first; its load is queued
 	}
-	age := time.Since(row.CreatedAt)
-	p, err := w.d.provider(row)
-	if err != nil {
-		return w.d.apiFailure(ctx, "get", id, age, err)
-	}
-	w.d.m.PollCalls.WithLabelValues("get").Inc()
-	if row, err = p.Get(ctx, id); err != nil {
-		return w.d.apiFailure(ctx, "get", id, age, err)
-	}
-	if _, err := w.d.store.UpsertBatch(ctx, row); err != nil {
-		return shutdownAware(ctx, err)
+	if row, err = w.d.getBatch(ctx, row); err != nil {
+		return err
 	}
 	if store.IsTerminal(row.Status) {
 		w.d.log.Info("batch ended (webhook)", "batch_id", id, "status", row.Status,
