@@ -18,8 +18,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,16 +113,14 @@ func runMode(c config, mode, records string, tokens []int64, limit int64) error 
 		return err
 	}
 	defer emu.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	baseURL, stopServing, err := emu.ServeLocal()
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
+	defer stopServing()
 
 	schema := fmt.Sprintf("bench_quota_%d_%s", os.Getpid(), mode)
-	env := append(os.Environ(), "OPENAI_API_KEY=bench-key", "OPENAI_BASE_URL=http://"+ln.Addr().String()+"/v1",
+	env := append(os.Environ(), "OPENAI_API_KEY=bench-key", "OPENAI_BASE_URL="+baseURL,
 		"BATCHCTL_SCHEMA="+schema, "BATCHCTL_SPOOL_DIR="+filepath.Join(c.work, "spool-"+mode), "BATCHCTL_LOG_LEVEL=warn")
 	defer dropSchema(ctx, c.databaseURL, schema)
 	batchctl := func(args ...string) error {

@@ -33,7 +33,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -124,14 +123,11 @@ func run(c config) error {
 		return err
 	}
 	defer emu.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	baseURL, stopServing, err := emu.ServeLocal()
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
-	baseURL := "http://" + ln.Addr().String() + "/v1"
+	defer stopServing()
 
 	env := append(os.Environ(), "OPENAI_API_KEY=bench-key", "OPENAI_BASE_URL="+baseURL,
 		"BATCHCTL_SCHEMA="+c.schema, "BATCHCTL_LOG_LEVEL=warn")

@@ -113,14 +113,11 @@ func runMode(c config, mode string) error {
 		return err
 	}
 	defer emu.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	baseURL, stopServing, err := emu.ServeLocal()
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: emu, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
-	baseURL := "http://" + ln.Addr().String() + "/v1"
+	defer stopServing()
 
 	schema := fmt.Sprintf("bench_webhook_%d_%s", os.Getpid(), mode)
 	env := append(os.Environ(), "OPENAI_API_KEY=bench-key", "OPENAI_BASE_URL="+baseURL, "BATCHCTL_SCHEMA="+schema,
