@@ -6,6 +6,7 @@ import (
 
 	"github.com/riverqueue/river"
 
+	"github.com/batchctl/batchctl/provider"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -29,17 +30,8 @@ func (w *cancelBatchWorker) Work(ctx context.Context, job *river.Job[store.Cance
 	if store.IsTerminal(row.Status) {
 		return nil
 	}
-	age := time.Since(row.CreatedAt)
-	p, err := w.d.provider(row)
-	if err != nil {
-		return w.d.apiFailure(ctx, "cancel", id, age, err)
-	}
-	w.d.m.PollCalls.WithLabelValues("cancel").Inc()
-	if row, err = p.Cancel(ctx, id); err != nil {
-		return w.d.apiFailure(ctx, "cancel", id, age, err)
-	}
-	if _, err := w.d.store.UpsertBatch(ctx, row); err != nil {
-		return shutdownAware(ctx, err)
+	if row, err = w.d.callBatch(ctx, row, "cancel", provider.Provider.Cancel); err != nil {
+		return err
 	}
 	w.d.log.Info("cancel requested (dashboard)", "batch_id", id, "status", row.Status)
 	return nil

@@ -67,18 +67,25 @@ func (w *pollWorker) Work(ctx context.Context, job *river.Job[store.PollBatchArg
 }
 
 // getBatch reads row's batch from its API and stores what the API says (UpsertBatch keeps what the row knew and the
-// API leaves out), counting the call. It returns the batch as the API gave it; its error is the job's: apiFailure's
-// judgement of an API error, or the database's.
+// API leaves out); see callBatch.
 func (d *Daemon) getBatch(ctx context.Context, row store.Batch) (store.Batch, error) {
+	return d.callBatch(ctx, row, "get", provider.Provider.Get)
+}
+
+// callBatch makes one call about row's batch to its provider (kind names it in the metrics and errors), counts it,
+// and stores the batch the API answered with. It returns that batch; its error is the job's: apiFailure's judgement
+// of an API error, or the database's.
+func (d *Daemon) callBatch(ctx context.Context, row store.Batch, kind string,
+	call func(provider.Provider, context.Context, string) (store.Batch, error)) (store.Batch, error) {
 	id, age := row.BatchID, time.Since(row.CreatedAt)
 	p, err := d.provider(row)
 	if err != nil {
-		return row, d.apiFailure(ctx, "get", id, age, err)
+		return row, d.apiFailure(ctx, kind, id, age, err)
 	}
-	d.m.PollCalls.WithLabelValues("get").Inc()
-	b, err := p.Get(ctx, id)
+	d.m.PollCalls.WithLabelValues(kind).Inc()
+	b, err := call(p, ctx, id)
 	if err != nil {
-		return row, d.apiFailure(ctx, "get", id, age, err)
+		return row, d.apiFailure(ctx, kind, id, age, err)
 	}
 	if _, err := d.store.UpsertBatch(ctx, b); err != nil {
 		return row, shutdownAware(ctx, err)

@@ -256,17 +256,7 @@ func TestPollServesMetrics(t *testing.T) {
 		done <- run(ctx, []string{"poll", "--poll-interval", "50ms,500ms", "--fetch-interval", "50ms", "--metrics-addr", addr},
 			&IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, func(k string) string { return e.env[k] })
 	}()
-	var body string
-	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + addr + "/metrics")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		body = string(b)
-		return strings.Contains(body, "batchctl_result_rows_loaded_total 5")
-	}, 30*time.Second, 50*time.Millisecond)
+	body := scrapeUntil(t, addr, "batchctl_result_rows_loaded_total 5", 30*time.Second)
 	for _, want := range []string{`batchctl_batches{status="completed"} 1`, `batchctl_requests_total{outcome="ok"} 5`,
 		"batchctl_oldest_in_flight_seconds 0", `batchctl_api_calls_total{kind="download"} 2`, "batchctl_load_duration_seconds_count 1",
 		`batchctl_batch_requests{status="completed"} 5`, `batchctl_batch_requests{status="in_progress"} 0`,
@@ -287,4 +277,22 @@ func freeAddr(t *testing.T) string {
 	require.NoError(t, err)
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// scrapeUntil reads http://addr/metrics until it holds want, failing the test after timeout (msgAndArgs say more
+// then), and returns the last page read.
+func scrapeUntil(t *testing.T, addr, want string, timeout time.Duration, msgAndArgs ...any) string {
+	t.Helper()
+	var body string
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return strings.Contains(body, want)
+	}, timeout, 50*time.Millisecond, msgAndArgs...)
+	return body
 }

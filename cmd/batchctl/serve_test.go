@@ -149,17 +149,7 @@ func TestPollServesTheWebSurface(t *testing.T) {
 	require.Equal(t, exitOK, runCLI(t, "", e.env, "track", batchID).code)
 	addr := freeAddr(t)
 	poller := startCLI(t, e.env, "poll", "--poll-interval", "50ms,500ms", "--fetch-interval", "50ms", "--http", addr)
-	var body string
-	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + addr + "/metrics")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		body = string(b)
-		return strings.Contains(body, "batchctl_result_rows_loaded_total 3")
-	}, 20*time.Second, 50*time.Millisecond, "poller: %s", poller.stderr.String())
+	body := scrapeUntil(t, addr, "batchctl_result_rows_loaded_total 3", 20*time.Second, "poller: %s", poller.stderr.String())
 	require.Contains(t, body, `batchctl_api_calls_total{kind="download"}`)
 
 	resp, err := http.Get("http://" + addr + "/api/dashboard")
