@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -221,18 +222,11 @@ func (r *Resubmitter) spool(ctx context.Context, api provider.Provider, p store.
 		return "", 0, "", fmt.Errorf("download input file %s of %s: %w", p.InputFileID, p.BatchID, err)
 	}
 	defer resp.Close()
-	f, err := os.CreateTemp(r.Dir, "resubmit-"+p.BatchID+"-*.jsonl")
+	out, err := r.createFile(p.BatchID)
 	if err != nil {
-		return "", 0, "", fmt.Errorf("create resubmission file: %w", err)
+		return "", 0, "", err
 	}
-	path = f.Name()
-	defer func() {
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = cerr
-		}
-	}()
-	h := sha256.New()
-	w := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
+	defer out.close(&err)
 	rd := jsonl.NewReader(resp, p.InputFileID, 0)
 	for {
 		line, err := rd.Next()
@@ -240,25 +234,62 @@ func (r *Resubmitter) spool(ctx context.Context, api provider.Provider, p store.
 			break
 		}
 		if err != nil {
-			return path, 0, "", fmt.Errorf("read input file %s of %s: %w", p.InputFileID, p.BatchID, err)
+			return out.path(), 0, "", fmt.Errorf("read input file %s of %s: %w", p.InputFileID, p.BatchID, err)
 		}
 		if done != nil {
 			if _, final := done[jsonl.Peek(line, "custom_id").Str]; final {
 				continue
 			}
 		}
-		// A bufio.Writer keeps its first error and reports it at Flush.
-		_, _ = w.Write(line)
-		_ = w.WriteByte('\n')
-		n++
+		out.line(line)
 	}
-	if err := w.Flush(); err != nil {
-		return path, 0, "", fmt.Errorf("write resubmission file: %w", err)
+	sum, err = out.finish()
+	return out.path(), out.n, sum, err
+}
+
+// resubmissionFile is a child batch's request file as it is written: through a buffer to disk, hashed on the way.
+type resubmissionFile struct {
+	f *os.File
+	h hash.Hash
+	w *bufio.Writer
+	n int // lines written
+}
+
+// createFile creates the request file of a child of parentID in the resubmitter's directory.
+func (r *Resubmitter) createFile(parentID string) (*resubmissionFile, error) {
+	f, err := os.CreateTemp(r.Dir, "resubmit-"+parentID+"-*.jsonl")
+	if err != nil {
+		return nil, fmt.Errorf("create resubmission file: %w", err)
 	}
-	if err := f.Sync(); err != nil {
-		return path, 0, "", err
+	h := sha256.New()
+	return &resubmissionFile{f: f, h: h, w: bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)}, nil
+}
+
+func (o *resubmissionFile) path() string { return o.f.Name() }
+
+// line appends one request line. A bufio.Writer keeps its first error and reports it at finish.
+func (o *resubmissionFile) line(b []byte) {
+	_, _ = o.w.Write(b)
+	_ = o.w.WriteByte('\n')
+	o.n++
+}
+
+// finish writes the file through to the disk and returns its sha256.
+func (o *resubmissionFile) finish() (string, error) {
+	if err := o.w.Flush(); err != nil {
+		return "", fmt.Errorf("write resubmission file: %w", err)
 	}
-	return path, n, hex.EncodeToString(h.Sum(nil)), nil
+	if err := o.f.Sync(); err != nil {
+		return "", fmt.Errorf("write resubmission file: %w", err)
+	}
+	return hex.EncodeToString(o.h.Sum(nil)), nil
+}
+
+// close closes the file, setting *err to the close's error when it was nil.
+func (o *resubmissionFile) close(err *error) {
+	if cerr := o.f.Close(); *err == nil && cerr != nil {
+		*err = cerr
+	}
 }
 
 func (r *Resubmitter) childMetadata(p store.Batch, n int, sum string, packSize int) map[string]string {

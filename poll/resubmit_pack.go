@@ -1,15 +1,11 @@
 package poll
 
 import (
-	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"iter"
-	"os"
 	"slices"
 
 	"github.com/batchctl/batchctl/batchapi"
@@ -60,18 +56,12 @@ func (r *Resubmitter) spoolPacked(ctx context.Context, api provider.Provider, p 
 		return "", 0, "", nil, fmt.Errorf("download input file %s of %s: %w", p.InputFileID, p.BatchID, err)
 	}
 	defer resp.Close()
-	f, err := os.CreateTemp(r.Dir, "resubmit-"+p.BatchID+"-*.jsonl")
+	file, err := r.createFile(p.BatchID)
 	if err != nil {
-		return "", 0, "", nil, fmt.Errorf("create resubmission file: %w", err)
+		return "", 0, "", nil, err
 	}
-	path = f.Name()
-	defer func() {
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = cerr
-		}
-	}()
-	h := sha256.New()
-	w := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
+	defer file.close(&err)
+	path = file.path()
 	rd := jsonl.NewReader(resp, p.InputFileID, 0)
 	size := r.packSize()
 	var (
@@ -106,9 +96,7 @@ func (r *Resubmitter) spoolPacked(ctx context.Context, api provider.Provider, p 
 						"batch_id", p.BatchID, "custom_id", rec.Request.CustomID, "failed", len(keep), "records", len(recs))
 					continue
 				}
-				_, _ = w.Write(line)
-				_ = w.WriteByte('\n')
-				n++
+				file.line(line)
 				childRecs = append(childRecs, recs...)
 				continue
 			}
@@ -120,9 +108,7 @@ func (r *Resubmitter) spoolPacked(ctx context.Context, api provider.Provider, p 
 				first := recs[chunk[0]-1]
 				req := jsonl.Request{CustomID: "pack:" + first.CustomID, Method: "POST", URL: rec.Request.URL, Body: body}
 				out = req.AppendJSON(out[:0])
-				_, _ = w.Write(out)
-				_ = w.WriteByte('\n')
-				n++
+				file.line(out)
 				for i, k := range chunk {
 					m := recs[k-1]
 					childRecs = append(childRecs, store.PackedRecord{PackedCustomID: req.CustomID, Index: i + 1, CustomID: m.CustomID, Line: m.Line})
@@ -152,13 +138,11 @@ func (r *Resubmitter) spoolPacked(ctx context.Context, api provider.Provider, p 
 	if err := flush(); err != nil {
 		return path, 0, "", nil, err
 	}
-	if err := w.Flush(); err != nil {
-		return path, 0, "", nil, fmt.Errorf("write resubmission file: %w", err)
-	}
-	if err := f.Sync(); err != nil {
+	sum, err = file.finish()
+	if err != nil {
 		return path, 0, "", nil, err
 	}
-	return path, n, hex.EncodeToString(h.Sum(nil)), childRecs, nil
+	return path, file.n, sum, childRecs, nil
 }
 
 func recordsSeq(recs []store.PackedRecord) iter.Seq2[store.PackedRecord, error] {
