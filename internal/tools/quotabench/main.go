@@ -27,6 +27,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/batchctl/batchctl/emulator"
+	"github.com/batchctl/batchctl/internal/tools/benchkit"
 )
 
 const model = "gpt-4o-mini"
@@ -107,22 +108,17 @@ func writeRecords(c config) (string, []int64, error) {
 
 func runMode(c config, mode, records string, tokens []int64, limit int64) error {
 	ctx := context.Background()
-	emu, err := emulator.New(emulator.Options{PhaseDelay: c.phase, MaxBatchCreatesPerHour: -1,
+	emu, baseURL, stopEmulator, err := benchkit.Emulator(emulator.Options{PhaseDelay: c.phase, MaxBatchCreatesPerHour: -1,
 		TokenLimitPerModel: map[string]int64{model: limit}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return err
 	}
-	defer emu.Close()
-	baseURL, stopServing, err := emu.ServeLocal()
-	if err != nil {
-		return err
-	}
-	defer stopServing()
+	defer stopEmulator()
 
 	schema := fmt.Sprintf("bench_quota_%d_%s", os.Getpid(), mode)
 	env := append(os.Environ(), "OPENAI_API_KEY=bench-key", "OPENAI_BASE_URL="+baseURL,
 		"BATCHCTL_SCHEMA="+schema, "BATCHCTL_SPOOL_DIR="+filepath.Join(c.work, "spool-"+mode), "BATCHCTL_LOG_LEVEL=warn")
-	defer dropSchema(ctx, c.databaseURL, schema)
+	defer benchkit.DropSchema(c.databaseURL, schema)
 	batchctl := func(args ...string) error {
 		cmd := exec.Command(c.batchctl, args...)
 		cmd.Env, cmd.Stdout, cmd.Stderr = env, nil, os.Stderr
@@ -227,13 +223,4 @@ func finalRows(ctx context.Context, url, schema string) (ok, distinct int, err e
 	err = conn.QueryRow(ctx, `select count(*) filter (where status_code = 200), count(distinct custom_id) from `+
 		pgx.Identifier{schema, "final_results"}.Sanitize()).Scan(&ok, &distinct)
 	return ok, distinct, err
-}
-
-func dropSchema(ctx context.Context, url, schema string) {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return
-	}
-	defer conn.Close(ctx)
-	_, _ = conn.Exec(ctx, `drop schema if exists `+pgx.Identifier{schema}.Sanitize()+` cascade`)
 }

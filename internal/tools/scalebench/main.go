@@ -48,6 +48,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/batchctl/batchctl/emulator"
+	"github.com/batchctl/batchctl/internal/tools/benchkit"
 	"github.com/batchctl/batchctl/store"
 )
 
@@ -117,21 +118,16 @@ func run(c config) error {
 	if c.phase == 0 {
 		c.phase = max(20*time.Second, time.Duration(c.batches)*time.Millisecond+4*c.interval)
 	}
-	emu, err := emulator.New(emulator.Options{PhaseDelay: c.phase, MaxBatchCreatesPerHour: -1,
+	emu, baseURL, stopEmulator, err := benchkit.Emulator(emulator.Options{PhaseDelay: c.phase, MaxBatchCreatesPerHour: -1,
 		DataDir: filepath.Join(work, "emulator"), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return err
 	}
-	defer emu.Close()
-	baseURL, stopServing, err := emu.ServeLocal()
-	if err != nil {
-		return err
-	}
-	defer stopServing()
+	defer stopEmulator()
 
 	env := append(os.Environ(), "OPENAI_API_KEY=bench-key", "OPENAI_BASE_URL="+baseURL,
 		"BATCHCTL_SCHEMA="+c.schema, "BATCHCTL_LOG_LEVEL=warn")
-	defer dropSchema(ctx, c.databaseURL, c.schema)
+	defer benchkit.DropSchema(c.databaseURL, c.schema)
 	if out, err := batchctlCmd(c, env, "migrate").CombinedOutput(); err != nil {
 		return fmt.Errorf("batchctl migrate: %w: %s", err, out)
 	}
@@ -622,13 +618,4 @@ func timeRun(c config, env []string, lines int, args ...string) (time.Duration, 
 		return 0, fmt.Errorf("batchctl %s wrote %d lines, want %d", strings.Join(args, " "), got, lines)
 	}
 	return took, nil
-}
-
-func dropSchema(ctx context.Context, url, schema string) {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return
-	}
-	defer conn.Close(ctx)
-	_, _ = conn.Exec(ctx, `drop schema if exists `+pgx.Identifier{schema}.Sanitize()+` cascade`)
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/batchctl/batchctl/emulator"
+	"github.com/batchctl/batchctl/internal/tools/benchkit"
 )
 
 // secret signs the emulator's webhooks and verifies them in serve.
@@ -108,21 +109,16 @@ func runMode(c config, mode string) error {
 	if mode == "webhook" {
 		opts.WebhookURL, opts.WebhookSecret = "http://"+serveAddr+"/webhooks/openai", secret
 	}
-	emu, err := emulator.New(opts)
+	emu, baseURL, stopEmulator, err := benchkit.Emulator(opts)
 	if err != nil {
 		return err
 	}
-	defer emu.Close()
-	baseURL, stopServing, err := emu.ServeLocal()
-	if err != nil {
-		return err
-	}
-	defer stopServing()
+	defer stopEmulator()
 
 	schema := fmt.Sprintf("bench_webhook_%d_%s", os.Getpid(), mode)
 	env := append(os.Environ(), "OPENAI_API_KEY=bench-key", "OPENAI_BASE_URL="+baseURL, "BATCHCTL_SCHEMA="+schema,
 		"BATCHCTL_LOG_LEVEL=info", "BATCHCTL_WEBHOOK_SECRET="+secret)
-	defer dropSchema(c.databaseURL, schema)
+	defer benchkit.DropSchema(c.databaseURL, schema)
 	if out, err := exec.Command(c.batchctl, "--schema", schema, "migrate").CombinedOutput(); err != nil {
 		return fmt.Errorf("migrate: %v: %s", err, out)
 	}
@@ -279,14 +275,4 @@ func waitHTTP(ctx context.Context, url string) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-func dropSchema(url, schema string) {
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return
-	}
-	defer conn.Close(ctx)
-	_, _ = conn.Exec(ctx, `drop schema if exists `+pgx.Identifier{schema}.Sanitize()+` cascade`)
 }
