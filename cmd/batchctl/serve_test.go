@@ -214,13 +214,18 @@ func TestDashboardCancelReachesTheAPI(t *testing.T) {
 // job rather than at the next poll.
 func TestEarlyWebhookWaitsForTheEnd(t *testing.T) {
 	t.Parallel()
-	e := newAPIEnv(t, emulator.Options{PhaseDelay: 700 * time.Millisecond})
+	// Three phases of 3 s: the batch ends about 9 s after its creation, well after track has seen it in flight and
+	// after its poll job's first GET (5 s after track), which then waits a minute. Only the webhook's refresh,
+	// asking every second, can see the end within the test's wait.
+	e := newAPIEnv(t, emulator.Options{PhaseDelay: 3 * time.Second})
 	e.env["BATCHCTL_WEBHOOK_SECRET"] = webhookSecret
 	url, srv := startServe(t, e.env)
 	poller := startCLI(t, e.env, "poll", "--poll-interval", "1m", "--fetch-interval", "50ms")
 	waitFirstRefresh(t, e)
 	_, batchID := e.createBatch(t, "early", 3, 0)
 	require.Equal(t, exitOK, runCLI(t, "", e.env, "track", batchID).code)
+	require.Equal(t, 1, e.count(t, `select count(*) from $schema.batches where batch_id = $1 and results_loaded_at is null
+		and status not in ('completed', 'failed', 'expired', 'cancelled')`, batchID), "the event must come before the end")
 
 	body := fmt.Appendf(nil, `{"id":"evt_early","object":"event","type":"batch.completed","created_at":%d,"data":{"id":%q}}`, time.Now().Unix(), batchID)
 	h, err := emulator.SignWebhook(webhookSecret, "wh_early", time.Now(), body)
@@ -235,6 +240,6 @@ func TestEarlyWebhookWaitsForTheEnd(t *testing.T) {
 
 	require.Eventually(t, func() bool {
 		return e.count(t, `select count(*) from $schema.batches where batch_id = $1 and results_loaded_at is not null`, batchID) == 1
-	}, 15*time.Second, 20*time.Millisecond, "poller: %s", poller.stderr.String())
+	}, 30*time.Second, 20*time.Millisecond, "poller: %s", poller.stderr.String())
 	require.Contains(t, poller.stderr.String(), "batch ended (webhook)", "the webhook's refresh, snoozing, saw the end")
 }
