@@ -178,7 +178,7 @@ func New(cfg Config) (*Daemon, error) {
 		RetryPolicy:          retryPolicy{d},
 		RescueStuckJobsAfter: cfg.RescueAfter,
 		// Each worker sets its own timeout; River only insists that the default not exceed the rescue delay.
-		JobTimeout:        min(pollTimeout, cfg.RescueAfter),
+		JobTimeout:        d.jobTimeout(),
 		FetchPollInterval: cfg.FetchPollInterval,
 		FetchCooldown:     min(cfg.FetchPollInterval, 100*time.Millisecond),
 		Logger:            cfg.Logger.With("component", "river"),
@@ -293,3 +293,7 @@ func (d *Daemon) resubmitter() *Resubmitter {
 		Pack: d.cfg.ResubmitPack,
 	}
 }
+
+// jobTimeout is River's default job timeout, which the periodic jobs (refresh, sweep, admission) run under: River
+// insists that it not exceed the rescue delay.
+func (d *Daemon) jobTimeout() time.Duration { return min(pollTimeout, d.cfg.RescueAfter) }

@@ -181,41 +181,47 @@ func shutdownAware(ctx context.Context, err error) error {
 	return err
 }
 
-// refreshRounds caches when the last bulk refresh rounds ran (store.RefreshRounds), read at most once every half
+// refreshRounds caches when the bulk refresh rounds ran (store.RefreshRounds), read at most once every half
 // minimum interval by each daemon rather than once per poll job.
 type refreshRounds struct {
-	mu                              sync.Mutex
-	readAt                          time.Time
-	lastStart, beforeStart, lastEnd time.Time
+	mu     sync.Mutex
+	readAt time.Time
+	store.RefreshRoundTimes
 }
 
 // refreshMissed reports whether a batch's row, last updated at updatedAt, has been missed by the bulk refresh: the
 // last two completed rounds both started after it (their list calls failed, or the listing no longer reaches the
 // batch), or no round has completed for refreshRoundsMissed periods while the row aged as long (the refresh is
-// stuck, or has not run yet). Rounds, not a fixed time: a round of 10 000 batches takes seconds and starts
-// a little after its period, so a poll due a minimum interval after the row's update would GET most batches once a
-// period, the calls the refresh saves.
+// stuck, or has not run yet) and no round is under way. Rounds, not a fixed time: a round of 10 000 batches takes
+// seconds and starts a little after its period, so a poll due a minimum interval after the row's update would GET
+// most batches once a period, the calls the refresh saves.
 func (d *Daemon) refreshMissed(ctx context.Context, updatedAt time.Time) bool {
 	r := &d.rounds
 	r.mu.Lock()
 	if time.Since(r.readAt) >= d.cfg.Interval.Min/2 {
-		lastStart, beforeStart, lastEnd, err := d.store.RefreshRounds(ctx, refreshArgs{}.Kind())
-		if err == nil {
-			r.lastStart, r.beforeStart, r.lastEnd, r.readAt = lastStart, beforeStart, lastEnd, time.Now()
+		if rt, err := d.store.RefreshRounds(ctx, refreshArgs{}.Kind()); err == nil {
+			r.RefreshRoundTimes, r.readAt = rt, time.Now()
 		}
 	}
-	lastStart, beforeStart, lastEnd := r.lastStart, r.beforeStart, r.lastEnd
+	rt := r.RefreshRoundTimes
 	r.mu.Unlock()
+	if !rt.BeforeStart.IsZero() && updatedAt.Before(rt.BeforeStart) {
+		return true
+	}
+	// A round under way will reach the row: the first round over 10 000 batches takes longer than two periods, and
+	// a poll job that GETs while it runs makes the call the round is about to make. A round runs at most the jobs'
+	// timeout; one running longer belongs to a dead poller and covers nothing.
+	if !rt.RunningSince.IsZero() && time.Since(rt.RunningSince) < d.jobTimeout() {
+		return false
+	}
+	lastEnd := rt.LastEnd
 	if lastEnd.IsZero() {
 		// No round has completed yet: the first is under way, counted from this daemon's start. Ten thousand rows
 		// tracked seconds before the pollers started are not each worth a GET while it runs.
 		lastEnd = d.started
 	}
-	if !beforeStart.IsZero() && updatedAt.Before(beforeStart) {
-		return true
-	}
 	// The period is what the rounds show, when longer than the minimum interval: River starts a periodic job a
 	// little late, and a long round delays the next.
-	stale := refreshRoundsMissed * max(d.cfg.Interval.Min, lastStart.Sub(beforeStart))
+	stale := refreshRoundsMissed * max(d.cfg.Interval.Min, rt.LastStart.Sub(rt.BeforeStart))
 	return time.Since(updatedAt) >= stale && time.Since(lastEnd) >= stale
 }

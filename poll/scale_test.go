@@ -3,6 +3,8 @@ package poll_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,4 +58,49 @@ func TestInternalFailureRecordedFailed(t *testing.T) {
 	require.Contains(t, string(b.Errors), emulator.CodeServerError)
 	require.Empty(t, e.results(t, batchID))
 	require.Equal(t, 1, e.emu.Stats().InternalFailures)
+}
+
+// A poller that starts with batches in flight makes no GET for them while its first bulk refresh round is still
+// running, however long that round takes: the round is about to read them. At 10 000 batches the first round takes
+// longer than two periods, and the poll jobs falling due meanwhile each made the GET the round then made again.
+func TestPollJobsWaitForARunningRefreshRound(t *testing.T) {
+	t.Parallel()
+	const listDelay = 8 * time.Second // past the first poll of every batch (store's 5 s delay after tracking)
+	var slowLists atomic.Bool
+	slowLists.Store(true)
+	// The batches end 6 s after creation, before the slow round's answer: that answer (or a poll job's GET) is the
+	// first to record their progress.
+	e := newEnvWrapped(t, emulator.Options{PhaseDelay: 2 * time.Second}, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && r.URL.Path == "/v1/batches" && slowLists.Load() {
+				time.Sleep(listDelay)
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	const n = 5
+	for i := range n {
+		body, _ := requestFile(fmt.Sprintf("slow%d", i), "gpt-4o-mini", 2)
+		e.submit(t, body)
+	}
+	cfg := e.config(t)
+	cfg.Interval = poll.Interval{Min: 200 * time.Millisecond, Max: 400 * time.Millisecond}
+	cfg.ExitWhenDone = false
+	d, err := poll.New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	// Until the first round's list call returns, every poll job has fallen due at least once.
+	require.Eventually(t, func() bool { return e.emu.Stats().BatchLists >= 1 }, 30*time.Second, 20*time.Millisecond)
+	slowLists.Store(false)
+	require.Eventually(t, func() bool {
+		var updated int
+		require.NoError(t, e.store.Pool().QueryRow(context.Background(),
+			`select count(*) from `+e.store.Schema()+`.batches where status <> 'validating'`).Scan(&updated))
+		return updated == n
+	}, 30*time.Second, 20*time.Millisecond, "the first round records the batches' progress")
+	require.Zero(t, e.emu.Stats().BatchGets, "no poll job GETs a batch while the refresh round that will read it runs")
 }

@@ -76,14 +76,22 @@ func loadInsertOpts(expiresAt *time.Time) *river.InsertOpts {
 // pollDelay lets a freshly created batch validate before its first poll.
 const pollDelay = 5 * time.Second
 
-// RefreshRounds returns when the last two completed bulk refresh rounds (River jobs of kind) started, and when the
-// last one finished; zero times for rounds not seen. River keeps completed jobs for a day; the index on
-// (state, finalized_at) finds them without a scan.
-func (s *Store) RefreshRounds(ctx context.Context, kind string) (lastStart, beforeStart, lastEnd time.Time, err error) {
+// RefreshRoundTimes says when the bulk refresh rounds (River jobs of one kind) ran: the starts of the last two
+// completed rounds and the end of the last one, and the start of a round running now; zero times for rounds not seen.
+type RefreshRoundTimes struct {
+	LastStart, BeforeStart, LastEnd time.Time
+	RunningSince                    time.Time
+}
+
+// RefreshRounds returns when the last two completed bulk refresh rounds (River jobs of kind) started, when the last
+// one finished, and when the round running now, if any, started. River keeps completed jobs for a day; the index on
+// (state, finalized_at) finds them without a scan, and River's fetch index (state first) the running one.
+func (s *Store) RefreshRounds(ctx context.Context, kind string) (RefreshRoundTimes, error) {
+	var rt RefreshRoundTimes
 	rows, err := s.pool.Query(ctx, `select attempted_at, finalized_at from `+s.table("river_job")+`
 		where state = 'completed' and finalized_at is not null and kind = $1 order by finalized_at desc limit 2`, kind)
 	if err != nil {
-		return lastStart, beforeStart, lastEnd, translate("read refresh rounds", err)
+		return rt, translate("read refresh rounds", err)
 	}
 	var (
 		starts     []time.Time
@@ -91,7 +99,7 @@ func (s *Store) RefreshRounds(ctx context.Context, kind string) (lastStart, befo
 	)
 	_, err = pgx.ForEachRow(rows, []any{&start, &end}, func() error {
 		if len(starts) == 0 && end != nil {
-			lastEnd = *end
+			rt.LastEnd = *end
 		}
 		if start != nil {
 			starts = append(starts, *start)
@@ -99,15 +107,24 @@ func (s *Store) RefreshRounds(ctx context.Context, kind string) (lastStart, befo
 		return nil
 	})
 	if err != nil {
-		return lastStart, beforeStart, lastEnd, translate("read refresh rounds", err)
+		return rt, translate("read refresh rounds", err)
 	}
 	if len(starts) > 0 {
-		lastStart = starts[0]
+		rt.LastStart = starts[0]
 	}
 	if len(starts) > 1 {
-		beforeStart = starts[1]
+		rt.BeforeStart = starts[1]
 	}
-	return lastStart, beforeStart, lastEnd, nil
+	var running *time.Time
+	err = s.pool.QueryRow(ctx, `select max(attempted_at) from `+s.table("river_job")+`
+		where state = 'running' and kind = $1`, kind).Scan(&running)
+	if err != nil {
+		return rt, translate("read the running refresh round", err)
+	}
+	if running != nil {
+		rt.RunningSince = *running
+	}
+	return rt, nil
 }
 
 // RefreshBatchArgs is the River job that reads one batch from its API at once, queued by a signed webhook that says
