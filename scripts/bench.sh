@@ -28,7 +28,7 @@
 #   9. prompt packing: prompt tokens and estimated cost per record of the demo's 3 000 reviews (examples/reviews.jsonl)
 #      unpacked against `submit --pack 10` and `--pack 50` (submit's own estimate, from `submit --dry-run`)
 #  10. scale: 10 000 batches in flight on one Postgres with 4 `batchctl poll` processes (internal/tools/scalebench;
-#      SCALEBENCH=1000 for a smaller run): API calls per refresh period, each poller's CPU and RSS, the spread of
+#      SCALEBENCH=1000 for a smaller run): API calls per refresh round, each poller's CPU and RSS, the spread of
 #      loads, the end-to-load lag, the hot statements' plans, and `status` / `results` latency at 10 M result rows
 #  11. webhooks: delay from a batch's end to its rows loaded, with OpenAI's webhooks sent to `batchctl serve` vs
 #      polling alone at the default interval (internal/tools/webhookbench)
@@ -479,7 +479,7 @@ scale_rows() {
     pollers_cpu="${pollers_cpu:+$pollers_cpu, }$(sk poller cpu_s "$i")"
     pollers_rss="${pollers_rss:+$pollers_rss, }$(sk poller rss_mib "$i")"
   done
-  echo "| scale: API calls per refresh period ($(sk calls period_s) s), $(fmt_n "$b") batches in flight, 4 pollers, counted by the emulator | max $(sk calls max), mean $(sk calls mean) over $(sk calls periods) periods | ⌈N/100⌉ + 4 = $(sk calls target) | $(calc '%.2f' "$(sk calls max) / $(sk calls target)") × the target | ≤ 1 | $(pass "$(sk calls max) <= $(sk calls target)") |"
+  echo "| scale: API calls per refresh round (period $(sk calls period_s) s), $(fmt_n "$b") batches in flight, 4 pollers, counted by the emulator from one round's start to the next | max $(sk calls max), mean $(sk calls mean) over $(sk calls periods) rounds | ⌈N/100⌉ + 4 = $(sk calls target) | $(calc '%.2f' "$(sk calls max) / $(sk calls target)") × the target | ≤ 1 | $(pass "$(sk calls max) <= $(sk calls target)") |"
   echo "| scale: each poller's CPU time and peak RSS over the whole run ($(sk lag run_s) s) | CPU $pollers_cpu s; RSS $pollers_rss MiB | | | report | |"
   echo "| scale: loads per poller | $(sk spread min_loads) to $(sk spread max_loads) | a fair share: $(calc '%.0f' "$b / 4") | max $(sk spread max_share) × the share | every poller loads, ≤ 2 × | $(pass "$(sk spread min_loads) > 0 && $(sk spread max_share) <= 2") |"
   echo "| scale: last batch's end to its rows loaded | $(sk lag last_batch_s) s (all rows $(sk lag all_loaded_s) s after the last end; $(sk lag loads_per_s) loads/s) | the refresh period: $(sk calls period_s) s | | report | |"

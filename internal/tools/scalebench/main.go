@@ -4,8 +4,9 @@
 //
 // It prints key=value figures on stdout (one line per kind) and a summary on stderr:
 //
-//   - calls: the API calls the emulator received per refresh period while every batch was in flight (its own count
-//     of GET /v1/batches and GET /v1/batches/{id}, not batchctl's), against ⌈N/100⌉ + 4;
+//   - calls: the API calls the emulator received per refresh round (from one round's start to the next) while every
+//     batch was in flight (its own count of GET /v1/batches and GET /v1/batches/{id}, not batchctl's), against
+//     ⌈N/100⌉ + 4;
 //
 //   - poller: each poller's CPU time and peak RSS (the kernel's rusage, what /proc/PID/stat and VmHWM hold at exit),
 //     and how many loads it did;
@@ -147,7 +148,7 @@ func run(c config) error {
 	}
 	logf("%d batches in flight after %.1f s", len(ids), time.Since(created).Seconds())
 
-	// The pollers, and a sample of the emulator's call counters at every refresh period.
+	// The pollers, and a sample of the emulator's call counters every sampleEvery.
 	logf("starting %d pollers", c.pollers)
 	pollersStart := time.Now()
 	procs := make([]*exec.Cmd, c.pollers)
@@ -173,7 +174,7 @@ func run(c config) error {
 	)
 	go func() {
 		defer close(sampled)
-		tick := time.NewTicker(c.interval)
+		tick := time.NewTicker(sampleEvery)
 		defer tick.Stop()
 		explained := false
 		for {
@@ -221,16 +222,41 @@ func run(c config) error {
 		return fmt.Errorf("%d of %d batches loaded, %d of %d rows", loaded, c.batches, rows, c.batches*c.per)
 	}
 
-	// Calls per refresh period while every batch was in flight: periods from two after the pollers started (the
-	// start-up round and its loads' first polls) to the first batch's end.
+	// Calls per refresh round while every batch was in flight: from each round's start to the next's (River's
+	// attempted_at of the refresh jobs), for the rounds from two periods after the pollers started (the start-up
+	// round and its loads' first polls) to the first batch's end. Fixed periods would split a round that starts a
+	// little late between two of them (52 and 148 calls for two rounds of 100 in one run).
+	starts, err := roundStarts(ctx, st, c.schema)
+	if err != nil {
+		return err
+	}
+	callsAt := func(at time.Time) int { // the emulator's count at the last sample at or before at
+		i, found := slices.BinarySearchFunc(samples, at, func(s sample, t time.Time) int { return s.at.Compare(t) })
+		if !found {
+			i = max(i-1, 0)
+		}
+		return apiCalls(samples[i].calls)
+	}
 	var perPeriod []int
-	for i := 1; i < len(samples); i++ {
-		a, b := samples[i-1], samples[i]
-		if a.at.Before(pollersStart.Add(2*c.interval)) || b.at.After(firstEnd) {
+	for i := 1; i < len(starts); i++ {
+		a, b := starts[i-1], starts[i]
+		if a.Before(pollersStart.Add(2*c.interval)) || b.After(firstEnd) {
 			continue
 		}
-		perPeriod = append(perPeriod, apiCalls(b.calls)-apiCalls(a.calls))
+		perPeriod = append(perPeriod, callsAt(b)-callsAt(a))
 	}
+	// Where the GETs fell, by refresh period since the pollers started.
+	var getsBy []string
+	for i, next := 0, pollersStart.Add(c.interval); i < len(samples); next = next.Add(c.interval) {
+		before := samples[i].calls.BatchGets
+		for i < len(samples) && samples[i].at.Before(next) {
+			i++
+		}
+		if n := samples[min(i, len(samples)-1)].calls.BatchGets - before; n > 0 {
+			getsBy = append(getsBy, fmt.Sprintf("%.0f s: %d", next.Sub(pollersStart).Seconds()-c.interval.Seconds(), n))
+		}
+	}
+	logf("GETs by refresh period since the pollers started: %v", getsBy)
 	target := (c.batches+99)/100 + 4
 	final := emu.Stats()
 	if len(perPeriod) == 0 {
@@ -243,7 +269,7 @@ func run(c config) error {
 	}
 	fmt.Printf("calls batches=%d periods=%d max=%d mean=%.1f target=%d lists=%d gets=%d downloads=%d period_s=%.0f\n",
 		c.batches, len(perPeriod), maxCalls, meanCalls, target, final.BatchLists, final.BatchGets, final.ContentDownloads, c.interval.Seconds())
-	logf("API calls per refresh period with %d batches in flight: %v (max %d, target %d); whole run: %d lists, %d GETs, %d downloads",
+	logf("API calls per refresh round with %d batches in flight: %v (max %d, target %d); whole run: %d lists, %d GETs, %d downloads",
 		c.batches, perPeriod, maxCalls, target, final.BatchLists, final.BatchGets, final.ContentDownloads)
 
 	// Each poller's CPU, peak RSS and loads.
@@ -289,6 +315,20 @@ func batchctlCmd(c config, env []string, args ...string) *exec.Cmd {
 
 // apiCalls are the calls a poller makes to follow batches: list and GET.
 func apiCalls(st emulator.Stats) int { return st.BatchLists + st.BatchGets }
+
+// sampleEvery is how often the emulator's call counters are sampled: fine enough to split the calls at each round's
+// start.
+const sampleEvery = 100 * time.Millisecond
+
+// roundStarts returns when the completed bulk refresh rounds started, in order.
+func roundStarts(ctx context.Context, st *store.Store, schema string) ([]time.Time, error) {
+	rows, err := st.Pool().Query(ctx, `select attempted_at from `+schema+`.river_job
+		where kind = 'batchctl_refresh' and state = 'completed' and attempted_at is not null order by attempted_at`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[time.Time])
+}
 
 // createBatches uploads one input file, creates c.batches batches on it and tracks each, 16 at a time.
 func createBatches(ctx context.Context, c config, baseURL string, st *store.Store) ([]string, error) {
