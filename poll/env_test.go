@@ -120,6 +120,18 @@ func startDaemon(t *testing.T, cfg poll.Config, timeout time.Duration) (done <-c
 	return ch, runCtx
 }
 
+// runDaemon runs a daemon with cfg on its own goroutine until the returned stop is called, which waits for it and
+// returns Run's error.
+func runDaemon(t *testing.T, cfg poll.Config) (stop func() error) {
+	t.Helper()
+	d, err := poll.New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	return func() error { cancel(); return <-done }
+}
+
 func testLogger(t *testing.T) *slog.Logger {
 	if testing.Verbose() || os.Getenv("BATCHCTL_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())

@@ -126,16 +126,11 @@ func TestOutputGoneBeforeItsExpiryIsNotLost(t *testing.T) {
 	cfg := e.config(t)
 	cfg.Metrics = poll.NewMetrics(nil, e.store, cfg.Logger)
 	cfg.ExitWhenDone = false
-	d, err := poll.New(cfg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
+	stop := runDaemon(t, cfg)
 	notFound := cfg.Metrics.PollErrors.WithLabelValues("download", "not_found")
 	require.Eventually(t, func() bool { return counterValue(t, notFound) >= 3 }, 30*time.Second, 20*time.Millisecond,
 		"the load waits and tries again")
-	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, stop())
 
 	b, err := e.store.GetBatch(context.Background(), batchID)
 	require.NoError(t, err)

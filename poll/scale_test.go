@@ -86,12 +86,8 @@ func TestPollJobsWaitForARunningRefreshRound(t *testing.T) {
 	cfg := e.config(t)
 	cfg.Interval = poll.Interval{Min: 200 * time.Millisecond, Max: 400 * time.Millisecond}
 	cfg.ExitWhenDone = false
-	d, err := poll.New(cfg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	stop := runDaemon(t, cfg)
+	defer func() { require.NoError(t, stop()) }()
 
 	// Until the first round's list call returns, every poll job has fallen due at least once.
 	require.Eventually(t, func() bool { return e.emu.Stats().BatchLists >= 1 }, 30*time.Second, 20*time.Millisecond)
