@@ -87,6 +87,8 @@ type Record struct {
 	// Canonical is true when the line has exactly the four keys of a request line in their usual order, with
 	// method and url present, so it can be written out as it is.
 	Canonical bool
+	// BodyOffset is where Request.Body starts in the line.
+	BodyOffset int
 }
 
 // Inspect parses line, which must hold one JSON object, and tells a request line from a data record. It checks what
@@ -185,6 +187,7 @@ func Inspect(line []byte, rec *Record) error {
 	// Str aliases line when custom_id has no escapes, and callers keep it past the line's life.
 	rec.Request.CustomID = strings.Clone(customID.Str)
 	rec.Request.Body = line[body.Index : body.Index+len(body.Raw)]
+	rec.BodyOffset = body.Index
 	rec.Canonical = canonicalOrder && n == 4 && body.Index > 0
 	return nil
 }

@@ -54,6 +54,10 @@ func TestInspect(t *testing.T) {
 				return
 			}
 			require.NoError(t, err)
+			if rec.IsRequest {
+				require.Equal(t, string(rec.Request.Body), tt.line[rec.BodyOffset:rec.BodyOffset+len(rec.Request.Body)], "BodyOffset")
+				rec.BodyOffset = 0
+			}
 			require.Equal(t, tt.want, rec)
 		})
 	}

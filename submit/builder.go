@@ -29,6 +29,9 @@ type request struct {
 	outTokens int64
 	// members are the records of a packed request (Options.Pack), index i+1 at [i]; nil for an unpacked one.
 	members []packMember
+	// bodyOff and bodyLen locate the body in line when tokens and outTokens are left to the spooler's goroutine
+	// (Options.estimate): bodyLen is 0 when they are already set.
+	bodyOff, bodyLen int
 }
 
 // builder turns input lines into request lines: request lines pass through (checked), data records go through the
@@ -112,6 +115,7 @@ func (b *builder) build(name string, num int, line []byte, req *request) error {
 	r := jsonl.Request{CustomID: req.customID, Method: "POST", URL: b.opts.wireURL(), Body: body}
 	b.buf = r.AppendJSON(b.buf[:0])
 	req.line = b.buf
+	req.bodyOff, req.bodyLen = len(req.line)-len(body)-1, len(body) // AppendJSON ends with the body and "}"
 	return b.describe(body, req)
 }
 
@@ -123,15 +127,19 @@ func (b *builder) passThrough(line []byte, req *request) error {
 	req.customID = r.CustomID
 	if b.rec.Canonical && r.URL == b.opts.wireURL() {
 		req.line = line // already exactly a request line: write it as it is
+		req.bodyOff, req.bodyLen = b.rec.BodyOffset, len(r.Body)
 	} else {
 		r.Method, r.URL = "POST", b.opts.wireURL()
 		b.buf = r.AppendJSON(b.buf[:0])
 		req.line = b.buf
+		req.bodyOff, req.bodyLen = len(req.line)-len(r.Body)-1, len(r.Body)
 	}
 	return b.describe(r.Body, req)
 }
 
-// describe fills in the model and the embedding inputs of a request body.
+// describe fills in the model and the embedding inputs of a request body. Its token estimates are left to the
+// spooler's goroutine (bodyOff, bodyLen; Options.estimate): they are a third of the reading goroutine's work on
+// priced pass-through lines, and the spooler's goroutine, hashing and writing, has time to spare.
 func (b *builder) describe(body []byte, req *request) error {
 	m, err := jsonl.ModelView(body)
 	if err != nil {
@@ -149,13 +157,20 @@ func (b *builder) describe(body []byte, req *request) error {
 			return err
 		}
 	}
-	if b.opts.MaxTokens > 0 || b.opts.EstimateTokens || b.opts.Prices != nil {
-		req.tokens = EstimateTokens(body)
-	}
-	if b.opts.Prices != nil {
-		req.outTokens = outputBound(b.opts.Endpoint, body)
-	}
 	return nil
+}
+
+// estimate returns the estimates of a request body that the options ask for: its prompt tokens (EstimateTokens)
+// when a token limit, the estimate or the cost needs them, and the bound of its output tokens (outputBound) when
+// the cost does.
+func (o *Options) estimate(body []byte) (tokens, outTokens int64) {
+	if o.MaxTokens > 0 || o.EstimateTokens || o.Prices != nil {
+		tokens = EstimateTokens(body)
+	}
+	if o.Prices != nil {
+		outTokens = outputBound(o.Endpoint, body)
+	}
+	return tokens, outTokens
 }
 
 // EstimateTokens is the prompt-token estimate of a request body that Options.MaxTokens caps: a quarter token per

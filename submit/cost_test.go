@@ -2,6 +2,7 @@ package submit_test
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -123,4 +124,62 @@ func TestMaxCost(t *testing.T) {
 	require.ErrorIs(t, err, submit.ErrOverBudget)
 	require.Contains(t, err.Error(), "--resume")
 	require.Len(t, srv.Batches(), 3)
+}
+
+// The estimates of every line shape match those of the body as spooled: request lines written as they are
+// (canonical) and rewritten (keys in another order, spaces, no url), records through the built-in form
+// and through a template, ASCII and not. The spooler's goroutine estimates each line from where its body lies in the
+// line, so a wrong offset would count the wrapper or lose a part of the body.
+func TestEstimatesFollowTheSpooledBody(t *testing.T) {
+	t.Parallel()
+	table := cost.Default()
+	requestLines := []string{
+		`{"custom_id":"c1","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":"héllo"}],"max_tokens":7}}`,
+		`{"body": {"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}],"max_completion_tokens":9} , "custom_id":"c2"}`,
+		`{"custom_id":"c3","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","messages":[]}  }`,
+	}
+	records := []string{`{"text":"the café was fine"}`, `{"text":"日本語のレビュー"}`, `{"text":"plain"}`}
+	runs := []struct {
+		name     string
+		lines    []string
+		template string
+	}{
+		{"request lines", requestLines, ""},
+		{"built-in form", records, ""},
+		{"template", records, `{"model":"gpt-4o-mini","max_tokens":3,"messages":[{"role":"user","content":{{json .text}}}]}`},
+	}
+	for _, run := range runs {
+		t.Run(run.name, func(t *testing.T) {
+			var out bytes.Buffer
+			opts := baseOptions(t, nil, &out)
+			opts.Client, opts.DryRun, opts.Prices, opts.Template = nil, true, table, run.template
+			opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", run.lines...)}
+			require.NoError(t, submit.Run(t.Context(), opts))
+			cs := decodeCreated(t, out.String())
+			require.Len(t, cs, 1)
+
+			spooled, err := os.ReadFile(cs[0].SpoolFile)
+			require.NoError(t, err)
+			var tokens, outTokens int64
+			for l := range bytes.Lines(spooled) {
+				var r struct {
+					Body json.RawMessage `json:"body"`
+				}
+				require.NoError(t, json.Unmarshal(l, &r))
+				tokens += submit.EstimateTokens(r.Body)
+				var limits struct {
+					MaxTokens           int64 `json:"max_tokens"`
+					MaxCompletionTokens int64 `json:"max_completion_tokens"`
+				}
+				require.NoError(t, json.Unmarshal(r.Body, &limits))
+				outTokens += cmp.Or(limits.MaxCompletionTokens, limits.MaxTokens, submit.DefaultOutputTokens)
+			}
+			require.Equal(t, tokens, cs[0].EstimatedTokens)
+			price, ok := table.Lookup("gpt-4o-mini")
+			require.True(t, ok)
+			want, err := price.Cost(cost.Usage{Input: tokens, Output: outTokens})
+			require.NoError(t, err)
+			require.Equal(t, want, cs[0].EstimatedCostUSD.Pico)
+		})
+	}
 }

@@ -137,5 +137,6 @@ func (b *builder) buildPacked(req *request) error {
 	r := jsonl.Request{CustomID: req.customID, Method: "POST", URL: b.opts.wireURL(), Body: body}
 	b.buf = r.AppendJSON(b.buf[:0])
 	req.line = b.buf
+	req.tokens, req.outTokens = b.opts.estimate(body)
 	return b.describe(body, req)
 }

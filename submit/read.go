@@ -25,6 +25,7 @@ type inLine struct {
 	inputs           int
 	tokens           int64
 	outTokens        int64
+	bodyOff, bodyLen int          // the body in the line, when tokens and outTokens are the spooler's to estimate
 	members          []packMember // of a packed request
 	err              error        // a *jsonl.RecordError for a bad line
 }
@@ -147,8 +148,8 @@ func (r *run) readInput(in Input, b *builder, req *request, rdr *reader) bool {
 			if berr := b.build(in.Name, l.num, line, req); berr != nil {
 				l.err = &jsonl.RecordError{Source: in.Name, Line: l.num, Reason: berr.Error()}
 			} else {
-				line, l.customID, l.model, l.inputs, l.tokens = req.line, req.customID, req.model, req.inputs, req.tokens
-				l.outTokens = req.outTokens
+				line, l.customID, l.model, l.inputs = req.line, req.customID, req.model, req.inputs
+				l.bodyOff, l.bodyLen = req.bodyOff, req.bodyLen
 			}
 		}
 		if c = r.put(rdr, c, l, line, raw, rd.Buffered() == 0); c == nil {
