@@ -220,8 +220,14 @@ func (d *Daemon) refreshMissed(ctx context.Context, updatedAt time.Time) bool {
 		// tracked seconds before the pollers started are not each worth a GET while it runs.
 		lastEnd = d.started
 	}
-	// The period is what the rounds show, when longer than the minimum interval: River starts a periodic job a
-	// little late, and a long round delays the next.
-	stale := refreshRoundsMissed * max(d.cfg.Interval.Min, rt.LastStart.Sub(rt.BeforeStart))
+	// The period is what the last two rounds show, when longer than the minimum interval: River starts a periodic
+	// job a little late, and a long round delays the next. With one round done there is no second start to measure
+	// from (the time since the zero time saturates, and twice it overflowed into a negative staleness: every poll
+	// job due between a poller's first and second rounds made a GET, 984 with 10 000 batches in flight).
+	period := d.cfg.Interval.Min
+	if !rt.BeforeStart.IsZero() {
+		period = max(period, rt.LastStart.Sub(rt.BeforeStart))
+	}
+	stale := refreshRoundsMissed * period
 	return time.Since(updatedAt) >= stale && time.Since(lastEnd) >= stale
 }
