@@ -1,6 +1,7 @@
 package submit
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -153,6 +154,31 @@ func loadJournals(dir string) ([]*journal, error) {
 
 // ErrRunDirBusy means another batchctl submit works in the same run directory.
 var ErrRunDirBusy = errors.New("spool directory is in use by another batchctl submit")
+
+// runDirLockWait is how long a run waits for its own run directory's lock before it says the directory is busy:
+// every submit's start-up scan for the intents of dead runs (resumeDir) takes each run directory's lock for a
+// moment, and a run of another input starting in that moment must not mistake the scan for a second process working
+// on its input (it did, in the reliability suite's eight submitters started at once).
+const runDirLockWait = 10 * time.Second
+
+// lockOwnRunDir takes the lock of a run's own directory, trying again for up to runDirLockWait while another
+// process holds it: a scan lets go within milliseconds, a run of the same input holds it until it ends. The error
+// wraps ErrRunDirBusy when the wait runs out, and is ctx's when the run is stopped while waiting.
+func lockOwnRunDir(ctx context.Context, dir string) (*flock.Flock, error) {
+	l := flock.New(filepath.Join(dir, ".lock"))
+	wait, cancel := context.WithTimeout(ctx, runDirLockWait)
+	defer cancel()
+	ok, err := l.TryLockContext(wait, 20*time.Millisecond)
+	switch {
+	case ok:
+		return l, nil
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case err != nil && !errors.Is(err, context.DeadlineExceeded):
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return nil, fmt.Errorf("%s: %w", dir, ErrRunDirBusy)
+}
 
 // lockRunDir takes the run directory's lock without waiting: two processes finishing the same intents could upload
 // and create twice.

@@ -65,7 +65,7 @@ func (r *run) submit(ctx context.Context) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create run dir: %w", err)
 	}
-	lock, err := lockRunDir(dir)
+	lock, err := lockOwnRunDir(ctx, dir)
 	if err != nil {
 		return err
 	}

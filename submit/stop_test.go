@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gofrs/flock"
 	"github.com/openai/openai-go/v3"
 	"github.com/stretchr/testify/require"
 
@@ -304,4 +305,32 @@ func TestExpiryOptions(t *testing.T) {
 		o.OutputExpiresAfter = bad
 		require.ErrorIs(t, submit.Run(t.Context(), o), submit.ErrInvalidOptions, "%s", bad)
 	}
+}
+
+// A run whose directory another process holds for a moment (every submit's start-up scan for dead runs' intents
+// takes each run directory's lock in turn) waits for it instead of failing as if a second run of its input were at
+// work. Eight submitters started at once once failed so.
+func TestRunWaitsOutAnotherSubmitsScanOfItsDirectory(t *testing.T) {
+	t.Parallel()
+	_, client := newEmulator(t, emulator.Options{})
+	var out bytes.Buffer
+	opts := baseOptions(t, client, &out)
+	opts.Inputs = []submit.Input{writeInput(t, "in.jsonl", `{"text":"a"}`, `{"text":"b"}`)}
+	require.NoError(t, submit.Run(t.Context(), opts))
+	entries, err := os.ReadDir(opts.SpoolDir)
+	require.NoError(t, err)
+	require.Len(t, entries, 1)
+	dir := filepath.Join(opts.SpoolDir, entries[0].Name())
+
+	scan := flock.New(filepath.Join(dir, ".lock"))
+	locked, err := scan.TryLock()
+	require.NoError(t, err)
+	require.True(t, locked)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		_ = scan.Unlock()
+	}()
+	out.Reset()
+	require.NoError(t, submit.Run(t.Context(), opts), "the re-run waits for the lock, then finds its batch made")
+	require.Len(t, decodeCreated(t, out.String()), 1)
 }
