@@ -231,8 +231,9 @@ func TestResultsInputOrderKeepsRunsApart(t *testing.T) {
 
 func TestCancelThenPartialLoad(t *testing.T) {
 	t.Parallel()
-	// A phase long enough that the cancel lands in in_progress on a loaded machine.
-	e := newDownstreamEnv(t, emulator.Options{PhaseDelay: 1500 * time.Millisecond})
+	// A phase long enough that the cancel, a process of its own started once the batch is in progress, lands in
+	// in_progress on a loaded machine running the race detector.
+	e := newDownstreamEnv(t, emulator.Options{PhaseDelay: 3 * time.Second})
 	_, batchID := e.createBatch(t, "c", 40, 0)
 	require.Eventually(t, func() bool {
 		rec, _ := e.emu.Batch(batchID)

@@ -118,7 +118,10 @@ func waitFirstRefresh(t *testing.T, e *apiEnv) {
 func TestWebhookLoadsResultsAtOnce(t *testing.T) {
 	t.Parallel()
 	addr := freeAddr(t)
-	e := newAPIEnv(t, emulator.Options{PhaseDelay: 300 * time.Millisecond,
+	// Three phases of 2 s: the batch ends 6 s after its creation, after track (a process of its own, slow on a busy
+	// machine) has recorded it in flight, and after its poll job's first GET (5 s after track), which then waits a
+	// minute: a webhook for a batch not tracked yet is ignored, and one for a batch track saw end changes nothing.
+	e := newAPIEnv(t, emulator.Options{PhaseDelay: 2 * time.Second,
 		WebhookURL: "http://" + addr + "/webhooks/openai", WebhookSecret: webhookSecret})
 	e.env["BATCHCTL_WEBHOOK_SECRET"] = webhookSecret
 	bg := startCLI(t, e.env, "serve", "--addr", addr)
@@ -128,6 +131,8 @@ func TestWebhookLoadsResultsAtOnce(t *testing.T) {
 
 	_, batchID := e.createBatch(t, "w", 6, 0)
 	require.Equal(t, exitOK, runCLI(t, "", e.env, "track", batchID).code)
+	require.Equal(t, 1, e.count(t, `select count(*) from $schema.batches where batch_id = $1
+		and status not in ('completed', 'failed', 'expired', 'cancelled')`, batchID), "the batch must end after track")
 	start := time.Now()
 	require.Eventually(t, func() bool {
 		return e.count(t, `select count(*) from $schema.batches where batch_id = $1 and results_loaded_at is not null`, batchID) == 1
@@ -180,7 +185,9 @@ func TestEmulatorWebhookURLNeedsASecret(t *testing.T) {
 // data) queues a job that a poller works: the API gets the cancel, and the row records it. serve holds no API key.
 func TestDashboardCancelReachesTheAPI(t *testing.T) {
 	t.Parallel()
-	e := newAPIEnv(t, emulator.Options{PhaseDelay: 2 * time.Second})
+	// Three phases of 5 s: the batch is still in flight when the cancel comes, after track, serve and a poller have
+	// started as processes of their own on a busy machine.
+	e := newAPIEnv(t, emulator.Options{PhaseDelay: 5 * time.Second})
 	_, batchID := e.createBatch(t, "c", 3, 0)
 	require.Equal(t, exitOK, runCLI(t, "", e.env, "track", batchID).code)
 	serveEnv := map[string]string{"DATABASE_URL": e.env["DATABASE_URL"], "BATCHCTL_SCHEMA": e.schema}
