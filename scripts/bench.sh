@@ -510,7 +510,7 @@ writing without fsync; the dry run reads, checks, cuts, hashes (sha256) and writ
 on one tracked, completed batch, into a fresh schema each run: start-up, one refresh, downloading the input file (for input_line) and the output
 file from the emulator, decoding every line and COPY in one transaction; psql \`\\copy\` reads the same rows,
 exported as text, into an empty twin table (\`like results including all\`: same defaults and indexes), after a
-checkpoint (as the poller's load). The two sides alternate who goes first after the first pair. Row 4 is the largest of the load runs. Rows 3 and 4: \`batchctl version\` alone peaks at $(mib "$(rss_kib floor)") MiB, of which $(mib "$(anon_kib floor)") MiB anonymous: the rest is the 120 MB binary's own pages, mapped from the page cache (the kernel maps them in 2 MB folios) and shared by every batchctl process. The anonymous figure, RssAnon sampled every 50 ms, is the process's own memory. Row 3: submit streams batch files of ≤ 200 MB to an emulator that only stores them. Row 5:
+checkpoint (as the poller's load). The two sides alternate who goes first after the first pair. Row 4 is the largest of the load runs. Rows 3 and 4: \`batchctl version\` alone peaks at $(mib "$(rss_kib floor)") MiB, nearly all of it the 120 MB binary's own pages, mapped from the page cache (this kernel maps them in 2 MB folios) and shared by every batchctl process. The anonymous figure, RssAnon sampled every 50 ms, is the process's own memory: heap and stacks. Row 3: submit streams batch files of ≤ 200 MB to an emulator that only stores them. Row 5:
 BenchmarkRefreshRound in poll/ (one bulk refresh: GET /v1/batches pages of 100, each page's changes written in one transaction; the naive
 round makes one GET per batch and no database work). Row 6: submit (which records each batch in Postgres) then poll
 until every row is loaded, against an emulator sharing the machine's CPUs (it validates and answers every request);
@@ -534,7 +534,8 @@ estimate (\`--dry-run\`: a quarter token a byte of the whole body, JSON syntax a
 Scale rows: internal/tools/scalebench, the
 emulator in its process with no hourly creation cap, every batch on one input file, created and tracked before 4
 \`poll --exit-when-done\` processes start (refresh period 5 s); calls are the emulator's own count of list and GET
-calls in the periods from two after the pollers started to the first batch's end; CPU and peak RSS from each
+calls, sampled every 100 ms, in each refresh round (from one round's start to the next, River's attempted_at) from
+two periods after the pollers started to the first batch's end; CPU and peak RSS from each
 process's rusage; the results table then grown to 1 000 rows a batch (COPY of a tenth, timed; the rest by insert
 from generate_series), each batch's rows at its own load time; Postgres rates with fsync off (the throwaway cluster).
 The webhooks row: internal/tools/webhookbench runs \`batchctl poll\` with its defaults against an emulator at 2 s a
