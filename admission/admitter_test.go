@@ -97,7 +97,7 @@ func (e *env) enqueue(t *testing.T, intent string, n, size int) (store.QueuedBat
 
 // refresh does a poller's work for the batches in flight: it stores what the API says of them.
 func (e *env) refresh(ctx context.Context, s *store.Store) error {
-	bs, err := s.ListNonTerminal(ctx, 1000)
+	bs, err := s.ListInFlight(ctx, 1000)
 	if err != nil {
 		return err
 	}

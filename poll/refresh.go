@@ -50,18 +50,18 @@ type RefreshStats struct {
 // this daemon has no credentials for are left to their poll jobs, which say so.
 func (d *Daemon) Refresh(ctx context.Context) (RefreshStats, error) {
 	var st RefreshStats
-	inFlight, err := d.store.ListNonTerminal(ctx, 1_000_000)
+	inFlight, err := d.store.ListInFlight(ctx, 1_000_000)
 	if err != nil || len(inFlight) == 0 {
 		return st, err
 	}
 	st.InFlight = len(inFlight)
-	byProvider := map[string]map[string]*store.Batch{}
+	byProvider := map[string]map[string]*store.InFlight{}
 	oldest := map[string]time.Time{}
-	for i := range inFlight { // ListNonTerminal is oldest first
+	for i := range inFlight { // ListInFlight is oldest first
 		b := &inFlight[i]
 		name := cmp.Or(b.Provider, provider.OpenAI)
 		if byProvider[name] == nil {
-			byProvider[name], oldest[name] = map[string]*store.Batch{}, b.CreatedAt
+			byProvider[name], oldest[name] = map[string]*store.InFlight{}, b.CreatedAt
 		}
 		byProvider[name][b.BatchID] = b
 	}
@@ -96,7 +96,7 @@ func (d *Daemon) warnNoCredentials(name string, n int, err error) {
 }
 
 // refreshProvider is the round of one provider's batches in flight, want, the oldest created at oldest.
-func (d *Daemon) refreshProvider(ctx context.Context, p provider.Provider, want map[string]*store.Batch, oldest time.Time, st *RefreshStats) error {
+func (d *Daemon) refreshProvider(ctx context.Context, p provider.Provider, want map[string]*store.InFlight, oldest time.Time, st *RefreshStats) error {
 	cursor := ""
 	for len(want) > 0 {
 		st.ListCalls++
@@ -148,7 +148,7 @@ func (d *Daemon) refreshProvider(ctx context.Context, p provider.Provider, want 
 
 // unchanged reports whether the API's view of a batch adds nothing to its row: UpsertBatch would only move
 // updated_at.
-func unchanged(row, api *store.Batch) bool {
+func unchanged(row *store.InFlight, api *store.Batch) bool {
 	return row.Status == api.Status && row.RequestTotal == api.RequestTotal &&
 		row.RequestCompleted == api.RequestCompleted && row.RequestFailed == api.RequestFailed &&
 		row.OutputFileID == api.OutputFileID && row.ErrorFileID == api.ErrorFileID && row.Model == api.Model &&

@@ -299,15 +299,38 @@ func (s *Store) TouchBatches(ctx context.Context, batchIDs []string) error {
 	return translate("touch batches", err)
 }
 
-// ListNonTerminal returns up to limit batches that have not ended, oldest first.
-func (s *Store) ListNonTerminal(ctx context.Context, limit int) ([]Batch, error) {
-	rows, err := s.pool.Query(ctx, `select `+batchColumns+` from `+s.table("batches")+`
-		where status not in `+terminalSQL+` order by created_at, batch_id limit $1`, limit)
+// InFlight is what a bulk refresh keeps of a batch in flight: its key, where it lives, and what the API's view is
+// compared with. A refresh holds one for every batch in flight (10 000 and more), so it is a few strings, not a
+// Batch with its metadata, usage and lineage.
+type InFlight struct {
+	BatchID, Provider, Status, Endpoint, Model string
+	InputFileID, OutputFileID, ErrorFileID     string
+	RequestTotal, RequestCompleted             int
+	RequestFailed                              int
+	CreatedAt                                  time.Time
+}
+
+// ListInFlight returns up to limit batches that have not ended, oldest first, as a bulk refresh compares them.
+func (s *Store) ListInFlight(ctx context.Context, limit int) ([]InFlight, error) {
+	rows, err := s.pool.Query(ctx, s.refreshListSQL(), limit)
 	if err != nil {
 		return nil, translate("list batches in flight", err)
 	}
-	bs, err := pgx.CollectRows(rows, scanBatch)
+	bs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (InFlight, error) {
+		var b InFlight
+		err := row.Scan(&b.BatchID, &b.Provider, &b.Status, &b.Endpoint, &b.Model, &b.InputFileID, &b.OutputFileID,
+			&b.ErrorFileID, &b.RequestTotal, &b.RequestCompleted, &b.RequestFailed, &b.CreatedAt)
+		return b, err
+	})
 	return bs, translate("list batches in flight", err)
+}
+
+// refreshListSQL is ListInFlight's statement ($1: the limit), which ExplainHot explains too.
+func (s *Store) refreshListSQL() string {
+	return `select batch_id, provider, status, coalesce(endpoint, ''), coalesce(model, ''),
+			coalesce(input_file_id, ''), coalesce(output_file_id, ''), coalesce(error_file_id, ''),
+			request_total, request_completed, request_failed, created_at
+		from ` + s.table("batches") + ` where status not in ` + terminalSQL + ` order by created_at, batch_id limit $1`
 }
 
 // batchArgs are the values of insertValues.

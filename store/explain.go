@@ -29,8 +29,7 @@ func (s *Store) ExplainHot(ctx context.Context) ([]Plan, error) {
 		name, sql string
 		args      []any
 	}{
-		{"refresh: list in flight", `select ` + batchColumns + ` from ` + s.table("batches") + `
-			where status not in ` + terminalSQL + ` order by created_at, batch_id limit $1`, []any{1_000_000}},
+		{"refresh: list in flight", s.refreshListSQL(), []any{1_000_000}},
 		{"refresh: touch a page", `update ` + s.table("batches") + ` set updated_at = now() where batch_id = any($1)`, nil},
 		{"poll: read a batch", `select ` + batchColumns + ` from ` + s.table("batches") + ` where batch_id = $1`, nil},
 		{"sweep: stranded polls", s.missingJobsSQL(PollBatchArgs{}.Kind(), strandedPollsWhere, `b.created_at`), []any{deadline}},

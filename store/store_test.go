@@ -176,7 +176,7 @@ func TestUpsertBatchStatusChanges(t *testing.T) {
 	require.Equal(t, []string{"validating", "in_progress", "completed"}, statuses, "no notification without a status change")
 }
 
-func TestListNonTerminal(t *testing.T) {
+func TestListInFlightStatuses(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := openStore(t)
@@ -185,7 +185,7 @@ func TestListNonTerminal(t *testing.T) {
 		_, err := s.UpsertBatch(ctx, store.Batch{BatchID: fmt.Sprintf("batch_%d", i), Status: status, CreatedAt: base.Add(time.Duration(i) * time.Minute)})
 		require.NoError(t, err)
 	}
-	bs, err := s.ListNonTerminal(ctx, 100)
+	bs, err := s.ListInFlight(ctx, 100)
 	require.NoError(t, err)
 	var ids []string
 	for _, b := range bs {
@@ -193,7 +193,7 @@ func TestListNonTerminal(t *testing.T) {
 	}
 	require.Equal(t, []string{"batch_0=validating", "batch_2=in_progress", "batch_4=finalizing", "batch_6=cancelling"}, ids)
 
-	bs, err = s.ListNonTerminal(ctx, 2)
+	bs, err = s.ListInFlight(ctx, 2)
 	require.NoError(t, err)
 	require.Len(t, bs, 2)
 }
@@ -338,7 +338,7 @@ func TestUnmigratedSchemaSaysSo(t *testing.T) {
 	s, err := store.Open(context.Background(), url, schema)
 	require.NoError(t, err)
 	defer s.Close()
-	_, err = s.ListNonTerminal(context.Background(), 10)
+	_, err = s.ListInFlight(context.Background(), 10)
 	require.ErrorIs(t, err, store.ErrNotMigrated)
 	require.ErrorContains(t, err, "batchctl migrate")
 }
