@@ -177,7 +177,7 @@ func New(cfg Config) (*Daemon, error) {
 		},
 		RetryPolicy:          retryPolicy{d},
 		RescueStuckJobsAfter: cfg.RescueAfter,
-		// Each worker sets its own timeout; River only insists that the default not exceed the rescue delay.
+		// Each per-batch worker sets its own timeout; the default is the periodic jobs'.
 		JobTimeout:        d.jobTimeout(),
 		FetchPollInterval: cfg.FetchPollInterval,
 		FetchCooldown:     min(cfg.FetchPollInterval, 100*time.Millisecond),

@@ -29,8 +29,8 @@ type request struct {
 	outTokens int64
 	// members are the records of a packed request (Options.Pack), index i+1 at [i]; nil for an unpacked one.
 	members []packMember
-	// bodyOff and bodyLen locate the body in line when tokens and outTokens are left to the spooler's goroutine
-	// (Options.estimate): bodyLen is 0 when they are already set.
+	// bodyOff and bodyLen locate the body in line: the spooler's goroutine estimates tokens and outTokens from it
+	// (Options.estimate).
 	bodyOff, bodyLen int
 }
 
@@ -112,11 +112,15 @@ func (b *builder) build(name string, num int, line []byte, req *request) error {
 			return err
 		}
 	}
-	r := jsonl.Request{CustomID: req.customID, Method: "POST", URL: b.opts.wireURL(), Body: body}
+	b.writeLine(&jsonl.Request{CustomID: req.customID, Method: "POST", URL: b.opts.wireURL(), Body: body}, req)
+	return b.describe(body, req)
+}
+
+// writeLine makes r req's request line, in the builder's buffer, and notes where its body lies in it.
+func (b *builder) writeLine(r *jsonl.Request, req *request) {
 	b.buf = r.AppendJSON(b.buf[:0])
 	req.line = b.buf
-	req.bodyOff, req.bodyLen = len(req.line)-len(body)-1, len(body) // AppendJSON ends with the body and "}"
-	return b.describe(body, req)
+	req.bodyOff, req.bodyLen = len(b.buf)-len(r.Body)-1, len(r.Body) // AppendJSON ends with the body and "}"
 }
 
 func (b *builder) passThrough(line []byte, req *request) error {
@@ -130,9 +134,7 @@ func (b *builder) passThrough(line []byte, req *request) error {
 		req.bodyOff, req.bodyLen = b.rec.BodyOffset, len(r.Body)
 	} else {
 		r.Method, r.URL = "POST", b.opts.wireURL()
-		b.buf = r.AppendJSON(b.buf[:0])
-		req.line = b.buf
-		req.bodyOff, req.bodyLen = len(req.line)-len(r.Body)-1, len(r.Body)
+		b.writeLine(r, req)
 	}
 	return b.describe(r.Body, req)
 }

@@ -393,11 +393,8 @@ func (s *spoolRun) take(ctx context.Context, c *chunk) error {
 			}
 			continue
 		}
-		s.req = request{line: line, customID: l.customID, model: l.model, inputs: l.inputs, tokens: l.tokens, outTokens: l.outTokens,
-			members: l.members}
-		if l.bodyLen > 0 {
-			s.req.tokens, s.req.outTokens = s.r.opts.estimate(line[l.bodyOff : l.bodyOff+l.bodyLen])
-		}
+		s.req = request{line: line, customID: l.customID, model: l.model, inputs: l.inputs, members: l.members}
+		s.req.tokens, s.req.outTokens = s.r.opts.estimate(line[l.bodyOff : l.bodyOff+l.bodyLen])
 		wasEmpty := s.sp.pending() == 0
 		p, err := s.sp.add(l.name, l.num, &s.req)
 		if derr := s.sealedPart(ctx, p); derr != nil {

@@ -134,9 +134,6 @@ func (b *builder) buildPacked(req *request) error {
 		b.bodyBuf = p.form.AppendBody(b.bodyBuf[:0], p.views)
 		body = b.bodyBuf
 	}
-	r := jsonl.Request{CustomID: req.customID, Method: "POST", URL: b.opts.wireURL(), Body: body}
-	b.buf = r.AppendJSON(b.buf[:0])
-	req.line = b.buf
-	req.tokens, req.outTokens = b.opts.estimate(body)
+	b.writeLine(&jsonl.Request{CustomID: req.customID, Method: "POST", URL: b.opts.wireURL(), Body: body}, req)
 	return b.describe(body, req)
 }

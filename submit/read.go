@@ -23,9 +23,7 @@ type inLine struct {
 	customID         string
 	model            string
 	inputs           int
-	tokens           int64
-	outTokens        int64
-	bodyOff, bodyLen int          // the body in the line, when tokens and outTokens are the spooler's to estimate
+	bodyOff, bodyLen int          // the body in the line, which the spooler's goroutine estimates
 	members          []packMember // of a packed request
 	err              error        // a *jsonl.RecordError for a bad line
 }
@@ -175,7 +173,8 @@ func (r *run) packedLine(b *builder, req *request) (inLine, []byte) {
 		l.err = &jsonl.RecordError{Source: l.name, Line: l.num, Reason: "packed request: " + err.Error()}
 		return l, nil
 	}
-	l.customID, l.model, l.inputs, l.tokens, l.outTokens, l.members = req.customID, req.model, req.inputs, req.tokens, req.outTokens, req.members
+	l.customID, l.model, l.inputs, l.members = req.customID, req.model, req.inputs, req.members
+	l.bodyOff, l.bodyLen = req.bodyOff, req.bodyLen
 	return l, req.line
 }
 
